@@ -1,0 +1,57 @@
+# Stockroom: `make run` starts the shop, `make test` runs every test. Both set everything up first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+ENV_FILE := var/services.env
+WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
+PORT ?= 8000
+
+.PHONY: run test setup services bench lint format check stop-embedded
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+setup: $(STAMP) services
+
+services: $(STAMP)
+	@$(PY) bin/services.py --write $(ENV_FILE)
+
+run: setup
+	@$(WITH_ENV) $(PY) manage.py migrate --noinput
+	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(WITH_ENV) $(PY) manage.py load_demo_data
+	@echo ""
+	@echo "  shop      http://127.0.0.1:$(PORT)/"
+	@echo "  admin     http://127.0.0.1:$(PORT)/admin/   (staff@example.com / stockroom-demo)"
+	@echo "  API docs  http://127.0.0.1:$(PORT)/api/docs/"
+	@echo "  metrics   http://127.0.0.1:$(PORT)/metrics"
+	@echo "  Ctrl-C stops every process."
+	@echo ""
+	@$(WITH_ENV) PORT=$(PORT) exec $(VENV)/bin/honcho start --no-prefix -f Procfile
+
+test: setup
+	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@$(WITH_ENV) $(PY) -m tests.bench
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+check: $(STAMP)
+	@$(WITH_ENV) $(PY) manage.py check
+	@$(WITH_ENV) $(PY) manage.py makemigrations --check --dry-run
+
+stop-embedded:
+	$(PY) bin/services.py --stop

@@ -1,0 +1,27 @@
+"""The periodic jobs, written into django-celery-beat's tables by `manage.py setup_schedules`.
+
+Idempotent: an existing schedule keeps the timing staff may have edited in the admin.
+"""
+
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+
+# name: (task, kind, spec, kwargs as JSON)
+SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
+    "purge old api keys": ("users.purge_api_keys", "crontab", {"minute": "17", "hour": "3"}, '{"older_than_days": 30}'),
+}
+
+
+def schedules_ensure() -> list[str]:
+    created = []
+    with transaction.atomic():
+        for name, (task, kind, spec, kwargs) in SCHEDULES.items():
+            if PeriodicTask.objects.filter(name=name).exists():
+                continue
+            if kind == "crontab":
+                timing = {"crontab": CrontabSchedule.objects.get_or_create(**spec)[0]}
+            else:
+                timing = {"interval": IntervalSchedule.objects.get_or_create(**spec)[0]}
+            PeriodicTask.objects.create(name=name, task=task, kwargs=kwargs, **timing)
+            created.append(name)
+    return created

@@ -1,0 +1,87 @@
+"""/metrics under gunicorn with two workers sums what every worker counted."""
+
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from tests.support import ROOT, free_port, stop_process, subprocess_env, wait_for
+
+pytestmark = pytest.mark.slow
+
+HEALTHZ_COUNTER = "django_http_requests_total_by_view_transport_method_total"
+REQUESTS = 60
+
+
+def _healthz_count(samples) -> float:
+    return sum(s.value for s in samples if s.name == HEALTHZ_COUNTER and dict(s.labels).get("view") == "healthz")
+
+
+def _scraped_healthz_count(text: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(HEALTHZ_COUNTER + "{") and 'view="healthz"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture
+def gunicorn_two_workers(tmp_path):
+    port = free_port()
+    multiproc = tmp_path / "prometheus"
+    env = subprocess_env(
+        GUNICORN_BIND=f"127.0.0.1:{port}",
+        WEB_CONCURRENCY="2",
+        GUNICORN_THREADS="2",
+        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
+        DJANGO_SETTINGS_MODULE="project.settings.test",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, what="gunicorn to answer")
+        yield base, multiproc
+    finally:
+        stop_process(proc)
+
+
+def test_metrics_sum_the_requests_of_both_workers(gunicorn_two_workers):
+    base, multiproc = gunicorn_two_workers
+
+    def hit(_):
+        # A fresh connection each time, so both workers' accept loops get requests.
+        with httpx.Client() as client:
+            return client.get(f"{base}/healthz", timeout=5).status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = list(pool.map(hit, range(REQUESTS - 1)))  # plus the readiness probe above
+    scraped = httpx.get(f"{base}/metrics", timeout=5).text
+
+    assert statuses == [200] * (REQUESTS - 1)
+    per_worker = [
+        _healthz_count(
+            s for metric in MultiProcessCollector._read_metrics([str(path)]).values() for s in metric.samples
+        )
+        for path in Path(multiproc).glob("counter_*.db")
+    ]
+    serving_workers = [count for count in per_worker if count > 0]
+    assert len(serving_workers) == 2, per_worker
+    assert sum(per_worker) == REQUESTS
+    assert _scraped_healthz_count(scraped) == REQUESTS

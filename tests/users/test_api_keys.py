@@ -1,0 +1,152 @@
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from tests.conftest import bearer
+from users.keys import hash_key
+from users.models import ApiKey
+from users.services import api_key_create
+
+PASSWORD = "correct horse battery staple"
+
+
+def test_token_endpoint_returns_a_key_once_and_stores_only_its_hmac(api_client, customer):
+    response = api_client.post(
+        "/api/v1/auth/tokens", {"email": "Customer@Example.com", "password": PASSWORD, "name": "shop"}, format="json"
+    )
+
+    assert response.status_code == 201, response.content
+    key = response.json()["key"]
+    stored = ApiKey.objects.get(prefix=response.json()["prefix"])
+    assert stored.hashed == hash_key(key)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT row_to_json(k)::text FROM users_apikey k")
+        rows = [row[0] for row in cursor.fetchall()]
+    assert rows
+    assert all(key not in row and key.split("_", 2)[2] not in row for row in rows)
+    assert sorted(stored.scopes) == ["read", "write"]
+
+
+def test_a_fresh_key_authenticates(api_client, customer):
+    key = api_client.post("/api/v1/auth/tokens", {"email": customer.email, "password": PASSWORD}, format="json").json()[
+        "key"
+    ]
+
+    response = bearer(APIClient(), key).get("/api/v1/auth/keys")
+
+    assert response.status_code == 200
+    assert [item["prefix"] for item in response.json()["results"]] == [key.split("_")[1]]
+    assert "key" not in response.json()["results"][0]
+
+
+def test_wrong_password_is_refused_with_the_envelope(api_client, customer):
+    response = api_client.post("/api/v1/auth/tokens", {"email": customer.email, "password": "nope"}, format="json")
+
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "invalid_credentials"
+    assert not ApiKey.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"email": "not-an-email", "password": "x"},
+        {"email": "a@example.com", "password": "x", "scopes": ["root"]},
+        {"email": "a@example.com", "password": "x", "expires_in_days": 0},
+        {"email": "a@example.com" * 40, "password": "x"},
+    ],
+)
+def test_bad_token_requests_are_400_with_field_errors(api_client, db, body):
+    response = api_client.post("/api/v1/auth/tokens", body, format="json")
+
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid"
+    assert error["fields"]
+
+
+def test_customer_cannot_take_the_staff_scope(api_client, customer):
+    response = api_client.post(
+        "/api/v1/auth/tokens", {"email": customer.email, "password": PASSWORD, "scopes": ["staff"]}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert "scopes" in response.json()["error"]["fields"]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer sr_abcdefghij_not-the-secret",
+        "Bearer garbage",
+        "Bearer sr_abc_def",
+        "Bearer",
+        "Bearer a b",
+    ],
+)
+def test_wrong_keys_are_401(db, customer, header):
+    api_key_create(user=customer)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+
+    response = client.get("/api/v1/auth/keys")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Bearer"
+    assert response.json()["error"]["code"] == "authentication_failed"
+
+
+def test_a_key_with_the_right_prefix_and_a_wrong_secret_is_refused(db, customer):
+    api_key, key = api_key_create(user=customer)
+    forged = f"sr_{api_key.prefix}_{'x' * 43}"
+
+    assert bearer(APIClient(), key).get("/api/v1/auth/keys").status_code == 200
+    assert bearer(APIClient(), forged).get("/api/v1/auth/keys").status_code == 401
+
+
+def test_expired_key_is_refused(db, customer):
+    api_key, key = api_key_create(user=customer)
+    ApiKey.objects.filter(pk=api_key.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    assert bearer(APIClient(), key).get("/api/v1/auth/keys").status_code == 401
+
+
+def test_revoked_key_is_refused_and_revoking_is_scoped_to_the_owner(db, customer, staff_user):
+    own, own_key = api_key_create(user=customer)
+    other, other_key = api_key_create(user=staff_user)
+    client = bearer(APIClient(), own_key)
+
+    assert client.delete(f"/api/v1/auth/keys/{other.prefix}").status_code == 404
+    assert bearer(APIClient(), other_key).get("/api/v1/auth/keys").status_code == 200
+
+    assert client.delete(f"/api/v1/auth/keys/{own.prefix}").status_code == 204
+    assert client.get("/api/v1/auth/keys").status_code == 401
+
+
+def test_inactive_users_key_is_refused(db, customer):
+    _, key = api_key_create(user=customer)
+    customer.is_active = False
+    customer.save()
+
+    assert bearer(APIClient(), key).get("/api/v1/auth/keys").status_code == 401
+
+
+def test_last_used_is_written_at_most_once_a_minute(db, customer, django_assert_num_queries):
+    api_key, key = api_key_create(user=customer)
+    client = bearer(APIClient(), key)
+
+    client.get("/api/v1/auth/keys")
+    first = ApiKey.objects.get(pk=api_key.pk).last_used_at
+    client.get("/api/v1/auth/keys")
+    second = ApiKey.objects.get(pk=api_key.pk).last_used_at
+    ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=timezone.now() - timedelta(minutes=2))
+    client.get("/api/v1/auth/keys")
+    third = ApiKey.objects.get(pk=api_key.pk).last_used_at
+
+    assert first is not None
+    assert second == first
+    assert third > first
