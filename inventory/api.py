@@ -1,0 +1,221 @@
+"""REST endpoints of the catalogue and stock: parse, call a selector or service, shape the output."""
+
+from urllib.parse import urlencode
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory import selectors, services
+from inventory.cache import cached_list, cached_product
+from inventory.serializers import (
+    AdjustmentSerializer,
+    CatalogueQuerySerializer,
+    CountSerializer,
+    ProductCreateSerializer,
+    ProductSerializer,
+    ProductUpdateSerializer,
+    StockLevelSerializer,
+    StockQuerySerializer,
+    TransferResultSerializer,
+    TransferSerializer,
+    product_payload,
+)
+from project.errors import NotFound, PreconditionFailed, VersionConflict
+from project.http import etag, if_match_version, if_none_match_hits
+from project.pagination import Cursor
+from project.schema import errors
+from users.permissions import IsStaff, has_scope
+
+
+class CataloguePagination(Cursor):
+    ordering = "id"
+
+
+class StockPagination(Cursor):
+    ordering = "id"
+
+
+def _is_staff(request) -> bool:
+    return has_scope(request, "staff")
+
+
+IF_MATCH = OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description='The ETag, e.g. "3"')
+IF_NONE_MATCH = OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)
+
+
+class ProductListView(APIView):
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
+
+    @extend_schema(
+        parameters=[CatalogueQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        responses={200: ProductSerializer(many=True), **errors(400, 401, 429, 503)},
+    )
+    def get(self, request):
+        """The catalogue, with live availability (cached; invalidated on every change)."""
+        query = CatalogueQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        active = {"true": True, "false": False, "all": None}[params["active"]]
+        if not _is_staff(request):
+            active = True  # shoppers never see inactive products
+
+        def build():
+            products = selectors.catalogue_list(
+                search=params["search"], active=active, updated_since=params.get("updated_since")
+            )
+            paginator = CataloguePagination()
+            page = paginator.paginate_queryset(products, request, view=self)
+            return paginator.get_paginated_response([product_payload(p) for p in page]).data
+
+        cache_params = urlencode(sorted({**request.query_params.dict(), "_active": str(active)}.items()))
+        return Response(cached_list(f"{request.get_host()}?{cache_params}", build))
+
+    @extend_schema(
+        request=ProductCreateSerializer, responses={201: ProductSerializer, **errors(400, 401, 403, 413, 415, 429, 503)}
+    )
+    def post(self, request):
+        params = ProductCreateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        product = services.product_create(**params.validated_data)
+        response = Response(product_payload(product), status=status.HTTP_201_CREATED)
+        response["ETag"] = etag(product.version)
+        return response
+
+
+class ProductDetailView(APIView):
+    def get_permissions(self):
+        return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
+
+    @extend_schema(
+        parameters=[IF_NONE_MATCH],
+        responses={
+            200: ProductSerializer,
+            304: OpenApiResponse(description="Not modified"),
+            **errors(401, 404, 429, 503),
+        },
+    )
+    def get(self, request, sku: str):
+        """One product with `available`. ETag follows the product's version, not its availability."""
+
+        def build():
+            product = selectors.product_detail(sku=sku)
+            return product_payload(product) if product else None
+
+        payload = cached_product(sku, build)
+        if payload is None or (not payload["active"] and not _is_staff(request)):
+            raise NotFound(f"No product with SKU {sku!r}.")
+        if if_none_match_hits(request, payload["version"]):
+            response = Response(status=status.HTTP_304_NOT_MODIFIED)
+        else:
+            response = Response(payload)
+        response["ETag"] = etag(payload["version"])
+        return response
+
+    @extend_schema(
+        parameters=[IF_MATCH],
+        request=ProductUpdateSerializer,
+        responses={200: ProductSerializer, **errors(400, 401, 403, 404, 412, 413, 415, 428, 429, 503)},
+    )
+    def patch(self, request, sku: str):
+        """Change a product. `If-Match` is required (428 without it, 412 when stale)."""
+        expected = if_match_version(request, required=True)
+        params = ProductUpdateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        try:
+            services.product_update(sku=sku, expected_version=expected, changes=params.validated_data)
+        except VersionConflict as conflict:
+            raise PreconditionFailed(extra=conflict.extra) from None
+        product = selectors.product_detail(sku=sku)
+        response = Response(product_payload(product))
+        response["ETag"] = etag(product.version)
+        return response
+
+
+class StockListView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        parameters=[StockQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
+        responses={200: StockLevelSerializer(many=True), **errors(400, 401, 403, 429, 503)},
+    )
+    def get(self, request):
+        query = StockQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        levels = selectors.stock_levels(
+            sku=query.validated_data.get("sku"), warehouse_code=query.validated_data.get("warehouse")
+        )
+        paginator = StockPagination()
+        page = paginator.paginate_queryset(levels, request, view=self)
+        return paginator.get_paginated_response(StockLevelSerializer(page, many=True).data)
+
+
+STOCK_WRITE_ERRORS = errors(400, 401, 403, 409, 413, 415, 429, 503)
+
+
+class AdjustmentView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=AdjustmentSerializer, responses={201: StockLevelSerializer, **STOCK_WRITE_ERRORS})
+    def post(self, request):
+        """Add `delta` to on_hand.
+
+        409 `version_conflict` if `expected_version` is stale, `invalid_stock` if it would break an invariant.
+        """
+        params = AdjustmentSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        level = services.stock_adjust(
+            sku=data["sku"],
+            warehouse_code=data["warehouse"],
+            delta=data["delta"],
+            note=data["reason"],
+            expected_version=data.get("expected_version"),
+            actor=request.user,
+        )
+        return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
+
+
+class CountView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=CountSerializer, responses={201: StockLevelSerializer, **STOCK_WRITE_ERRORS})
+    def post(self, request):
+        """Set on_hand to a counted number (cycle count), if the level is still at `expected_version`."""
+        params = CountSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        level = services.stock_count(
+            sku=data["sku"],
+            warehouse_code=data["warehouse"],
+            on_hand=data["on_hand"],
+            expected_version=data["expected_version"],
+            note=data["note"],
+            actor=request.user,
+        )
+        return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
+
+
+class TransferView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=TransferSerializer, responses={201: TransferResultSerializer, **STOCK_WRITE_ERRORS})
+    def post(self, request):
+        """Move available units of a SKU from one warehouse to another."""
+        params = TransferSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        source, target = services.stock_transfer(
+            sku=data["sku"],
+            from_code=data["from"],
+            to_code=data["to"],
+            quantity=data["quantity"],
+            note=data["note"],
+            actor=request.user,
+        )
+        body = {"from": StockLevelSerializer(source).data, "to": StockLevelSerializer(target).data}
+        return Response(body, status=status.HTTP_201_CREATED)

@@ -1,0 +1,111 @@
+from django.conf import settings
+from django.core.validators import MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import F, Q
+
+SKU_VALIDATOR = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "Letters, digits, '.', '_' and '-' only.")
+CODE_VALIDATOR = RegexValidator(r"^[A-Z0-9][A-Z0-9_-]{0,31}$", "Upper-case letters, digits, '_' and '-' only.")
+
+
+class Product(models.Model):
+    sku = models.CharField(max_length=64, unique=True, validators=[SKU_VALIDATOR])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, max_length=5000)
+    price = models.DecimalField(max_digits=12, decimal_places=2, validators=[MinValueValidator(0)])
+    active = models.BooleanField(default=True)
+    low_stock_threshold = models.PositiveIntegerField(default=5)
+    # Set when an alert went out for the current crossing; cleared once stock is back above.
+    low_stock_alerted = models.BooleanField(default=False)
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    class Meta:
+        ordering = ["sku"]
+        constraints = [models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.sku} · {self.name}"
+
+
+class Warehouse(models.Model):
+    code = models.CharField(max_length=32, unique=True, validators=[CODE_VALIDATOR])
+    name = models.CharField(max_length=100)
+    priority = models.PositiveIntegerField(default=100, help_text="Orders draw from lower numbers first.")
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["priority", "code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class StockLevel(models.Model):
+    """Units of one product in one warehouse. `available = on_hand - reserved`.
+
+    The CHECKs are the last line of defence of invariant 1; services refuse first.
+    `version` moves with `on_hand` only, so staff edits do not fight shoppers' reservations.
+    """
+
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="stock_levels")
+    warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="stock_levels")
+    on_hand = models.BigIntegerField(default=0)
+    reserved = models.BigIntegerField(default=0)
+    version = models.PositiveIntegerField(default=1)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["product_id", "warehouse_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["product", "warehouse"], name="stocklevel_one_per_product_warehouse"),
+            models.CheckConstraint(condition=Q(reserved__gte=0), name="stocklevel_reserved_not_negative"),
+            models.CheckConstraint(condition=Q(on_hand__gte=F("reserved")), name="stocklevel_on_hand_covers_reserved"),
+        ]
+        indexes = [models.Index(fields=["warehouse", "product"], name="stocklevel_warehouse_product")]
+
+    def __str__(self) -> str:
+        return f"{self.product_id}@{self.warehouse_id}"
+
+    @property
+    def available(self) -> int:
+        return self.on_hand - self.reserved
+
+
+class StockMovement(models.Model):
+    """Append-only ledger: one row per change of on_hand or reserved, written with the change.
+
+    A trigger (migration 0002) refuses UPDATE and DELETE, so history cannot be rewritten.
+    """
+
+    class Reason(models.TextChoices):
+        RECEIPT = "receipt"
+        ADJUSTMENT = "adjustment"
+        COUNT = "count"
+        TRANSFER = "transfer"
+        IMPORT = "import"
+        RESERVATION = "reservation"
+        RELEASE = "release"
+        FULFILMENT = "fulfilment"
+        RETURN = "return"
+        EXPIRY = "expiry"
+
+    level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="movements")
+    delta_on_hand = models.BigIntegerField(default=0)
+    delta_reserved = models.BigIntegerField(default=0)
+    reason = models.CharField(max_length=16, choices=Reason.choices)
+    reference = models.CharField(max_length=64, blank=True, db_index=True)
+    note = models.CharField(max_length=200, blank=True)
+    # PROTECT: the ledger is append-only, so an actor who changed stock cannot be deleted.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["level", "id"], name="movement_level_id")]
+
+    def __str__(self) -> str:
+        return f"{self.reason} {self.delta_on_hand:+}/{self.delta_reserved:+} on {self.level_id}"

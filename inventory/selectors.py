@@ -1,0 +1,88 @@
+"""Reads of the inventory app. `available` is summed over active warehouses in one query."""
+
+from datetime import datetime
+
+from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
+
+from inventory.models import Product, StockLevel, StockMovement
+
+
+def _available_subquery() -> Subquery:
+    per_product = (
+        StockLevel.objects.filter(product=OuterRef("pk"), warehouse__active=True)
+        .order_by()
+        .values("product")
+        .annotate(units=Sum(F("on_hand") - F("reserved")))
+        .values("units")
+    )
+    return Coalesce(Subquery(per_product, output_field=IntegerField()), Value(0))
+
+
+def products_with_availability() -> QuerySet[Product]:
+    return Product.objects.annotate(available=_available_subquery())
+
+
+def catalogue_list(
+    *, search: str = "", active: bool | None = True, updated_since: datetime | None = None
+) -> QuerySet[Product]:
+    """Products with `available`, filtered. Shoppers see active products; staff may ask for all."""
+    products = products_with_availability()
+    if search:
+        products = products.filter(Q(sku__icontains=search) | Q(name__icontains=search))
+    if active is not None:
+        products = products.filter(active=active)
+    if updated_since is not None:
+        products = products.filter(updated_at__gte=updated_since)
+    return products
+
+
+def product_detail(*, sku: str, active_only: bool = False) -> Product | None:
+    products = products_with_availability().filter(sku=sku)
+    if active_only:
+        products = products.filter(active=True)
+    return products.first()
+
+
+def stock_levels(*, sku: str | None = None, warehouse_code: str | None = None) -> QuerySet[StockLevel]:
+    levels = StockLevel.objects.select_related("product", "warehouse")
+    if sku:
+        levels = levels.filter(product__sku=sku)
+    if warehouse_code:
+        levels = levels.filter(warehouse__code=warehouse_code)
+    return levels
+
+
+def level_ledger_totals() -> QuerySet:
+    """Per level: the sums of its ledger deltas (invariant 2 compares them with the level)."""
+    return (
+        StockMovement.objects.order_by()
+        .values("level_id")
+        .annotate(on_hand=Sum("delta_on_hand"), reserved=Sum("delta_reserved"))
+    )
+
+
+LEDGER_BREACHES_SQL = """
+SELECT s.id, p.sku, w.code, s.on_hand, s.reserved,
+       COALESCE(m.on_hand, 0) AS ledger_on_hand, COALESCE(m.reserved, 0) AS ledger_reserved
+  FROM inventory_stocklevel s
+  JOIN inventory_product p ON p.id = s.product_id
+  JOIN inventory_warehouse w ON w.id = s.warehouse_id
+  LEFT JOIN (
+        SELECT level_id, SUM(delta_on_hand) AS on_hand, SUM(delta_reserved) AS reserved
+          FROM inventory_stockmovement GROUP BY level_id
+       ) m ON m.level_id = s.id
+ WHERE s.reserved < 0 OR s.on_hand < s.reserved
+    OR s.on_hand <> COALESCE(m.on_hand, 0) OR s.reserved <> COALESCE(m.reserved, 0)
+ ORDER BY s.id
+"""
+
+
+def stock_ledger_breaches() -> list[dict]:
+    """Levels breaking invariant 1 (0 <= reserved <= on_hand) or 2 (ledger sums equal the level)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(LEDGER_BREACHES_SQL)
+        columns = [col.name for col in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]

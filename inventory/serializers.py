@@ -1,0 +1,121 @@
+from decimal import Decimal
+
+from django.conf import settings
+from rest_framework import serializers
+
+from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR, Product, StockLevel
+
+MAX_QUANTITY = 1_000_000_000
+
+
+class ProductSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    price = serializers.DecimalField(max_digits=12, decimal_places=2)
+    currency = serializers.CharField()
+    available = serializers.IntegerField()
+    active = serializers.BooleanField()
+    version = serializers.IntegerField()
+    updated_at = serializers.DateTimeField()
+
+
+def product_payload(product: Product) -> dict:
+    """The public shape of a product (also what the catalogue cache stores)."""
+    return {
+        "sku": product.sku,
+        "name": product.name,
+        "description": product.description,
+        "price": str(product.price),
+        "currency": settings.SHOP_CURRENCY,
+        "available": max(int(getattr(product, "available", 0) or 0), 0),
+        "active": product.active,
+        "version": product.version,
+        "updated_at": product.updated_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+class CatalogueQuerySerializer(serializers.Serializer):
+    search = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    active = serializers.ChoiceField(choices=["true", "false", "all"], required=False, default="true")
+    updated_since = serializers.DateTimeField(required=False)
+
+
+class ProductCreateSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True, default="")
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"))
+    active = serializers.BooleanField(required=False, default=True)
+    low_stock_threshold = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False, default=5)
+
+
+class ProductUpdateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False)
+    description = serializers.CharField(max_length=5000, required=False, allow_blank=True)
+    price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"), required=False)
+    active = serializers.BooleanField(required=False)
+    low_stock_threshold = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["This field cannot be changed."] for name in sorted(unknown)})
+        if not attrs:
+            raise serializers.ValidationError("Send at least one field to change.")
+        return attrs
+
+
+class StockLevelSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(source="product.sku")
+    warehouse = serializers.CharField(source="warehouse.code")
+    available = serializers.IntegerField()
+
+    class Meta:
+        model = StockLevel
+        fields = ["sku", "warehouse", "on_hand", "reserved", "available", "version"]
+
+
+class StockQuerySerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, required=False)
+    warehouse = serializers.CharField(max_length=32, required=False)
+
+
+class _SkuWarehouse(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
+    warehouse = serializers.CharField(max_length=32, validators=[CODE_VALIDATOR])
+
+
+class AdjustmentSerializer(_SkuWarehouse):
+    delta = serializers.IntegerField(min_value=-MAX_QUANTITY, max_value=MAX_QUANTITY)
+    reason = serializers.CharField(max_length=200)
+    expected_version = serializers.IntegerField(min_value=1, required=False)
+
+    def validate_delta(self, value):
+        if value == 0:
+            raise serializers.ValidationError("Must not be zero.")
+        return value
+
+
+class CountSerializer(_SkuWarehouse):
+    on_hand = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY)
+    expected_version = serializers.IntegerField(min_value=1)
+    note = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+
+class TransferSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    note = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        # `from` is a Python keyword, so these two are declared here.
+        fields["from"] = serializers.CharField(max_length=32, validators=[CODE_VALIDATOR])
+        fields["to"] = serializers.CharField(max_length=32, validators=[CODE_VALIDATOR])
+        return fields
+
+
+class TransferResultSerializer(serializers.Serializer):
+    def get_fields(self):
+        return {"from": StockLevelSerializer(), "to": StockLevelSerializer()}

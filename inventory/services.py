@@ -1,0 +1,433 @@
+"""Every write of the inventory app.
+
+Staff operations (receive, adjust, count, transfer, product and warehouse edits) are called from
+an edge and open their own transaction with bounded retries (`atomic_with_retry`). The stock
+primitives (reserve, release, consume, restock) run inside the calling service's transaction and
+refuse to run outside one. Every change of on_hand or reserved writes its ledger row in the same
+transaction, and invalidates the catalogue cache after commit.
+"""
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from decimal import Decimal
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory import locks
+from inventory.cache import catalogue_changed
+from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
+from inventory.models import Product, StockLevel, StockMovement, Warehouse
+from inventory.reservation import Allocation, reserve_levels
+from project.db import atomic_with_retry, require_transaction
+from project.errors import NotFound
+from project.observability import STOCK_CHANGES
+
+Reason = StockMovement.Reason
+MAX_QUANTITY = 1_000_000_000
+
+__all__ = [
+    "Allocation",
+    "consume_stock",
+    "product_create",
+    "product_update",
+    "release_stock",
+    "reserve_stock",
+    "restock",
+    "stock_adjust",
+    "stock_count",
+    "stock_receive",
+    "stock_transfer",
+    "warehouse_activate",
+    "warehouse_create",
+    "warehouse_deactivate",
+]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _product_and_warehouse(sku: str, warehouse_code: str, *, warehouse_field: str = "warehouse"):
+    product = Product.objects.filter(sku=sku).first()
+    warehouse = Warehouse.objects.filter(code=warehouse_code).first()
+    fields = {}
+    if product is None:
+        fields["sku"] = [f"Unknown SKU {sku!r}."]
+    if warehouse is None:
+        fields[warehouse_field] = [f"Unknown warehouse {warehouse_code!r}."]
+    if fields:
+        raise InvalidInput(fields=fields)
+    return product, warehouse
+
+
+def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """Level ids for (product_id, warehouse_id) pairs, creating empty levels that are missing.
+
+    INSERT ... ON CONFLICT DO NOTHING, so two requests creating the same level both succeed.
+    """
+    wanted = sorted(set(pairs))
+    StockLevel.objects.bulk_create([StockLevel(product_id=p, warehouse_id=w) for p, w in wanted], ignore_conflicts=True)
+    found = StockLevel.objects.filter(product_id__in={p for p, _ in wanted}, warehouse_id__in={w for _, w in wanted})
+    ids = {(row.product_id, row.warehouse_id): row.pk for row in found.only("id", "product_id", "warehouse_id")}
+    return {pair: ids[pair] for pair in wanted}
+
+
+def _record(movements: Sequence[StockMovement], skus: Iterable[str]) -> None:
+    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit."""
+    StockMovement.objects.bulk_create(movements)
+    for movement in movements:
+        STOCK_CHANGES.labels(reason=movement.reason).inc()
+    catalogue_changed(skus)
+
+
+def _check_quantity(name: str, value: int, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_QUANTITY:
+        raise InvalidInput(fields={name: [f"Must be a whole number from {minimum} to {MAX_QUANTITY}."]})
+
+
+# --- staff stock operations -----------------------------------------------------------------
+
+
+@atomic_with_retry
+def stock_adjust(
+    *,
+    sku: str,
+    warehouse_code: str,
+    delta: int,
+    actor=None,
+    note: str = "",
+    expected_version: int | None = None,
+    reason: str = Reason.ADJUSTMENT,
+    reference: str = "",
+) -> StockLevel:
+    """Add `delta` (may be negative) to on_hand. One conditional UPDATE; no read decides.
+
+    Raises VersionConflict when `expected_version` is given and stale, InvalidStock when the
+    result would fall below reserved (or zero), InvalidInput for unknown SKU or warehouse.
+    """
+    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0 or abs(delta) > MAX_QUANTITY:
+        raise InvalidInput(fields={"delta": [f"Must be a non-zero whole number within ±{MAX_QUANTITY}."]})
+    product, warehouse = _product_and_warehouse(sku, warehouse_code)
+    level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
+    guarded = StockLevel.objects.filter(pk=level_id, on_hand__gte=F("reserved") - delta)
+    if expected_version is not None:
+        guarded = guarded.filter(version=expected_version)
+    if not guarded.update(on_hand=F("on_hand") + delta, version=F("version") + 1):
+        current = StockLevel.objects.get(pk=level_id)
+        if expected_version is not None and current.version != expected_version:
+            raise VersionConflict(extra={"current_version": current.version})
+        raise InvalidStock(
+            f"on_hand {current.on_hand} {delta:+} would leave {current.on_hand + delta}, "
+            f"below the {current.reserved} reserved units."
+        )
+    _record(
+        [
+            StockMovement(
+                level_id=level_id, delta_on_hand=delta, reason=reason, note=note[:200], actor=actor, reference=reference
+            )
+        ],
+        [product.sku],
+    )
+    return StockLevel.objects.select_related("product", "warehouse").get(pk=level_id)
+
+
+def stock_receive(
+    *, sku: str, warehouse_code: str, quantity: int, actor=None, reference: str = "", note: str = ""
+) -> StockLevel:
+    """A goods receipt: on_hand += quantity (quantity >= 1)."""
+    _check_quantity("quantity", quantity, minimum=1)
+    return stock_adjust(
+        sku=sku,
+        warehouse_code=warehouse_code,
+        delta=quantity,
+        actor=actor,
+        reason=Reason.RECEIPT,
+        reference=reference,
+        note=note,
+    )
+
+
+@atomic_with_retry
+def stock_count(
+    *, sku: str, warehouse_code: str, on_hand: int, expected_version: int, actor=None, note: str = ""
+) -> StockLevel:
+    """A cycle count: set on_hand to what was counted, if nobody changed it since it was read.
+
+    Locks the level; VersionConflict if its version is not `expected_version`; InvalidStock if
+    the count is below the reserved units. The ledger row carries the real difference.
+    """
+    _check_quantity("on_hand", on_hand, minimum=0)
+    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+        raise InvalidInput(fields={"expected_version": ["A cycle count needs the version it was counted against."]})
+    product, warehouse = _product_and_warehouse(sku, warehouse_code)
+    level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
+    level = locks.lock_stock_levels([level_id])[level_id]
+    if level.version != expected_version:
+        raise VersionConflict(extra={"current_version": level.version})
+    if on_hand < level.reserved:
+        raise InvalidStock(f"Counted {on_hand}, but {level.reserved} units are reserved for orders.")
+    delta = on_hand - level.on_hand
+    if delta:
+        level.on_hand = on_hand
+        level.version += 1
+        level.save(update_fields=["on_hand", "version", "updated_at"])
+    _record(
+        [StockMovement(level_id=level_id, delta_on_hand=delta, reason=Reason.COUNT, note=note[:200], actor=actor)],
+        [product.sku],
+    )
+    level.product, level.warehouse = product, warehouse
+    return level
+
+
+@atomic_with_retry
+def stock_transfer(
+    *, sku: str, from_code: str, to_code: str, quantity: int, actor=None, note: str = ""
+) -> tuple[StockLevel, StockLevel]:
+    """Move available units between two warehouses: both levels locked in pk order.
+
+    InsufficientStock if the source has fewer available units than `quantity`.
+    """
+    _check_quantity("quantity", quantity, minimum=1)
+    if from_code == to_code:
+        raise InvalidInput(fields={"to": ["Source and destination must differ."]})
+    product, source = _product_and_warehouse(sku, from_code, warehouse_field="from")
+    _, target = _product_and_warehouse(sku, to_code, warehouse_field="to")
+    ids = _ensure_levels([(product.pk, source.pk), (product.pk, target.pk)])
+    source_id, target_id = ids[(product.pk, source.pk)], ids[(product.pk, target.pk)]
+    levels = locks.lock_stock_levels([source_id, target_id])
+    src, dst = levels[source_id], levels[target_id]
+    if src.available < quantity:
+        raise InsufficientStock([{"sku": sku, "requested": quantity, "available": src.available}])
+    src.on_hand -= quantity
+    dst.on_hand += quantity
+    for level in (src, dst):
+        level.version += 1
+        level.save(update_fields=["on_hand", "version", "updated_at"])
+    reference = f"transfer:{from_code}->{to_code}"
+    _record(
+        [
+            StockMovement(
+                level_id=source_id,
+                delta_on_hand=-quantity,
+                reason=Reason.TRANSFER,
+                reference=reference,
+                note=note[:200],
+                actor=actor,
+            ),
+            StockMovement(
+                level_id=target_id,
+                delta_on_hand=quantity,
+                reason=Reason.TRANSFER,
+                reference=reference,
+                note=note[:200],
+                actor=actor,
+            ),
+        ],
+        [product.sku],
+    )
+    for level, warehouse in ((src, source), (dst, target)):
+        level.product, level.warehouse = product, warehouse
+    return src, dst
+
+
+# --- catalogue ---------------------------------------------------------------------------------
+
+PRODUCT_EDITABLE = {"name", "description", "price", "active", "low_stock_threshold"}
+
+
+@atomic_with_retry
+def product_create(
+    *, sku: str, name: str, price: Decimal, description: str = "", active: bool = True, low_stock_threshold: int = 5
+) -> Product:
+    """Create a product; InvalidInput if the SKU exists."""
+    product = Product(
+        sku=sku, name=name, price=price, description=description, active=active, low_stock_threshold=low_stock_threshold
+    )
+    try:
+        with transaction.atomic():
+            product.save()
+    except IntegrityError:
+        raise InvalidInput(fields={"sku": [f"A product with SKU {sku!r} already exists."]}) from None
+    catalogue_changed([sku])
+    return product
+
+
+@atomic_with_retry
+def product_update(*, sku: str, expected_version: int, changes: dict) -> Product:
+    """Apply `changes` if the product is still at `expected_version`: compare-and-set, never overwrite.
+
+    Raises NotFound, VersionConflict (the API answers 412), InvalidInput for unknown fields.
+    """
+    unknown = set(changes) - PRODUCT_EDITABLE
+    if unknown:
+        raise InvalidInput(fields={name: ["This field cannot be changed."] for name in sorted(unknown)})
+    updated = Product.objects.filter(sku=sku, version=expected_version).update(
+        **changes, version=F("version") + 1, updated_at=timezone.now()
+    )
+    if not updated:
+        current = Product.objects.filter(sku=sku).only("version").first()
+        if current is None:
+            raise NotFound(f"No product with SKU {sku!r}.")
+        raise VersionConflict(extra={"current_version": current.version})
+    catalogue_changed([sku])
+    return Product.objects.get(sku=sku)
+
+
+# --- warehouses --------------------------------------------------------------------------------
+
+
+@atomic_with_retry
+def warehouse_create(*, code: str, name: str, priority: int = 100) -> Warehouse:
+    warehouse = Warehouse(code=code, name=name, priority=priority)
+    try:
+        with transaction.atomic():
+            warehouse.save()
+    except IntegrityError:
+        raise InvalidInput(fields={"code": [f"A warehouse with code {code!r} already exists."]}) from None
+    return warehouse
+
+
+@atomic_with_retry
+def warehouse_deactivate(*, code: str) -> Warehouse:
+    """Stop allocating from a warehouse. Refused (WarehouseBusy) while any of its units are reserved.
+
+    Marks it inactive, then locks its levels in pk order and checks `reserved`. A reservation
+    racing with this re-reads the warehouse after its own UPDATE (see reservation.py), so either
+    it sees the warehouse inactive and backs off, or this sees its reserved units and refuses.
+    """
+    warehouse = locks.lock_warehouse_by_code(code)
+    if warehouse is None:
+        raise NotFound(f"No warehouse {code!r}.")
+    Warehouse.objects.filter(pk=warehouse.pk).update(active=False)
+    levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
+    if any(level.reserved for level in levels):
+        raise WarehouseBusy()
+    warehouse.active = False
+    catalogue_changed(Product.objects.filter(stock_levels__warehouse=warehouse).values_list("sku", flat=True))
+    return warehouse
+
+
+@atomic_with_retry
+def warehouse_activate(*, code: str) -> Warehouse:
+    warehouse = locks.lock_warehouse_by_code(code)
+    if warehouse is None:
+        raise NotFound(f"No warehouse {code!r}.")
+    if not warehouse.active:
+        warehouse.active = True
+        warehouse.save(update_fields=["active"])
+        catalogue_changed(Product.objects.filter(stock_levels__warehouse=warehouse).values_list("sku", flat=True))
+    return warehouse
+
+
+# --- stock primitives, inside the caller's transaction -------------------------------------------
+
+
+def reserve_stock(
+    *, lines: Sequence[tuple[Product, int]], reference: str, actor=None, strategy: str | None = None
+) -> list[Allocation]:
+    """Reserve `quantity` of each product across active warehouses by priority (a line may split).
+
+    Runs inside the caller's transaction. Exact under any concurrency: no unlocked read decides
+    a reservation (see reservation.py for each strategy). Raises InsufficientStock listing every
+    short SKU (nothing is reserved then), or project.db.Retry when what it read changed under it.
+    """
+    require_transaction("reserve_stock")
+    allocations = reserve_levels(lines, strategy=strategy)
+    _record(
+        [
+            StockMovement(
+                level_id=a.level_id,
+                delta_reserved=a.quantity,
+                reason=Reason.RESERVATION,
+                reference=reference,
+                actor=actor,
+            )
+            for a in allocations
+        ],
+        [product.sku for product, _ in lines],
+    )
+    return allocations
+
+
+def _apply_deltas(
+    allocations: Sequence[tuple[int, int]],
+    *,
+    on_hand_sign: int,
+    reserved_sign: int,
+    reason: str,
+    reference: str,
+    actor,
+    skus,
+) -> None:
+    """Lock the levels in pk order, then apply the deltas set-based, with one ledger row per level."""
+    per_level: dict[int, int] = defaultdict(int)
+    for level_id, quantity in allocations:
+        if quantity <= 0:
+            raise InvalidInput(f"Allocation quantities must be positive, got {quantity} for level {level_id}.")
+        per_level[level_id] += quantity
+    ids = sorted(per_level)
+    locks.lock_stock_levels(ids)
+    d_on = [on_hand_sign * per_level[i] for i in ids]
+    d_res = [reserved_sign * per_level[i] for i in ids]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE inventory_stocklevel AS s
+               SET on_hand = s.on_hand + v.d_on,
+                   reserved = s.reserved + v.d_res,
+                   version = s.version + (v.d_on <> 0)::int,
+                   updated_at = now()
+              FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, d_on, d_res)
+             WHERE s.id = v.id
+            """,
+            [ids, d_on, d_res],
+        )
+        if cursor.rowcount != len(ids):
+            raise InvalidStock("Some stock levels of these allocations no longer exist.")
+    _record(
+        [
+            StockMovement(
+                level_id=i, delta_on_hand=on, delta_reserved=res, reason=reason, reference=reference, actor=actor
+            )
+            for i, on, res in zip(ids, d_on, d_res, strict=True)
+        ],
+        skus,
+    )
+
+
+def release_stock(
+    *,
+    allocations: Sequence[tuple[int, int]],
+    reference: str,
+    skus: Iterable[str],
+    reason: str = Reason.RELEASE,
+    actor=None,
+) -> None:
+    """Give reserved units back (cancel, expiry): reserved -= n per (level_id, n)."""
+    require_transaction("release_stock")
+    _apply_deltas(
+        allocations, on_hand_sign=0, reserved_sign=-1, reason=reason, reference=reference, actor=actor, skus=skus
+    )
+
+
+def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Iterable[str], actor=None) -> None:
+    """Ship reserved units (fulfilment): on_hand -= n and reserved -= n per (level_id, n)."""
+    require_transaction("consume_stock")
+    _apply_deltas(
+        allocations,
+        on_hand_sign=-1,
+        reserved_sign=-1,
+        reason=Reason.FULFILMENT,
+        reference=reference,
+        actor=actor,
+        skus=skus,
+    )
+
+
+def restock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Iterable[str], actor=None) -> None:
+    """Take returned units back into the levels they left from: on_hand += n."""
+    require_transaction("restock")
+    _apply_deltas(
+        allocations, on_hand_sign=1, reserved_sign=0, reason=Reason.RETURN, reference=reference, actor=actor, skus=skus
+    )

@@ -1,0 +1,89 @@
+"""Transactions, bounded retries on lock errors, and transaction-scoped advisory locks.
+
+A service called from an edge opens the outermost transaction through `atomic_with_retry`;
+the retry lives there, so a deadlock or lock timeout re-runs the whole service, never half.
+"""
+
+import functools
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+
+from django.db import OperationalError, connection, transaction
+from psycopg import errors as pg_errors
+
+from project.errors import LockTimeout
+
+logger = logging.getLogger("stockroom.db")
+
+LOCK_RETRY_ATTEMPTS = 4
+LOCK_RETRY_BASE_SECONDS = 0.02
+
+RETRYABLE_PG_ERRORS = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
+
+
+class Retry(Exception):
+    """Raised inside a service when what it read changed under it; the whole service runs again."""
+
+
+def is_lock_error(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError) and isinstance(exc.__cause__, RETRYABLE_PG_ERRORS)
+
+
+def atomic_with_retry(fn: Callable) -> Callable:
+    """Run `fn` in its own transaction; retry lock timeouts, deadlocks and `Retry` with jitter.
+
+    Inside an outer transaction it runs in a savepoint (a refusal undoes only its own writes)
+    and does not retry: the outermost service owns the retries.
+    After the last attempt, a lock error becomes LockTimeout (503 with Retry-After).
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return fn(*args, **kwargs)
+        for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
+            try:
+                with transaction.atomic():
+                    return fn(*args, **kwargs)
+            except (OperationalError, Retry) as exc:
+                if isinstance(exc, OperationalError) and not is_lock_error(exc):
+                    raise
+                if attempt == LOCK_RETRY_ATTEMPTS:
+                    logger.warning("%s gave up after %d attempts: %s", fn.__qualname__, attempt, exc)
+                    raise LockTimeout() from exc
+                from project.observability import record_retry
+
+                record_retry(fn.__qualname__, type(exc).__name__)
+                time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def require_transaction(what: str) -> None:
+    """Stock primitives change rows only inside their caller's transaction."""
+    if not connection.in_atomic_block:
+        raise RuntimeError(f"{what} must run inside a transaction opened by the calling service")
+
+
+def advisory_key(name: str) -> int:
+    """A stable signed 64-bit key for pg_advisory_xact_lock, from a name."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def advisory_xact_lock(name: str) -> None:
+    """Block until this transaction holds the named lock; released at commit or rollback."""
+    require_transaction("advisory_xact_lock")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(name)])
+
+
+def try_advisory_xact_lock(name: str) -> bool:
+    require_transaction("try_advisory_xact_lock")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [advisory_key(name)])
+        return cursor.fetchone()[0]
