@@ -4,12 +4,19 @@ import logging
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.cache import cache
 from pythonjsonlogger.json import JsonFormatter
 from rest_framework.test import APIClient
 
 from project.logs import RequestIdFilter
 from users.models import User
 from users.services import api_key_create
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache():
+    """Each test starts with an empty cache (the test Redis DB), so no cached read leaks between tests."""
+    cache.clear()
 
 
 @pytest.fixture

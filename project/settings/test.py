@@ -5,12 +5,22 @@ The pool stays on (its bugs live there); only the password hasher is made fast.
 
 import os
 
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/14")
-os.environ.setdefault("REDIS_BROKER_DB", "15")
-os.environ.setdefault("CACHE_KEY_PREFIX", "stockroom-test")
-os.environ.setdefault("CELERY_QUEUE_PREFIX", "stockroom-test")
-os.environ.setdefault("DB_POOL_MAX_SIZE", "20")
+from project.dburl import redis_url_with_db
+
+# Always the same server as `make run`, but never its database numbers, prefixes or queues.
+os.environ["REDIS_URL"] = redis_url_with_db("REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), 14)
+os.environ["REDIS_BROKER_DB"] = "15"
+os.environ.pop("CELERY_BROKER_URL", None)
+os.environ["CACHE_KEY_PREFIX"] = "stockroom-test"
+os.environ["CELERY_QUEUE_PREFIX"] = "stockroom-test"
+os.environ.setdefault("DB_POOL_MAX_SIZE", "60")
 os.environ.setdefault("DEBUG", "0")
+# Generous limits, so the suite (and parallel runs sharing this Redis DB) never throttles itself;
+# tests of the limiter set their own rates and key prefix with the `settings` fixture.
+os.environ["RATELIMIT_READ"] = "1000000/60"
+os.environ["RATELIMIT_WRITE"] = "1000000/60"
+os.environ["RATELIMIT_AUTH"] = "1000000/60"
+os.environ["RATELIMIT_ADMIN_LOGIN"] = "1000000/60"
 
 from project.settings.base import *  # noqa: F403
 

@@ -1,0 +1,72 @@
+import pytest
+from django.db import transaction
+
+from inventory import services
+from inventory.errors import InsufficientStock
+from inventory.models import Product, StockLevel
+from tests.factories import ProductFactory, WarehouseFactory
+
+
+@pytest.fixture
+def mug(transactional_db):
+    WarehouseFactory(code="MAIN")
+    ProductFactory(sku="MUG")
+    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=5)
+    return Product.objects.get(sku="MUG")
+
+
+def available(client, sku="MUG") -> int:
+    return client.get(f"/api/v1/products/{sku}").json()["available"]
+
+
+def listed_available(client) -> int:
+    return client.get("/api/v1/products").json()["results"][0]["available"]
+
+
+def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_queries):
+    available(api_client)
+    listed_available(api_client)
+
+    with django_assert_num_queries(0):
+        assert available(api_client) == 5
+        assert listed_available(api_client) == 5
+
+
+def test_a_committed_change_invalidates_detail_and_list(api_client, mug):
+    assert (available(api_client), listed_available(api_client)) == (5, 5)
+
+    with transaction.atomic():
+        services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
+
+    assert (available(api_client), listed_available(api_client)) == (3, 3)
+
+
+def test_a_rolled_back_change_does_not_invalidate(api_client, mug, django_assert_num_queries):
+    available(api_client)
+
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
+        raise RuntimeError("abandon the order")
+
+    with django_assert_num_queries(0):
+        assert available(api_client) == 5
+
+
+def test_product_edits_invalidate(api_client, mug):
+    assert api_client.get("/api/v1/products/MUG").json()["name"] != "Renamed"
+
+    services.product_update(sku="MUG", expected_version=1, changes={"name": "Renamed"})
+
+    assert api_client.get("/api/v1/products/MUG").json()["name"] == "Renamed"
+    assert api_client.get("/api/v1/products").json()["results"][0]["name"] == "Renamed"
+
+
+def test_stock_decisions_never_read_the_cache(api_client, mug):
+    assert available(api_client) == 5
+    # The shelf changes behind the cache's back (no invalidation): the cache still says 5 ...
+    StockLevel.objects.filter(product=mug).update(on_hand=1)
+    assert available(api_client) == 5
+
+    # ... but a reservation decides from the database.
+    with pytest.raises(InsufficientStock), transaction.atomic():
+        services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
