@@ -431,3 +431,43 @@ def restock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Ite
     _apply_deltas(
         allocations, on_hand_sign=1, reserved_sign=0, reason=Reason.RETURN, reference=reference, actor=actor, skus=skus
     )
+
+
+# --- alerts ------------------------------------------------------------------------------------
+
+LOW_STOCK_LOCK = "inventory:low_stock_alerts"
+
+
+def low_stock_alerts_send(*, recipients: Sequence[str]) -> list[str]:
+    """Mail staff once per product per crossing below its threshold; returns the SKUs alerted.
+
+    A product is alerted when its available units fall to its threshold or below, and not again
+    until it has been seen above the threshold. Singleton (a transaction-scoped advisory lock):
+    a second run at the same time does nothing. No stock rows are locked while mailing.
+    """
+    from django.core.mail import send_mail
+
+    from inventory.selectors import products_with_availability
+    from project.db import try_advisory_xact_lock
+
+    with transaction.atomic():
+        if not try_advisory_xact_lock(LOW_STOCK_LOCK):
+            return []
+        products = products_with_availability().filter(active=True)
+        products.filter(low_stock_alerted=True, available__gt=F("low_stock_threshold")).update(low_stock_alerted=False)
+        crossing = list(
+            products.filter(low_stock_alerted=False, available__lte=F("low_stock_threshold")).order_by("sku")
+        )
+        if not crossing or not recipients:
+            return []
+        lines = [
+            f"{p.sku}  {p.name}: {max(p.available, 0)} available (threshold {p.low_stock_threshold})" for p in crossing
+        ]
+        send_mail(
+            subject=f"Low stock: {len(crossing)} product(s)",
+            message="These products are at or below their low-stock threshold:\n\n" + "\n".join(lines),
+            from_email=None,
+            recipient_list=list(recipients),
+        )
+        Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
+    return [p.sku for p in crossing]

@@ -8,6 +8,7 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 
 # name: (task, kind, spec, kwargs as JSON)
 SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
+    "low stock alerts": ("inventory.low_stock_alerts", "crontab", {"minute": "5"}, "{}"),
     "purge old api keys": ("users.purge_api_keys", "crontab", {"minute": "17", "hour": "3"}, '{"older_than_days": 30}'),
 }
 
