@@ -5,7 +5,8 @@ split) and none lets an unlocked read decide:
 
 - `conditional` (default): plan from a plain read, then one `UPDATE ... WHERE on_hand - reserved >= n`
   per level in pk order. PostgreSQL re-checks the condition on the newest row version after any
-  lock wait, so a zero row count means the units are gone: raise Retry and plan again.
+  lock wait, so a zero row count means the units are gone: roll back to a savepoint (only when
+  the plan touches several levels) and plan again from a fresh read.
 - `row_lock`: `SELECT ... ORDER BY id FOR UPDATE` on every level of the products, plan under the
   locks, then one set-based UPDATE.
 - `optimistic`: plan from a plain read, then compare-and-set each level on the values read
@@ -32,6 +33,7 @@ from project.db import Retry, advisory_xact_lock
 
 STRATEGIES = ("conditional", "row_lock", "optimistic", "global_lock")
 OPTIMISTIC_ATTEMPTS = 30
+CONDITIONAL_ATTEMPTS = 20
 GLOBAL_LOCK_NAME = "inventory:reservations"
 
 
@@ -114,11 +116,21 @@ def _set_based_update(allocations: list[Allocation]) -> None:
 
 
 def _reserve_conditional(lines, product_ids) -> list[Allocation]:
-    allocations = _plan(lines, _read_candidates(product_ids))
-    for allocation in allocations:  # pk order: the system's lock order
-        if not _conditional_update(allocation):
-            raise Retry("available units changed while reserving")
-    return allocations
+    for attempt in range(CONDITIONAL_ATTEMPTS):
+        allocations = _plan(lines, _read_candidates(product_ids))
+        if len(allocations) == 1:  # the common case: nothing to undo if the update loses
+            if _conditional_update(allocations[0]):
+                return allocations
+            continue
+        try:
+            with transaction.atomic():  # a savepoint: a lost race undoes (and unlocks) only this attempt
+                for allocation in allocations:  # pk order: the system's lock order
+                    if not _conditional_update(allocation):
+                        raise Retry("available units changed while reserving")
+            return allocations
+        except Retry:
+            time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter, not security
+    raise Retry("available units kept changing while reserving")
 
 
 def _reserve_row_lock(lines, product_ids) -> list[Allocation]:

@@ -13,7 +13,7 @@ from project.db import atomic_with_retry
 from project.errors import LockTimeout
 from tests.concurrency.support import LockWaitWatcher, run_concurrently, total_retries
 from tests.factories import ProductFactory, WarehouseFactory
-from tests.invariants import assert_stock_invariants
+from tests.invariants import assert_ledger_invariants
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -54,7 +54,7 @@ def test_fifty_buyers_of_twenty_units_sell_exactly_twenty(strategy):
     assert len(refused) == 30
     assert sum(level.reserved for level in StockLevel.objects.filter(product=mug)) == 20
     assert watcher.waits + (total_retries() - retries_before) > 0, "no real overlap was observed"
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_mixed_staff_and_shopper_traffic_keeps_every_invariant():
@@ -103,6 +103,6 @@ def test_mixed_staff_and_shopper_traffic_keeps_every_invariant():
     errors = [r for r in results if isinstance(r, Exception)]
     assert errors == []
     assert watcher.waits + (total_retries() - retries_before) > 0, "no real overlap was observed"
-    assert_stock_invariants()
+    assert_ledger_invariants()
     for level in StockLevel.objects.filter(product=mug):
         assert 0 <= level.reserved <= level.on_hand

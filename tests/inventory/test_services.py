@@ -7,7 +7,7 @@ from inventory.models import StockLevel, StockMovement, Warehouse
 from inventory.reservation import STRATEGIES
 from project.errors import NotFound
 from tests.factories import ProductFactory, WarehouseFactory
-from tests.invariants import assert_stock_invariants
+from tests.invariants import assert_ledger_invariants
 
 pytestmark = pytest.mark.django_db
 
@@ -42,7 +42,7 @@ def test_receipt_creates_the_level_and_its_ledger_row(product, main, staff_user)
         "PO-1",
         staff_user,
     )
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_adjustment_below_reserved_is_refused_and_writes_nothing(product, main):
@@ -55,7 +55,7 @@ def test_adjustment_below_reserved_is_refused_and_writes_nothing(product, main):
 
     assert (level(product, main).on_hand, level(product, main).reserved) == (5, 3)
     assert StockMovement.objects.count() == 2
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_adjustment_with_a_stale_version_is_a_conflict(product, main):
@@ -92,7 +92,7 @@ def test_count_sets_on_hand_and_records_the_real_difference(product, main):
     assert StockMovement.objects.filter(reason="count").get().delta_on_hand == -3
     with pytest.raises(VersionConflict):
         services.stock_count(sku="MUG", warehouse_code="MAIN", on_hand=9, expected_version=current.version)
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_count_below_reserved_is_refused(product, main):
@@ -115,7 +115,7 @@ def test_transfer_moves_available_units_only(product, main, east):
     source, target = services.stock_transfer(sku="MUG", from_code="MAIN", to_code="EAST", quantity=4)
 
     assert (source.on_hand, source.reserved, target.on_hand) == (6, 6, 4)
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -128,7 +128,7 @@ def test_reservation_splits_by_warehouse_priority(product, main, east, strategy)
 
     assert sorted((a.warehouse_id, a.quantity) for a in allocations) == sorted([(main.pk, 3), (east.pk, 2)])
     assert (level(product, main).reserved, level(product, east).reserved) == (3, 2)
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -145,7 +145,7 @@ def test_short_stock_reserves_nothing_and_lists_every_short_sku(main, strategy):
         {"sku": "PLATE", "requested": 1, "available": 0},
     ]
     assert not StockLevel.objects.filter(reserved__gt=0).exists()
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_inactive_warehouses_are_not_reserved_from(product, main, east):
@@ -187,7 +187,7 @@ def test_release_consume_and_restock_keep_the_ledger_exact(product, main):
     assert list(StockMovement.objects.order_by("id").values_list("reason", flat=True)) == [
         "receipt", "reservation", "release", "fulfilment", "return",
     ]  # fmt: skip
-    assert_stock_invariants()
+    assert_ledger_invariants()
 
 
 def test_warehouse_with_reserved_units_cannot_be_deactivated(product, main):

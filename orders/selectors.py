@@ -1,0 +1,89 @@
+from datetime import datetime
+
+from django.db.models import Prefetch, QuerySet
+
+from orders.models import Allocation, Order, OrderLine
+
+
+def orders_visible_to(user) -> QuerySet[Order]:
+    """Staff see every order; anyone else only their own (another user's order is a 404)."""
+    orders = Order.objects.select_related("user")
+    if not user.is_staff:
+        orders = orders.filter(user=user)
+    return orders
+
+
+def with_lines(orders: QuerySet[Order]) -> QuerySet[Order]:
+    lines = OrderLine.objects.select_related("product").prefetch_related(
+        Prefetch("allocations", queryset=Allocation.objects.select_related("stock_level__warehouse"))
+    )
+    return orders.prefetch_related(Prefetch("lines", queryset=lines))
+
+
+def order_list(
+    *, user, status: str | None = None, updated_since: datetime | None = None, owner_email: str | None = None
+) -> QuerySet[Order]:
+    orders = orders_visible_to(user)
+    if status:
+        orders = orders.filter(status=status)
+    if updated_since:
+        orders = orders.filter(updated_at__gte=updated_since)
+    if owner_email and user.is_staff:
+        orders = orders.filter(user__email=owner_email.lower())
+    return with_lines(orders)
+
+
+def order_for(*, user, number: str) -> Order | None:
+    return with_lines(orders_visible_to(user)).filter(number=number).first()
+
+
+RESERVED_VS_ALLOCATIONS_SQL = """
+SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations
+  FROM inventory_stocklevel s
+  LEFT JOIN (
+        SELECT al.stock_level_id, SUM(al.quantity) AS live
+          FROM orders_allocation al
+          JOIN orders_orderline l ON l.id = al.line_id
+          JOIN orders_order o ON o.id = l.order_id
+         WHERE o.status IN ('reserved', 'paid')
+         GROUP BY al.stock_level_id
+       ) a ON a.stock_level_id = s.id
+ WHERE s.reserved <> COALESCE(a.live, 0)
+ ORDER BY s.id
+"""
+
+LINES_VS_ALLOCATIONS_SQL = """
+SELECT l.id AS line_id, o.number, l.quantity, COALESCE(SUM(al.quantity), 0) AS allocated
+  FROM orders_orderline l
+  JOIN orders_order o ON o.id = l.order_id
+  LEFT JOIN orders_allocation al ON al.line_id = l.id
+ GROUP BY l.id, o.number
+HAVING l.quantity <> COALESCE(SUM(al.quantity), 0)
+ ORDER BY l.id
+"""
+
+KEYS_WITH_SEVERAL_ORDERS_SQL = """
+SELECT k.user_id, k.key, COUNT(DISTINCT o.id) AS orders
+  FROM orders_idempotencykey k
+  JOIN orders_order o ON o.id = k.order_id
+ GROUP BY k.user_id, k.key
+HAVING COUNT(DISTINCT o.id) > 1
+"""
+
+
+def _rows(sql: str) -> list[dict]:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        columns = [col.name for col in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def order_stock_breaches() -> dict[str, list[dict]]:
+    """Invariants 3 (reserved equals live allocations), 4 (allocations cover each line) and 5."""
+    return {
+        "reserved_vs_allocations": _rows(RESERVED_VS_ALLOCATIONS_SQL),
+        "lines_vs_allocations": _rows(LINES_VS_ALLOCATIONS_SQL),
+        "idempotency_key_orders": _rows(KEYS_WITH_SEVERAL_ORDERS_SQL),
+    }

@@ -1,0 +1,320 @@
+"""Every write of the orders app: placing orders (idempotent) and their lifecycle.
+
+Lock order: the order row first, then stock levels by pk through the inventory primitives.
+Each service called from an edge runs in one transaction with bounded retries on lock timeouts
+and deadlocks (then 503 `lock_timeout`). Every stock effect writes its ledger rows.
+"""
+
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from inventory import services as stock
+from inventory.models import Product, StockLevel, StockMovement, Warehouse
+from orders import locks
+from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
+from orders.models import Allocation, IdempotencyKey, Order, OrderLine
+from project.db import atomic_with_retry
+from project.errors import DomainError, InvalidInput, NotFound, PreconditionFailed, envelope
+
+Status = Order.Status
+NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
+
+
+@dataclass(frozen=True)
+class OrderLineRequest:
+    sku: str
+    quantity: int
+
+
+@dataclass(frozen=True)
+class PlacementResult:
+    """What the client gets: a new order (201) or the first response again (`replayed`)."""
+
+    status: int
+    body: dict
+    replayed: bool
+    order: Order | None = None
+
+
+def new_order_number() -> str:
+    body = "".join(secrets.choice(NUMBER_ALPHABET) for _ in range(8))
+    return f"SR-{body[:4]}-{body[4:]}"
+
+
+# --- idempotency ------------------------------------------------------------------------------
+
+
+def _claim_idempotency_key(*, user, key: str, fingerprint: str) -> tuple[int | None, PlacementResult | None]:
+    """Phase one, committed before the order transaction: claim the key or learn its fate.
+
+    Returns (claim id, None) when this request may proceed, or (None, replay) with the stored
+    first response. Raises IdempotencyKeyReused (another body) or RequestInFlight (its twin is
+    still running and its lease has not run out). A lease left by a crashed request is taken over.
+    """
+    now = timezone.now()
+    lease = now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            """
+            INSERT INTO orders_idempotencykey (user_id, key, fingerprint, state, lease_expires_at, created_at)
+            VALUES (%s, %s, %s, %s, %s, %s)
+            ON CONFLICT (user_id, key) DO NOTHING
+            RETURNING id
+            """,
+            [user.pk, key, fingerprint, IdempotencyKey.State.IN_FLIGHT, lease, now],
+        )
+        claimed = cursor.fetchone()
+        if claimed is not None:
+            return claimed[0], None
+        existing = IdempotencyKey.objects.filter(user=user, key=key).first()
+        if existing is None:  # pruned between the insert and the read: claim again
+            return _claim_idempotency_key(user=user, key=key, fingerprint=fingerprint)
+        if existing.fingerprint != fingerprint:
+            raise IdempotencyKeyReused()
+        if existing.state == IdempotencyKey.State.COMPLETE:
+            return None, PlacementResult(existing.response_status, existing.response_body, replayed=True)
+        taken_over = IdempotencyKey.objects.filter(
+            pk=existing.pk, state=IdempotencyKey.State.IN_FLIGHT, lease_expires_at__lt=now
+        ).update(lease_expires_at=lease)
+        if not taken_over:
+            raise RequestInFlight()
+        return existing.pk, None
+
+
+def _store_refusal(claim_id: int, error: DomainError) -> None:
+    body = envelope(error.code, error.detail, error.fields, **error.extra)
+    IdempotencyKey.objects.filter(pk=claim_id, state=IdempotencyKey.State.IN_FLIGHT).update(
+        state=IdempotencyKey.State.COMPLETE, response_status=int(error.status_code), response_body=body
+    )
+
+
+def _drop_claim(claim_id: int) -> None:
+    IdempotencyKey.objects.filter(pk=claim_id, state=IdempotencyKey.State.IN_FLIGHT).delete()
+
+
+# --- placing ----------------------------------------------------------------------------------
+
+
+def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]]:
+    skus = [line.sku for line in lines]
+    if len(set(skus)) != len(skus):
+        raise InvalidInput(fields={"lines": ["Each SKU may appear on one line only."]})
+    if not lines or len(lines) > settings.ORDER_MAX_LINES:
+        raise InvalidInput(fields={"lines": [f"An order has 1 to {settings.ORDER_MAX_LINES} lines."]})
+    products = {p.sku: p for p in Product.objects.filter(sku__in=skus)}
+    problems, found = [], []
+    for line in lines:
+        product = products.get(line.sku)
+        errors = {}
+        if product is None:
+            errors["sku"] = [f"Unknown SKU {line.sku!r}."]
+        elif not product.active:
+            errors["sku"] = [f"{line.sku!r} is no longer sold."]
+        if (
+            isinstance(line.quantity, bool)
+            or not isinstance(line.quantity, int)
+            or not (1 <= line.quantity <= settings.ORDER_MAX_QUANTITY)
+        ):
+            errors["quantity"] = [f"Must be a whole number from 1 to {settings.ORDER_MAX_QUANTITY}."]
+        problems.append(errors)
+        found.append((product, line.quantity))
+    if any(problems):
+        raise InvalidInput(fields={"lines": problems})
+    return found
+
+
+def _attach_for_rendering(order, user, order_lines, products, rows, allocations, warehouses) -> None:
+    """Fill the relation caches the serializer reads, so rendering inside the transaction
+    (while stock rows are locked) costs no query."""
+    product_by_id = {product.pk: product for product, _ in products}
+    per_line: dict[int, list[Allocation]] = {line.pk: [] for line in order_lines}
+    for row, allocation in zip(rows, allocations, strict=True):
+        warehouse = Warehouse(pk=allocation.warehouse_id, code=warehouses.get(allocation.warehouse_id, "?"))
+        row.stock_level = StockLevel(pk=allocation.level_id, warehouse=warehouse)
+        per_line[row.line_id].append(row)
+    for line in order_lines:
+        line.product = product_by_id[line.product_id]
+        line._prefetched_objects_cache = {"allocations": per_line[line.pk]}
+    order.user = user
+    order._prefetched_objects_cache = {"lines": order_lines}
+
+
+@atomic_with_retry
+def _create_order(
+    *, user, lines: Sequence[OrderLineRequest], shipping_address: dict, reference: str, claim_id: int | None, render
+) -> tuple[Order, dict]:
+    products = _products_for(lines)
+    now = timezone.now()
+    order = Order(
+        number=new_order_number(),
+        user=user,
+        total=sum((product.price * quantity for product, quantity in products), Decimal("0.00")),
+        currency=settings.SHOP_CURRENCY,
+        reference=reference,
+        expires_at=now + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
+        **{f"shipping_{field}": value for field, value in shipping_address.items()},
+    )
+    try:
+        with transaction.atomic():
+            order.save()
+    except IntegrityError:  # the 1-in-a-trillion number collision: run again with a new number
+        from project.db import Retry
+
+        raise Retry("order number collision") from None
+    order_lines = OrderLine.objects.bulk_create(
+        [
+            OrderLine(order=order, product=product, quantity=quantity, unit_price=product.price)
+            for product, quantity in products
+        ]
+    )
+    warehouses = dict(Warehouse.objects.values_list("id", "code"))  # read before any stock lock
+    # Stock levels are locked last (the system's lock order) and held for as short as possible.
+    allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
+    line_for_product = {line.product_id: line for line in order_lines}
+    rows = Allocation.objects.bulk_create(
+        [
+            Allocation(line=line_for_product[a.product_id], stock_level_id=a.level_id, quantity=a.quantity)
+            for a in allocations
+        ]
+    )
+    _attach_for_rendering(order, user, order_lines, products, rows, allocations, warehouses)
+    body = render(order)
+    if claim_id is not None:
+        completed = IdempotencyKey.objects.filter(pk=claim_id, state=IdempotencyKey.State.IN_FLIGHT).update(
+            state=IdempotencyKey.State.COMPLETE, response_status=201, response_body=body, order=order
+        )
+        if not completed:
+            raise RequestInFlight("This Idempotency-Key was completed by another request.")
+    return order, body
+
+
+def order_place(
+    *,
+    user,
+    lines: Sequence[OrderLineRequest],
+    shipping_address: dict,
+    render: Callable[[Order], dict],
+    reference: str = "",
+    idempotency_key: str | None = None,
+    fingerprint: str = "",
+) -> PlacementResult:
+    """Place an order: reserve every line across warehouses by priority, or reserve nothing.
+
+    Idempotent per (user, key): the key is claimed and committed first; the order and the key's
+    stored response commit together. Domain refusals (4xx) are stored and replayed; anything
+    else drops the claim so a retry runs again. Raises InsufficientStock (409), InvalidInput
+    (400), IdempotencyKeyReused (422), RequestInFlight (409), LockTimeout (503).
+    """
+    claim_id = None
+    if idempotency_key is not None:
+        claim_id, replay = _claim_idempotency_key(user=user, key=idempotency_key, fingerprint=fingerprint)
+        if replay is not None:
+            return replay
+    try:
+        order, body = _create_order(
+            user=user,
+            lines=lines,
+            shipping_address=shipping_address,
+            reference=reference,
+            claim_id=claim_id,
+            render=render,
+        )
+    except DomainError as error:
+        if claim_id is not None:
+            if 400 <= error.status_code < 500:
+                _store_refusal(claim_id, error)
+            else:
+                _drop_claim(claim_id)
+        raise
+    except BaseException:
+        if claim_id is not None:
+            _drop_claim(claim_id)
+        raise
+    return PlacementResult(201, body, replayed=False, order=order)
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+def _allocations_of(order: Order) -> tuple[list[tuple[int, int]], list[str]]:
+    rows = Allocation.objects.filter(line__order=order).values_list("stock_level_id", "quantity", "line__product__sku")
+    return [(level, quantity) for level, quantity, _ in rows], sorted({sku for _, _, sku in rows})
+
+
+def _locked_for_transition(order_id: int, *, allowed: set[str], expected_version: int | None) -> Order:
+    order = locks.lock_order(order_id)
+    if order is None:
+        raise NotFound("No such order.")
+    if expected_version is not None and order.version != expected_version:
+        raise PreconditionFailed(extra={"current_version": order.version})
+    if order.status not in allowed:
+        raise InvalidTransition(f"A {order.status} order cannot do this.", extra={"status": order.status})
+    return order
+
+
+def _move(order: Order, status: str, *, stamp: str, **values) -> Order:
+    """Compare-and-set on status and version, under the order's row lock."""
+    now = timezone.now()
+    updated = Order.objects.filter(pk=order.pk, status=order.status, version=order.version).update(
+        status=status, version=F("version") + 1, updated_at=now, **{stamp: now}, **values
+    )
+    if not updated:  # cannot happen while we hold the row lock; refuse rather than overwrite
+        raise InvalidTransition("The order changed while moving it.")
+    order.refresh_from_db()
+    return order
+
+
+@atomic_with_retry
+def order_pay(*, order_id: int, expected_version: int | None = None) -> Order:
+    """Simulated payment of the whole total. Only a `reserved` order whose time has not run out:
+    `expires_at` is checked under the lock, so paying late is refused even before the sweep runs."""
+    order = _locked_for_transition(order_id, allowed={Status.RESERVED}, expected_version=expected_version)
+    if order.expires_at <= timezone.now():
+        raise ReservationExpired()
+    return _move(order, Status.PAID, stamp="paid_at", paid_amount=order.total)
+
+
+@atomic_with_retry
+def order_cancel(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
+    """Cancel a reserved or paid order and release its stock (a paid one is refunded, simulated)."""
+    order = _locked_for_transition(order_id, allowed={Status.RESERVED, Status.PAID}, expected_version=expected_version)
+    allocations, skus = _allocations_of(order)
+    stock.release_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    return _move(order, Status.CANCELLED, stamp="cancelled_at")
+
+
+@atomic_with_retry
+def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
+    """Ship a paid order: its reserved units leave the shelves (on_hand and reserved both drop)."""
+    order = _locked_for_transition(order_id, allowed={Status.PAID}, expected_version=expected_version)
+    allocations, skus = _allocations_of(order)
+    stock.consume_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    return _move(order, Status.FULFILLED, stamp="fulfilled_at")
+
+
+@atomic_with_retry
+def order_return(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
+    """Take a fulfilled order back: its units return to the levels they left from."""
+    order = _locked_for_transition(order_id, allowed={Status.FULFILLED}, expected_version=expected_version)
+    allocations, skus = _allocations_of(order)
+    stock.restock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    return _move(order, Status.RETURNED, stamp="returned_at")
+
+
+@atomic_with_retry
+def order_expire(*, order_id: int) -> Order | None:
+    """Expire one unpaid reservation whose time ran out, releasing its stock; None if it moved on."""
+    order = locks.lock_order(order_id)
+    if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
+        return None
+    allocations, skus = _allocations_of(order)
+    stock.release_stock(allocations=allocations, reference=order.number, skus=skus, reason=StockMovement.Reason.EXPIRY)
+    return _move(order, Status.EXPIRED, stamp="expired_at")
