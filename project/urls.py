@@ -12,6 +12,7 @@ handler500 = "project.error_views.server_error"
 api_v1 = [
     path("", include("users.urls")),
     path("", include("inventory.urls")),
+    path("", include("orders.urls")),
 ]
 
 urlpatterns = [
