@@ -11,8 +11,10 @@ from project.dburl import redis_url_with_db
 os.environ["REDIS_URL"] = redis_url_with_db("REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), 14)
 os.environ["REDIS_BROKER_DB"] = "15"
 os.environ.pop("CELERY_BROKER_URL", None)
-os.environ["CACHE_KEY_PREFIX"] = "stockroom-test"
-os.environ["CELERY_QUEUE_PREFIX"] = "stockroom-test"
+# TEST_RUN_ID keeps parallel runs on one machine apart: own queues, key prefix and test database.
+TEST_RUN_ID = os.environ.get("TEST_RUN_ID", "")
+os.environ["CACHE_KEY_PREFIX"] = f"stockroom-test{TEST_RUN_ID}"
+os.environ["CELERY_QUEUE_PREFIX"] = f"stockroom-test{TEST_RUN_ID}"
 os.environ.setdefault("DB_POOL_MAX_SIZE", "60")
 os.environ.setdefault("DEBUG", "0")
 # Generous limits, so the suite (and parallel runs sharing this Redis DB) never throttles itself;
@@ -32,4 +34,4 @@ STORAGES = {
 }
 
 # Parallel test runs on one machine (several checkouts) each name their own test database.
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME") or f"test_{DATABASES['default']['NAME']}"}  # noqa: F405
+DATABASES["default"]["TEST"] = {"NAME": f"test_{DATABASES['default']['NAME']}{TEST_RUN_ID}"}  # noqa: F405
