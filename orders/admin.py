@@ -1,0 +1,301 @@
+"""Staff admin for orders (with their lines and allocations) and idempotency keys.
+
+Orders are placed through the API and the shop, never here, and are never deleted (their ledger
+rows and allocations refer to them). Every field is read-only: the status moves only through
+the lifecycle services, run by the pay / fulfil / cancel / return actions on the list (each
+order in its own transaction, one message per refusal) and by the same moves as buttons on an
+order's page. The buttons carry the version the page showed, so acting on a stale page is
+refused ("changed by someone else") rather than applied.
+
+Moving orders needs the order's change permission; seeing them, the view permission.
+"""
+
+import json
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import Prefetch
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from orders.admin_forms import (
+    ORDER_TRANSITIONS,
+    OrderTransition,
+    OrderTransitionForm,
+    refusal_message,
+    transitions_offered,
+)
+from orders.models import Allocation, IdempotencyKey, Order, OrderLine
+from project.errors import DomainError
+
+# Each order moves in its own short transaction inside the web request: a selection larger than
+# this would outlast the worker's timeout. Bulk fulfilment of large batches is a Celery job.
+MAX_ORDERS_PER_ACTION = 500
+
+
+class OrderLineInline(admin.TabularInline):
+    """The order's lines and where their units are allocated, read-only (lines never change)."""
+
+    model = OrderLine
+    template = "admin/orders/order/lines_inline.html"
+    fields = ["sku", "product_name", "quantity", "unit_price", "allocated"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Lines and allocations"
+
+    def get_queryset(self, request):
+        allocations = Allocation.objects.select_related("stock_level__warehouse").order_by(
+            "stock_level__warehouse__priority", "stock_level__warehouse__code"
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("product")
+            .prefetch_related(Prefetch("allocations", queryset=allocations))
+        )
+
+    @admin.display(description="SKU")
+    def sku(self, line: OrderLine) -> str:
+        return line.product.sku
+
+    @admin.display(description="Product")
+    def product_name(self, line: OrderLine) -> str:
+        return line.product.name
+
+    @admin.display(description="Allocated (warehouse: units)")
+    def allocated(self, line: OrderLine) -> str:
+        url_name = f"{self.admin_site.name}:inventory_stocklevel_change"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>: {}',
+            (
+                (reverse(url_name, args=[a.stock_level_id]), a.stock_level.warehouse.code, a.quantity)
+                for a in line.allocations.all()
+            ),
+        )
+
+    def has_view_permission(self, request, obj=None):
+        # Lines are part of the order: whoever may see the order sees its lines.
+        return request.user.has_perm("orders.view_order") or request.user.has_perm("orders.change_order")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Order)
+class OrderAdmin(admin.ModelAdmin):
+    list_display = ["number", "customer", "status", "total", "currency", "created_at", "expires_at", "version"]
+    list_select_related = ["user"]
+    list_filter = ["status", "created_at", "expires_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["number", "user__email", "reference"]
+    show_full_result_count = False
+    inlines = [OrderLineInline]
+    actions = ["pay_orders", "fulfil_orders", "cancel_orders", "return_orders"]
+    fieldsets = [
+        (None, {"fields": ["number", "status", "version", "user", "reference"]}),
+        ("Amounts", {"fields": ["total", "currency", "paid_amount"]}),
+        (
+            "Shipping address",
+            {
+                "fields": [
+                    "shipping_name",
+                    "shipping_line1",
+                    "shipping_line2",
+                    "shipping_city",
+                    "shipping_postal_code",
+                    "shipping_country",
+                ]
+            },
+        ),
+        (
+            "Timeline",
+            {
+                "fields": [
+                    "created_at",
+                    "expires_at",
+                    "paid_at",
+                    "fulfilled_at",
+                    "cancelled_at",
+                    "expired_at",
+                    "returned_at",
+                    "updated_at",
+                ]
+            },
+        ),
+    ]
+    readonly_fields = [name for _, options in fieldsets for name in options["fields"]]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user")
+
+    @admin.display(description="Customer", ordering="user__email")
+    def customer(self, order: Order) -> str:
+        return order.user.email
+
+    # --- permissions: view-only pages, moves through the services ---
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # No field is editable: a saved form could only write back a stale copy of the row.
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_transition_permission(self, request, obj=None) -> bool:
+        """Pay, fulfil, cancel and return need the order's change permission."""
+        return request.user.has_perm(f"{self.opts.app_label}.change_{self.opts.model_name}")
+
+    # --- actions on the list ---
+
+    def _move_each(self, request, queryset, transition: OrderTransition) -> None:
+        """Run one transition per selected order, each in its own transaction, and report each.
+
+        A refused order does not stop the others. Orders go in pk order, the system's lock order.
+        """
+        selected = list(queryset.order_by("pk").values_list("pk", "number")[: MAX_ORDERS_PER_ACTION + 1])
+        if len(selected) > MAX_ORDERS_PER_ACTION:
+            self.message_user(
+                request,
+                f"Select at most {MAX_ORDERS_PER_ACTION} orders at a time; narrow the list with its filters. "
+                "Nothing was done.",
+                messages.ERROR,
+            )
+            return
+        moved = []
+        for order_id, number in selected:
+            try:
+                order = transition.run(order_id=order_id, actor=request.user, expected_version=None)
+            except DomainError as exc:
+                self.message_user(request, refusal_message(number, transition, exc), messages.ERROR)
+            else:
+                self.log_change(request, order, f"{transition.label} (admin action).")
+                moved.append(number)
+        if moved:
+            count = f"{len(moved)} order" if len(moved) == 1 else f"{len(moved)} orders"
+            self.message_user(request, f"{transition.done.capitalize()} {count}: {', '.join(moved)}.", messages.SUCCESS)
+
+    @admin.action(description="Pay selected orders (simulated payment)", permissions=["transition"])
+    def pay_orders(self, request, queryset):
+        self._move_each(request, queryset, ORDER_TRANSITIONS["pay"])
+
+    @admin.action(description="Fulfil selected orders", permissions=["transition"])
+    def fulfil_orders(self, request, queryset):
+        self._move_each(request, queryset, ORDER_TRANSITIONS["fulfil"])
+
+    @admin.action(description="Cancel selected orders (releases their stock)", permissions=["transition"])
+    def cancel_orders(self, request, queryset):
+        self._move_each(request, queryset, ORDER_TRANSITIONS["cancel"])
+
+    @admin.action(description="Return selected orders (restocks them)", permissions=["transition"])
+    def return_orders(self, request, queryset):
+        self._move_each(request, queryset, ORDER_TRANSITIONS["return"])
+
+    # --- the same moves as buttons on an order's page ---
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}_transition"
+        custom = [path("<int:order_id>/transition/", self.admin_site.admin_view(self.transition_view), name=name)]
+        # Before the defaults: their "<path:object_id>/" catch-all would take this path.
+        return custom + super().get_urls()
+
+    def _url(self, name: str, *args) -> str:
+        return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None and self.has_transition_permission(request, obj):
+            context.update(
+                transitions=transitions_offered(obj, now=timezone.now()),
+                transition_url=self._url("transition", obj.pk),
+                transition_form=OrderTransitionForm(initial={"expected_version": obj.version}),
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def transition_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
+        """POST from an order's page: run the chosen move with the version the page showed."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_transition_permission(request):
+            raise PermissionDenied
+        number = Order.objects.filter(pk=order_id).values_list("number", flat=True).first()
+        if number is None:
+            self.message_user(request, f"Order {order_id} does not exist.", messages.WARNING)
+            return HttpResponseRedirect(self._url("changelist"))
+        form = OrderTransitionForm(request.POST)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                for error in errors:
+                    self.message_user(request, f"{number}: {error}", messages.ERROR)
+            return HttpResponseRedirect(self._url("change", order_id))
+        transition = form.chosen()
+        try:
+            order = transition.run(
+                order_id=order_id, actor=request.user, expected_version=form.cleaned_data["expected_version"]
+            )
+        except DomainError as exc:
+            self.message_user(request, refusal_message(number, transition, exc), messages.ERROR)
+        else:
+            self.log_change(request, order, f"{transition.label} (order page).")
+            self.message_user(request, f"{number} {transition.done} (now version {order.version}).", messages.SUCCESS)
+        # Back to the page, which shows the order as it is now (status and version).
+        return HttpResponseRedirect(self._url("change", order_id))
+
+
+@admin.register(IdempotencyKey)
+class IdempotencyKeyAdmin(admin.ModelAdmin):
+    """Read-only: a key is the proof that its order was created once. Deleting one would let a
+    client's retry create a second order, so keys leave only through the pruning job."""
+
+    list_display = ["customer", "key", "state", "response_status", "order", "created_at"]
+    list_select_related = ["user", "order"]
+    list_filter = ["state"]
+    search_fields = ["key", "user__email"]
+    date_hierarchy = "created_at"
+    ordering = ["-created_at", "-id"]
+    show_full_result_count = False
+    fields = [
+        "user",
+        "key",
+        "state",
+        "fingerprint",
+        "lease_expires_at",
+        "response_status",
+        "stored_response",
+        "order",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("user", "order")
+
+    @admin.display(description="Customer", ordering="user__email")
+    def customer(self, key: IdempotencyKey) -> str:
+        return key.user.email
+
+    @admin.display(description="Stored response body")
+    def stored_response(self, key: IdempotencyKey) -> str:
+        if key.response_body is None:
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(key.response_body, indent=2, sort_keys=True))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
