@@ -5,6 +5,7 @@
 
 import logging
 
+from django.core.exceptions import RequestDataTooBig
 from django.db import OperationalError
 from django.http import JsonResponse
 from django.shortcuts import render
@@ -13,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from project.errors import RETRY_AFTER_SECONDS, DomainError, envelope
+from project.middleware import request_too_large
 
 logger = logging.getLogger("stockroom.errors")
 
@@ -94,6 +96,8 @@ def server_error(request):
 
 
 def bad_request(request, exception=None):
+    if isinstance(exception, RequestDataTooBig):
+        return request_too_large(request)
     if _wants_json(request):
         return JsonResponse(envelope("bad_request", "Bad request."), status=400)
     return render(request, "400.html", status=400)

@@ -1,6 +1,9 @@
+from django.conf import settings
 from django.core.signals import request_finished
 from django.dispatch import receiver
+from django.http import HttpResponse, JsonResponse
 
+from project.errors import envelope
 from project.logs import clean_request_id, request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -28,3 +31,57 @@ class RequestIdMiddleware:
 @receiver(request_finished, dispatch_uid="stockroom.forget_request_id")
 def _forget_request_id(**kwargs):
     request_id_var.set(None)
+
+
+def request_too_large(request, limit: int | None = None) -> HttpResponse:
+    """413: the envelope under /api/, a line of text for pages."""
+    detail = "The request body is too large."
+    if limit is not None:
+        detail = f"The request body is too large (at most {limit} bytes here)."
+    if request.path_info.startswith("/api/"):
+        return JsonResponse(envelope("request_too_large", detail), status=413)
+    return HttpResponse(detail + "\n", status=413, content_type="text/plain; charset=utf-8")
+
+
+class RequestBodyLimitMiddleware:
+    """Refuse bodies above MAX_REQUEST_BODY_BYTES (IMPORT_MAX_UPLOAD_BYTES for CSV imports) with 413,
+    from Content-Length, before anything reads them.
+
+    A body sent without Content-Length (chunked) is never read by Django's WSGI request, so the
+    header is the whole story. Django's own RequestDataTooBig (form fields above
+    DATA_UPLOAD_MAX_MEMORY_SIZE) is answered 413 by the 400 handler in project.error_views.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0  # Django reads no body at all then
+        if length:
+            limit = settings.MAX_REQUEST_BODY_BYTES
+            if request.path_info.startswith(tuple(settings.IMPORT_UPLOAD_PATHS)):
+                limit = settings.IMPORT_MAX_UPLOAD_BYTES
+            if length > limit:
+                return request_too_large(request, limit)
+        return self.get_response(request)
+
+
+class ContentSecurityPolicyMiddleware:
+    """Content-Security-Policy on every response (a view may set its own): 'self' only, except
+    Swagger UI's page, which needs inline script and style."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if "Content-Security-Policy" not in response:
+            policy = settings.CONTENT_SECURITY_POLICY
+            if request.path_info == settings.CONTENT_SECURITY_POLICY_API_DOCS_PATH:
+                policy = settings.CONTENT_SECURITY_POLICY_API_DOCS
+            if policy:
+                response["Content-Security-Policy"] = policy
+        return response

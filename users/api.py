@@ -1,6 +1,7 @@
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -8,6 +9,7 @@ from rest_framework.views import APIView
 from project.pagination import Cursor
 from project.schema import errors
 from users.models import ApiKey
+from users.permissions import ReadScope, has_scope
 from users.selectors import api_keys_of
 from users.services import api_key_create_with_password, api_key_revoke
 
@@ -56,7 +58,7 @@ class ApiKeyListView(generics.ListAPIView):
     """The signed-in user's keys (never the keys themselves)."""
 
     serializer_class = ApiKeySerializer
-    permission_classes = [IsAuthenticated]
+    permission_classes = [ReadScope]
     pagination_class = Cursor
 
     def get_queryset(self):
@@ -68,10 +70,16 @@ class ApiKeyListView(generics.ListAPIView):
 
 
 class ApiKeyRevokeView(APIView):
+    """Revoke one of your keys. Revoking another key needs the write scope; any key may revoke
+    itself (a read-only key that leaked can be killed with itself, but cannot kill its siblings)."""
+
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={204: None, **errors(401, 403, 404, 429, 503)})
     def delete(self, request, prefix: str):
+        revoking_itself = isinstance(request.auth, ApiKey) and request.auth.prefix == prefix
+        if not (revoking_itself or has_scope(request, ApiKey.Scope.WRITE)):
+            raise PermissionDenied("Revoking another key needs the write scope; a key may always revoke itself.")
         get_object_or_404(api_keys_of(user=request.user), prefix=prefix)
         api_key_revoke(user=request.user, prefix=prefix)
         return Response(status=status.HTTP_204_NO_CONTENT)

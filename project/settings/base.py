@@ -38,6 +38,9 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "project.middleware.RequestIdMiddleware",
+    "project.ratelimit.RateLimitMiddleware",
+    "project.middleware.RequestBodyLimitMiddleware",
+    "project.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -261,3 +264,35 @@ LOGGING = {
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Rate limits and other request guards (project.ratelimit, project.middleware) ----
+# Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).
+RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
+RATELIMIT_READ = env_str("RATELIMIT_READ", "600/60")
+RATELIMIT_WRITE = env_str("RATELIMIT_WRITE", "120/60")
+RATELIMIT_AUTH = env_str("RATELIMIT_AUTH", "10/60")
+RATELIMIT_ADMIN_LOGIN = env_str("RATELIMIT_ADMIN_LOGIN", "10/60")
+# Proxies in front of gunicorn that append to X-Forwarded-For; 0 means REMOTE_ADDR is the client.
+RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 0)
+# Unsafe requests under these path prefixes are the `auth` group (fails closed without Redis).
+RATELIMIT_AUTH_PATHS = env_list(
+    "RATELIMIT_AUTH_PATHS", ["/api/v1/auth/tokens", "/accounts/login/", "/accounts/password-reset/"]
+)
+RATELIMIT_ADMIN_LOGIN_PATH = env_str("RATELIMIT_ADMIN_LOGIN_PATH", "/admin/login/")
+RATELIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/metrics"]  # and STATIC_URL
+RATELIMIT_REDIS_URL = env_str("RATELIMIT_REDIS_URL", REDIS_URL)
+RATELIMIT_REDIS_TIMEOUT = env_float("RATELIMIT_REDIS_TIMEOUT", 0.3)
+# Bodies larger than this are refused with 413 from Content-Length, before anything reads them.
+MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE)
+IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)
+IMPORT_UPLOAD_PATHS = env_list("IMPORT_UPLOAD_PATHS", ["/api/v1/imports"])
+# Our pages load nothing from elsewhere. Swagger UI (served from our static files) needs inline
+# script and style, so its page alone gets them.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+CONTENT_SECURITY_POLICY_API_DOCS = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+    " img-src 'self' data:; base-uri 'self'; form-action 'self'; frame-ancestors 'none'; object-src 'none'"
+)
+CONTENT_SECURITY_POLICY_API_DOCS_PATH = "/api/docs/"

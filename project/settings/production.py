@@ -27,5 +27,15 @@ SECURE_REFERRER_POLICY = "same-origin"
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content-Security-Policy comes from project.middleware.ContentSecurityPolicyMiddleware in every
+# profile (see CONTENT_SECURITY_POLICY in base), so development meets the same policy.
+
+# The profile already trusts the proxy's X-Forwarded-Proto, so there is a proxy: the client's
+# address is the last X-Forwarded-For entry it appends (REMOTE_ADDR would be the proxy's, and
+# everyone would share one rate-limit budget). Set 0 if clients reach gunicorn directly.
+RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 1)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
