@@ -244,6 +244,11 @@ DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
 
 # --- Logging: JSON lines, each with the request id ---------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional")
+STAFF_ALERT_EMAILS = env_list("STAFF_ALERT_EMAILS", [])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

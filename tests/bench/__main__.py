@@ -1,0 +1,400 @@
+"""`make bench`: Stockroom under load, against ceilings measured in the same run.
+
+Starts gunicorn with the production profile (behind `X-Forwarded-Proto: https`, so the SSL
+redirect stays on and does not interfere) on a fresh benchmark database, drives it with wrk and
+Lua scripts from a separate process, warms up, takes the median of three runs, and prints one
+table: requests/s, p50, p99, errors, conflicts, ratio to the full-stack ceiling, invariant check.
+Results are also written as JSON and Markdown under bench-results/.
+
+    python -m tests.bench                 # everything (a few minutes)
+    python -m tests.bench --smoke         # one second of two scenarios (make test runs this)
+    python -m tests.bench --only orders_uniform,orders_hot --duration 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import psutil
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[2]
+LUA_DIR = Path(__file__).resolve().parent / "lua"
+RESULTS_DIR = ROOT / "bench-results"
+BENCH_DB = "stockroom_bench"
+BENCH_REDIS_DB = 12
+BENCH_SECRET_KEY = secrets.token_urlsafe(64)
+STRATEGIES = ("conditional", "row_lock", "optimistic", "global_lock")
+
+
+@dataclass
+class Scenario:
+    name: str
+    path: str
+    script: str = "get.lua"
+    server: str = "full"  # "full" (production stack) or "bare" (no middleware)
+    env: dict = field(default_factory=dict)  # extra env for the Lua script
+    strategy: str | None = None  # restart gunicorn with this STOCK_RESERVATION_STRATEGY
+    writes: bool = False  # check invariants afterwards
+
+
+@dataclass
+class Result:
+    scenario: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    conflicts: int
+    ratio: float | None = None
+    invariants: str = "-"
+    runs: list = field(default_factory=list)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- the benchmark database ----------------------------------------------------------------------
+
+
+def bench_urls() -> tuple[str, str]:
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stockroom")
+    database_url = base.rsplit("/", 1)[0] + f"/{BENCH_DB}"
+    redis_base = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    redis_url = redis_base.rsplit("/", 1)[0] + f"/{BENCH_REDIS_DB}"
+    return database_url, redis_url
+
+
+def fresh_database(database_url: str) -> None:
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+
+
+SEED_SQL = """
+INSERT INTO inventory_warehouse (code, name, priority, active, created_at)
+VALUES ('MAIN', 'Main', 1, true, now()), ('EAST', 'East', 2, true, now());
+INSERT INTO inventory_product (sku, name, description, price, active, low_stock_threshold,
+                               low_stock_alerted, version, created_at, updated_at)
+SELECT 'SKU-' || lpad(g::text, 5, '0'), 'Bench product ' || g, 'A product to benchmark with.',
+       9.99, true, 0, false, 1, now(), now()
+  FROM generate_series(1, %(products)s) g
+UNION ALL SELECT 'HOT', 'The hot product', 'Everyone wants it.', 19.99, true, 0, false, 1, now(), now();
+INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at)
+SELECT p.id, w.id, %(units)s, 0, 2, now() FROM inventory_product p CROSS JOIN inventory_warehouse w
+ WHERE w.code = 'MAIN' OR p.sku = 'HOT';
+INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, created_at)
+SELECT id, on_hand, 0, 'receipt', 'bench-seed', '', now() FROM inventory_stocklevel;
+"""
+
+
+def seed(database_url: str, redis_url: str, products: int) -> str:
+    """Migrate the bench database, load the catalogue set-based (with its ledger), make an API key."""
+    env = bench_env(database_url, redis_url, settings="project.settings.base")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for statement in filter(str.strip, SEED_SQL.split(";\n")):
+            conn.execute(statement, {"products": products, "units": 10_000_000})
+        conn.execute("ANALYZE")
+    script = (
+        "from users.models import User; from users.services import api_key_create;"
+        "u = User.objects.create_user(email='bench@example.com', password=None);"
+        "print(api_key_create(user=u, scopes=['read', 'write'])[1])"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def invariant_breaches(database_url: str) -> int:
+    from inventory.selectors import LEDGER_BREACHES_SQL
+    from orders.selectors import KEYS_WITH_SEVERAL_ORDERS_SQL, LINES_VS_ALLOCATIONS_SQL, RESERVED_VS_ALLOCATIONS_SQL
+
+    total = 0
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        for query in (
+            LEDGER_BREACHES_SQL,
+            RESERVED_VS_ALLOCATIONS_SQL,
+            LINES_VS_ALLOCATIONS_SQL,
+            KEYS_WITH_SEVERAL_ORDERS_SQL,
+        ):
+            total += len(conn.execute(query).fetchall())
+    return total
+
+
+# --- gunicorn ---------------------------------------------------------------------------------
+
+
+def bench_env(database_url: str, redis_url: str, *, settings: str = "project.settings.production", **extra) -> dict:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings,
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        REDIS_BROKER_DB="13",
+        CACHE_KEY_PREFIX="stockroom-bench",
+        CELERY_QUEUE_PREFIX="stockroom-bench",
+        SECRET_KEY=BENCH_SECRET_KEY,  # one per run: it peppers the API key made at seeding
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        BENCH_ENDPOINTS="1",
+        DEBUG="0",
+        LOG_LEVEL="WARNING",
+        # The limiter stays on; the benchmark's one client just gets a roomy budget.
+        RATELIMIT_READ="100000000/60",
+        RATELIMIT_WRITE="100000000/60",
+    )
+    env.update(extra)
+    return env
+
+
+class Gunicorn:
+    def __init__(self, env: dict, tmp: Path):
+        self.port = free_port()
+        self.env = dict(
+            env, GUNICORN_BIND=f"127.0.0.1:{self.port}", PROMETHEUS_MULTIPROC_DIR=str(tmp / f"prom-{self.port}")
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Gunicorn:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        import urllib.request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited: {self.proc.stderr.read()[-2000:]}")
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)  # noqa: S310 - our own loopback server
+                return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError("gunicorn did not start")
+
+    def worker_peak_rss_mb(self) -> float:
+        peak = 0
+        for child in psutil.Process(self.proc.pid).children():
+            try:
+                with open(f"/proc/{child.pid}/status") as status:
+                    for line in status:
+                        if line.startswith("VmHWM:"):
+                            peak = max(peak, int(line.split()[1]))
+            except OSError:
+                continue
+        return peak / 1024
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+# --- wrk --------------------------------------------------------------------------------------
+
+
+def wrk(port: int, scenario: Scenario, seconds: float, connections: int, extra_env: dict) -> dict:
+    env = dict(os.environ, BENCH_LUA_DIR=str(LUA_DIR), BENCH_RUN_ID=secrets.token_hex(4), **scenario.env, **extra_env)
+    command = [
+        "wrk", "-t2", f"-c{connections}", f"-d{max(seconds, 1):.0f}s", "--latency",
+        "-s", str(LUA_DIR / scenario.script), f"http://127.0.0.1:{port}{scenario.path}",
+    ]  # fmt: skip
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    line = next((row for row in out.stdout.splitlines() if row.startswith("BENCH_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk gave no result: {out.stdout[-1000:]} {out.stderr[-1000:]}")
+    return json.loads(line.removeprefix("BENCH_JSON "))
+
+
+def measure(port: int, scenario: Scenario, args, extra_env: dict) -> Result:
+    if args.warmup:
+        wrk(port, scenario, args.warmup, args.connections, extra_env)
+    runs = []
+    for _ in range(args.runs):
+        raw = wrk(port, scenario, args.duration, args.connections, extra_env)
+        statuses = {int(k): v for k, v in raw["statuses"].items()}
+        ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
+        conflicts = statuses.get(409, 0)
+        errors = raw["socket_errors"] + sum(n for status, n in statuses.items() if status >= 300 and status != 409)
+        runs.append(
+            {"rps": ok / raw["seconds"], "p50_ms": raw["p50_ms"], "p99_ms": raw["p99_ms"], "errors": errors,
+             "conflicts": conflicts, "statuses": statuses}
+        )  # fmt: skip
+    middle = sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
+    return Result(
+        scenario=scenario.name,
+        rps=middle["rps"],
+        p50_ms=middle["p50_ms"],
+        p99_ms=middle["p99_ms"],
+        errors=sum(run["errors"] for run in runs),
+        conflicts=sum(run["conflicts"] for run in runs),
+        runs=runs,
+    )
+
+
+def scenarios(products: int) -> list[Scenario]:
+    listed = [
+        Scenario("ceiling_bare", "/_bench/trivial", server="bare"),
+        Scenario("ceiling_full", "/_bench/trivial"),
+        Scenario("catalogue_cached", "/api/v1/products?page_size=25"),
+        Scenario("catalogue_cold", "/api/v1/products?page_size=25", script="cold.lua"),
+        Scenario("product_detail", "/api/v1/products/SKU-00042"),
+        Scenario(
+            "orders_uniform", "/api/v1/orders", script="orders.lua", env={"BENCH_SKUS": str(products)}, writes=True
+        ),
+        Scenario("orders_hot", "/api/v1/orders", script="orders.lua", env={"BENCH_SKUS": "HOT"}, writes=True),
+    ]
+    for strategy in STRATEGIES:
+        listed.append(
+            Scenario(f"hot_{strategy}", "/api/v1/orders", script="orders.lua", env={"BENCH_SKUS": "HOT"},
+                     strategy=strategy, writes=True)
+        )  # fmt: skip
+    return listed
+
+
+def table(results: list[Result], meta: dict) -> str:
+    lines = [
+        f"Stockroom benchmark, {meta['date']}, {meta['cores']} cores, {meta['duration']}s x {meta['runs']} runs "
+        f"(median), {meta['connections']} connections",
+        "",
+        "| scenario | req/s | p50 ms | p99 ms | errors | conflicts | ratio to ceiling | invariants |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
+        lines.append(
+            f"| {r.scenario} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.conflicts} | {ratio} | {r.invariants} |"
+        )
+    lines.append("")
+    lines.append(f"gunicorn worker peak RSS: {meta['web_peak_rss_mb']:.0f} MB")
+    for key, value in meta.get("ratios", {}).items():
+        lines.append(f"{key}: {value:.3f}")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="one short run of two scenarios (make test)")
+    parser.add_argument("--only", default="", help="comma-separated scenario names")
+    parser.add_argument("--duration", type=float, default=8)
+    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
+        args.only = args.only or "ceiling_full,catalogue_cached"
+    if shutil.which("wrk") is None:
+        log("wrk is missing: apt-get install -y wrk")
+        return 2
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
+    import django
+
+    django.setup()  # only for the invariant queries, which live in the selectors
+    database_url, redis_url = bench_urls()
+    log(f"fresh database {BENCH_DB}, seeding {args.products} products")
+    fresh_database(database_url)
+    api_key = seed(database_url, redis_url, args.products)
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+
+    chosen = [s for s in scenarios(args.products) if not args.only or s.name in args.only.split(",")]
+    results: list[Result] = []
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"stockroom-bench-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    peak_rss = 0.0
+    broken = 0
+    extra = {"BENCH_API_KEY": api_key}
+    groups: dict[tuple, list[Scenario]] = {}
+    for scenario in chosen:
+        groups.setdefault((scenario.server, scenario.strategy), []).append(scenario)
+    for (server, strategy), members in groups.items():
+        settings_module = "tests.bench.bare_settings" if server == "bare" else "project.settings.production"
+        env = bench_env(database_url, redis_url, settings=settings_module,
+                        STOCK_RESERVATION_STRATEGY=strategy or "conditional")  # fmt: skip
+        with Gunicorn(env, tmp) as server_proc:
+            for scenario in members:
+                log(f"{scenario.name}: {args.runs} x {args.duration}s after {args.warmup}s warm-up")
+                result = measure(server_proc.port, scenario, args, extra)
+                if scenario.writes:
+                    count = invariant_breaches(database_url)
+                    result.invariants = "ok" if count == 0 else f"BROKEN ({count})"
+                    broken += count
+                results.append(result)
+            peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
+
+    by_name = {r.scenario: r for r in results}
+    ceiling = by_name.get("ceiling_full")
+    for result in results:
+        if ceiling and ceiling.rps:
+            result.ratio = result.rps / ceiling.rps
+    ratios = {}
+    if "orders_hot" in by_name and "orders_uniform" in by_name and by_name["orders_uniform"].rps:
+        ratios["hot / uniform"] = by_name["orders_hot"].rps / by_name["orders_uniform"].rps
+    if ceiling and "ceiling_bare" in by_name and by_name["ceiling_bare"].rps:
+        ratios["full-stack ceiling / bare ceiling"] = ceiling.rps / by_name["ceiling_bare"].rps
+    meta = {
+        "date": dt.date.today().isoformat(),
+        "cores": os.cpu_count(),
+        "duration": args.duration,
+        "runs": args.runs,
+        "connections": args.connections,
+        "web_peak_rss_mb": peak_rss,
+        "ratios": ratios,
+    }
+    text = table(results, meta)
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    stem = args.output / f"{meta['date']}-{meta['cores']}cores{'-smoke' if args.smoke else ''}"
+    stem.with_suffix(".md").write_text(text + "\n")
+    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    shutil.rmtree(tmp, ignore_errors=True)
+    if broken:
+        log(f"INVARIANTS BROKEN: {broken} breaches")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+from django.urls import path
+
+from project.bench_views import trivial
+
+urlpatterns = [path("_bench/trivial", trivial)]
