@@ -19,7 +19,6 @@ import json
 import os
 import secrets
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -200,7 +199,7 @@ class Gunicorn:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited: {self.proc.stderr.read()[-2000:]}")
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)  # noqa: S310 - our own loopback server
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
                 return self
             except OSError:
                 time.sleep(0.2)
@@ -299,9 +298,9 @@ def table(results: list[Result], meta: dict) -> str:
     ]
     for r in results:
         ratio = "-" if r.ratio is None else f"{r.ratio:.3f}"
-        lines.append(
-            f"| {r.scenario} | {r.rps:,.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.errors} | {r.conflicts} | {ratio} | {r.invariants} |"
-        )
+        figures = [f"{r.rps:,.0f}", f"{r.p50_ms:.1f}", f"{r.p99_ms:.1f}", r.errors, r.conflicts]
+        cells = [r.scenario, *figures, ratio, r.invariants]
+        lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     lines.append("")
     lines.append(f"gunicorn worker peak RSS: {meta['web_peak_rss_mb']:.0f} MB")
     for key, value in meta.get("ratios", {}).items():
