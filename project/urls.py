@@ -24,6 +24,10 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", metrics.metrics, name="metrics"),
+    # Shopper pages (DESIGN.md §7): catalogue at the root, cart and orders, accounts.
+    path("", include("inventory.urls_pages")),
+    path("", include("orders.urls_pages")),
+    path("accounts/", include("users.urls_pages")),
 ]
 
 if settings.BENCH_ENDPOINTS:

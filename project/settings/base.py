@@ -65,6 +65,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "orders.cart.cart_summary",
             ],
         },
     },
@@ -175,7 +176,9 @@ CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
 
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
-LOGIN_URL = "/admin/login/"
+# Shopper pages; the admin keeps its own login at /admin/login/.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
 # The pepper keeps a leaked api-key table useless without the server's secret.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
 API_KEY_DEFAULT_DAYS = env_int("API_KEY_DEFAULT_DAYS", 365)

@@ -1,0 +1,179 @@
+"""The shopper's cart: SKUs and quantities in the session, checked every time they are read back.
+
+The session is trusted storage, but a cart can still hold things that are no longer true (a
+product retired since it was added) or were never valid (a session row edited by hand, an old
+format). Reading the cart drops whatever is not a known, active SKU with a whole quantity from
+1 to ORDER_MAX_QUANTITY, keeps every good line, and reports what it dropped so the page can say
+so. Availability shown next to a line is the cached catalogue figure; stock is only decided when
+the order is placed (orders.services.order_place).
+
+Django's `login()` cycles the session key but keeps its data, so a cart built before logging in
+is still there afterwards; `logout()` flushes the session, cart included.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+
+from inventory import selectors
+from inventory.cache import cached_product
+from inventory.models import SKU_VALIDATOR
+from inventory.serializers import product_payload
+
+SESSION_KEY = "cart"
+
+
+@dataclass(frozen=True)
+class CartLine:
+    sku: str
+    name: str
+    price: Decimal
+    quantity: int
+    available: int
+
+    @property
+    def total(self) -> Decimal:
+        return self.price * self.quantity
+
+    @property
+    def short(self) -> bool:
+        return self.quantity > self.available
+
+
+def is_sku(value: object) -> bool:
+    return isinstance(value, str) and SKU_VALIDATOR.regex.fullmatch(value) is not None
+
+
+def is_quantity(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= settings.ORDER_MAX_QUANTITY
+
+
+def catalogue_entry(sku: str) -> dict | None:
+    """The cached public shape of one product (shared with the API's product cache), or None."""
+    if not is_sku(sku):
+        return None
+
+    def build():
+        product = selectors.product_detail(sku=sku)
+        return product_payload(product) if product else None
+
+    return cached_product(sku, build)
+
+
+def sold(entry: dict | None) -> bool:
+    return entry is not None and bool(entry.get("active"))
+
+
+class Cart:
+    """The session cart. Quantities are stored per SKU as whole numbers; nothing else is kept."""
+
+    def __init__(self, session):
+        self.session = session
+        self.problems: list[str] = []
+        self.items: dict[str, int] = self._read()
+
+    # --- reading back, with validation -------------------------------------------------------
+
+    def _read(self) -> dict[str, int]:
+        raw = self.session.get(SESSION_KEY)
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict):
+            self.problems.append("Your cart could not be read and was emptied.")
+            self.session[SESSION_KEY] = {}
+            return {}
+        items, dropped = {}, 0
+        for sku, quantity in raw.items():
+            if is_sku(sku) and is_quantity(quantity) and len(items) < settings.ORDER_MAX_LINES:
+                items[sku] = quantity
+            else:
+                dropped += 1
+        if dropped:
+            self.problems.append(
+                f"{dropped} cart line{'s' if dropped != 1 else ''} could not be read and "
+                f"{'were' if dropped != 1 else 'was'} removed; the rest of your cart is as you left it."
+            )
+            self._save(items)
+        return items
+
+    def _save(self, items: dict[str, int]) -> None:
+        self.items = items
+        self.session[SESSION_KEY] = dict(items)
+        self.session.modified = True
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def count(self) -> int:
+        """Units in the cart (the header shows it; no database or cache read)."""
+        return sum(self.items.values())
+
+    def lines(self) -> list[CartLine]:
+        """The cart's lines with names, prices and cached availability, in the order they were added.
+
+        A SKU that is unknown or no longer sold is removed here, with a problem naming it.
+        """
+        lines, gone = [], []
+        for sku, quantity in self.items.items():
+            entry = catalogue_entry(sku)
+            if not sold(entry):
+                gone.append(sku)
+                continue
+            try:
+                price = Decimal(entry["price"])
+            except (InvalidOperation, KeyError, TypeError):
+                gone.append(sku)
+                continue
+            lines.append(CartLine(sku, entry["name"], price, quantity, int(entry.get("available") or 0)))
+        if gone:
+            self.problems.append(f"No longer sold, removed from your cart: {', '.join(gone)}.")
+            self._save({sku: q for sku, q in self.items.items() if sku not in gone})
+        return lines
+
+    # --- changes (validated by the caller's form; checked again here) ------------------------
+
+    def add(self, sku: str, quantity: int) -> str | None:
+        """Add units of a sold SKU. Returns a reason when refused (the cart is then unchanged)."""
+        if not sold(catalogue_entry(sku)):
+            return f"There is no product {sku!r} for sale."
+        total = self.items.get(sku, 0) + quantity
+        if not is_quantity(total):
+            return f"At most {settings.ORDER_MAX_QUANTITY} of one product per order."
+        if sku not in self.items and len(self.items) >= settings.ORDER_MAX_LINES:
+            return f"A cart holds at most {settings.ORDER_MAX_LINES} different products."
+        self._save({**self.items, sku: total})
+        return None
+
+    def set(self, sku: str, quantity: int) -> str | None:
+        if sku not in self.items:
+            return f"{sku!r} is not in your cart."
+        if not is_quantity(quantity):
+            return f"Quantities are whole numbers from 1 to {settings.ORDER_MAX_QUANTITY}."
+        self._save({**self.items, sku: quantity})
+        return None
+
+    def remove(self, sku: str) -> bool:
+        if sku not in self.items:
+            return False
+        self._save({key: q for key, q in self.items.items() if key != sku})
+        return True
+
+    def remove_all(self, skus: Iterable[str]) -> None:
+        drop = set(skus)
+        self._save({key: q for key, q in self.items.items() if key not in drop})
+
+    def empty(self) -> None:
+        self._save({})
+
+
+def cart_summary(request) -> dict:
+    """Template context: the cart's unit count, computed only if a template asks for it."""
+
+    def count() -> int:
+        if not hasattr(request, "session"):
+            return 0
+        return Cart(request.session).count()
+
+    return {"cart_count": count}
