@@ -43,6 +43,7 @@ class Allocation:
     product_id: int
     warehouse_id: int
     quantity: int
+    warehouse_code: str = ""
 
 
 @dataclass
@@ -53,6 +54,7 @@ class _Candidate:
     priority: int
     on_hand: int
     reserved: int
+    warehouse_code: str
 
     @property
     def available(self) -> int:
@@ -62,7 +64,9 @@ class _Candidate:
 def _read_candidates(product_ids: list[int]) -> list[_Candidate]:
     rows = (
         StockLevel.objects.filter(product_id__in=product_ids, warehouse__active=True)
-        .values_list("id", "product_id", "warehouse_id", "warehouse__priority", "on_hand", "reserved")
+        .values_list(
+            "id", "product_id", "warehouse_id", "warehouse__priority", "on_hand", "reserved", "warehouse__code"
+        )
         .order_by("id")
     )
     return [_Candidate(*row) for row in rows]
@@ -80,7 +84,9 @@ def _plan(lines: Sequence[tuple[Product, int]], candidates: list[_Candidate]) ->
         for level in levels:
             take = min(remaining, level.available)
             if take > 0:
-                allocations.append(Allocation(level.level_id, product.pk, level.warehouse_id, take))
+                allocations.append(
+                    Allocation(level.level_id, product.pk, level.warehouse_id, take, level.warehouse_code)
+                )
                 remaining -= take
             if remaining == 0:
                 break
@@ -136,7 +142,9 @@ def _reserve_conditional(lines, product_ids) -> list[Allocation]:
 def _reserve_row_lock(lines, product_ids) -> list[Allocation]:
     locked = lock_stock_levels_of_products(product_ids)
     candidates = [
-        _Candidate(lv.pk, lv.product_id, lv.warehouse_id, lv.warehouse.priority, lv.on_hand, lv.reserved)
+        _Candidate(
+            lv.pk, lv.product_id, lv.warehouse_id, lv.warehouse.priority, lv.on_hand, lv.reserved, lv.warehouse.code
+        )
         for lv in locked
         if lv.warehouse.active
     ]

@@ -11,7 +11,13 @@ from rest_framework.views import APIView
 
 from orders import selectors, services
 from orders.errors import IdempotencyKeyRequired
-from orders.serializers import OrderQuerySerializer, OrderRequestSerializer, OrderSerializer, request_fingerprint
+from orders.serializers import (
+    OrderQuerySerializer,
+    OrderRequestSerializer,
+    OrderSerializer,
+    order_payload,
+    request_fingerprint,
+)
 from project.errors import InvalidInput, NotFound
 from project.http import etag, if_match_version
 from project.pagination import Cursor
@@ -31,11 +37,11 @@ class OrderPagination(Cursor):
 
 
 def render_order(order) -> dict:
-    return OrderSerializer(order).data
+    return order_payload(order)
 
 
 def _order_response(order, status_code=status.HTTP_200_OK) -> Response:
-    response = Response(OrderSerializer(order).data, status=status_code)
+    response = Response(order_payload(order), status=status_code)
     response["ETag"] = etag(order.version)
     return response
 
@@ -61,7 +67,7 @@ class OrderListView(APIView):
         )
         paginator = OrderPagination()
         page = paginator.paginate_queryset(orders, request, view=self)
-        return paginator.get_paginated_response(OrderSerializer(page, many=True).data)
+        return paginator.get_paginated_response([order_payload(order) for order in page])
 
     @extend_schema(
         parameters=[IDEMPOTENCY_HEADER],

@@ -12,7 +12,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -61,7 +61,8 @@ def _claim_idempotency_key(*, user, key: str, fingerprint: str) -> tuple[int | N
     """
     now = timezone.now()
     lease = now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS)
-    with transaction.atomic(), connection.cursor() as cursor:
+    # One autocommit statement on the happy path: the claim is committed before the order starts.
+    with connection.cursor() as cursor:
         cursor.execute(
             """
             INSERT INTO orders_idempotencykey (user_id, key, fingerprint, state, lease_expires_at, created_at)
@@ -131,13 +132,13 @@ def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]
     return found
 
 
-def _attach_for_rendering(order, user, order_lines, products, rows, allocations, warehouses) -> None:
+def _attach_for_rendering(order, user, order_lines, products, rows, allocations) -> None:
     """Fill the relation caches the serializer reads, so rendering inside the transaction
     (while stock rows are locked) costs no query."""
     product_by_id = {product.pk: product for product, _ in products}
     per_line: dict[int, list[Allocation]] = {line.pk: [] for line in order_lines}
     for row, allocation in zip(rows, allocations, strict=True):
-        warehouse = Warehouse(pk=allocation.warehouse_id, code=warehouses.get(allocation.warehouse_id, "?"))
+        warehouse = Warehouse(pk=allocation.warehouse_id, code=allocation.warehouse_code)
         row.stock_level = StockLevel(pk=allocation.level_id, warehouse=warehouse)
         per_line[row.line_id].append(row)
     for line in order_lines:
@@ -162,13 +163,7 @@ def _create_order(
         expires_at=now + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
         **{f"shipping_{field}": value for field, value in shipping_address.items()},
     )
-    try:
-        with transaction.atomic():
-            order.save()
-    except IntegrityError:  # the 1-in-a-trillion number collision: run again with a new number
-        from project.db import Retry
-
-        raise Retry("order number collision") from None
+    order.save()  # a number collision (32^8 numbers) raises IntegrityError: order_place runs again
     order_lines = OrderLine.objects.bulk_create(
         [
             OrderLine(order=order, product=product, quantity=quantity, unit_price=product.price)
@@ -185,7 +180,7 @@ def _create_order(
             for a in allocations
         ]
     )
-    _attach_for_rendering(order, user, order_lines, products, rows, allocations, warehouses)
+    _attach_for_rendering(order, user, order_lines, products, rows, allocations)
     body = render(order)
     if claim_id is not None:
         completed = IdempotencyKey.objects.filter(pk=claim_id, state=IdempotencyKey.State.IN_FLIGHT).update(
@@ -219,14 +214,20 @@ def order_place(
         if replay is not None:
             return replay
     try:
-        order, body = _create_order(
-            user=user,
-            lines=lines,
-            shipping_address=shipping_address,
-            reference=reference,
-            claim_id=claim_id,
-            render=render,
-        )
+        for attempt in range(3):
+            try:
+                order, body = _create_order(
+                    user=user,
+                    lines=lines,
+                    shipping_address=shipping_address,
+                    reference=reference,
+                    claim_id=claim_id,
+                    render=render,
+                )
+                break
+            except IntegrityError as exc:  # an order number drawn twice: draw again
+                if attempt == 2 or "orders_order_number_key" not in str(exc):
+                    raise
     except DomainError as error:
         if claim_id is not None:
             if 400 <= error.status_code < 500:
