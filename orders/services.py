@@ -170,7 +170,6 @@ def _create_order(
             for product, quantity in products
         ]
     )
-    warehouses = dict(Warehouse.objects.values_list("id", "code"))  # read before any stock lock
     # Stock levels are locked last (the system's lock order) and held for as short as possible.
     allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
     line_for_product = {line.product_id: line for line in order_lines}
