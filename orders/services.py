@@ -19,6 +19,7 @@ from django.utils import timezone
 from inventory import services as stock
 from inventory.models import Product, StockLevel, StockMovement, Warehouse
 from orders import locks
+from orders.emails import order_email_enqueue
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
 from project.db import atomic_with_retry
@@ -170,6 +171,7 @@ def _create_order(
             for product, quantity in products
         ]
     )
+    order_email_enqueue(order_id=order.pk, kind="placed")  # outbox row: commits with the order or not at all
     # Stock levels are locked last (the system's lock order) and held for as short as possible.
     allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
     line_for_product = {line.product_id: line for line in order_lines}
@@ -279,6 +281,7 @@ def order_pay(*, order_id: int, expected_version: int | None = None) -> Order:
     order = _locked_for_transition(order_id, allowed={Status.RESERVED}, expected_version=expected_version)
     if order.expires_at <= timezone.now():
         raise ReservationExpired()
+    order_email_enqueue(order_id=order.pk, kind="paid")
     return _move(order, Status.PAID, stamp="paid_at", paid_amount=order.total)
 
 
@@ -286,6 +289,7 @@ def order_pay(*, order_id: int, expected_version: int | None = None) -> Order:
 def order_cancel(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
     """Cancel a reserved or paid order and release its stock (a paid one is refunded, simulated)."""
     order = _locked_for_transition(order_id, allowed={Status.RESERVED, Status.PAID}, expected_version=expected_version)
+    order_email_enqueue(order_id=order.pk, kind="cancelled")
     allocations, skus = _allocations_of(order)
     stock.release_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
     return _move(order, Status.CANCELLED, stamp="cancelled_at")
@@ -295,6 +299,7 @@ def order_cancel(*, order_id: int, actor=None, expected_version: int | None = No
 def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
     """Ship a paid order: its reserved units leave the shelves (on_hand and reserved both drop)."""
     order = _locked_for_transition(order_id, allowed={Status.PAID}, expected_version=expected_version)
+    order_email_enqueue(order_id=order.pk, kind="fulfilled")
     allocations, skus = _allocations_of(order)
     stock.consume_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
     return _move(order, Status.FULFILLED, stamp="fulfilled_at")
@@ -315,6 +320,7 @@ def order_expire(*, order_id: int) -> Order | None:
     order = locks.lock_order(order_id)
     if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
         return None
+    order_email_enqueue(order_id=order.pk, kind="expired")
     allocations, skus = _allocations_of(order)
     stock.release_stock(allocations=allocations, reference=order.number, skus=skus, reason=StockMovement.Reason.EXPIRY)
     return _move(order, Status.EXPIRED, stamp="expired_at")

@@ -186,6 +186,26 @@ PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",
 ]
+# --- Outbox and batch jobs (project.outbox, project.relay, orders.jobs) -----------
+# A message sent but not done within the lease is published again: keep the lease above the
+# longest queue wait plus run time of an outbox task (a large bulk fulfilment).
+OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 900)
+# Deliveries (or failures) before a message becomes `dead` and waits for staff in the admin.
+OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 50)
+# The relay wakes on NOTIFY at commit; this poll is the fallback (and picks up due retries).
+OUTBOX_POLL_SECONDS = env_float("OUTBOX_POLL_SECONDS", 1.0)
+OUTBOX_RETRY_BACKOFF_SECONDS = env_int("OUTBOX_RETRY_BACKOFF_SECONDS", 10)
+OUTBOX_BROKER_BACKOFF_MAX_SECONDS = env_float("OUTBOX_BROKER_BACKOFF_MAX_SECONDS", 10.0)
+OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7)
+OUTBOX_NOTIFY_CHANNEL = env_str("OUTBOX_NOTIFY_CHANNEL", "stockroom_outbox")
+# How long a task waits for its outbox row while the relay is still committing its batch.
+OUTBOX_TASK_LOCK_TIMEOUT_MS = env_int("OUTBOX_TASK_LOCK_TIMEOUT_MS", 15_000)
+EXPIRY_CHUNK_SIZE = env_int("EXPIRY_CHUNK_SIZE", 500)
+BULK_FULFIL_CHUNK_SIZE = env_int("BULK_FULFIL_CHUNK_SIZE", 100)
+# Batch jobs raise their statement timeout with SET LOCAL (reconciliation reads every row).
+BATCH_STATEMENT_TIMEOUT_MS = env_int("BATCH_STATEMENT_TIMEOUT_MS", 600_000)
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

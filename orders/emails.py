@@ -1,0 +1,71 @@
+"""Order emails: enqueued through the outbox inside the order's transaction, sent by a task.
+
+`order_email_enqueue` is what the order services call; the `orders.send_order_email` task calls
+`order_email_send`. Django's email backend sends (console in development, SMTP in production).
+"""
+
+from django.conf import settings
+from django.core.mail import send_mail
+
+from orders.models import Order
+from project.outbox import outbox_enqueue
+
+SEND_ORDER_EMAIL = "orders.send_order_email"
+
+SUBJECTS = {
+    "placed": "Order {number}: reserved for you",
+    "paid": "Order {number}: payment received",
+    "cancelled": "Order {number}: cancelled",
+    "expired": "Order {number}: reservation expired",
+    "fulfilled": "Order {number}: on its way",
+}
+KINDS = frozenset(SUBJECTS)
+
+
+def order_email_enqueue(*, order_id: int, kind: str) -> None:
+    """Ask for an email about this order once the caller's transaction commits (outbox)."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown order email kind {kind!r}")
+    outbox_enqueue(task=SEND_ORDER_EMAIL, kwargs={"order_id": order_id, "kind": kind})
+
+
+def _body(order: Order, kind: str) -> str:
+    lines = [f"Hello {order.shipping_name},", ""]
+    if kind == "placed":
+        minutes = settings.ORDER_RESERVATION_MINUTES
+        lines.append(
+            f"we have reserved your order {order.number} ({order.total} {order.currency}). "
+            f"Please pay within {minutes} minutes, by {order.expires_at:%Y-%m-%d %H:%M %Z}, to keep it."
+        )
+    elif kind == "paid":
+        lines.append(f"we received {order.paid_amount} {order.currency} for order {order.number}. Thank you!")
+    elif kind == "cancelled":
+        lines.append(f"order {order.number} is cancelled. Any payment is refunded.")
+    elif kind == "expired":
+        lines.append(f"the time to pay for order {order.number} ran out, so its items were released.")
+    elif kind == "fulfilled":
+        lines.append(
+            f"order {order.number} has left our warehouse for {order.shipping_city}, {order.shipping_country}."
+        )
+    lines += ["", "Items:"]
+    lines += [f"  {line.quantity} x {line.product.name} ({line.product.sku})" for line in order.lines.all()]
+    lines += ["", "Stockroom"]
+    return "\n".join(lines)
+
+
+def order_email_send(*, order_id: int, kind: str) -> bool:
+    """Send the `kind` email of an order to its customer. False if the order no longer exists.
+
+    Reads only; locks nothing. Not idempotent by itself: the outbox task around it makes a
+    redelivered message skip (OutboxTask), so a message's email goes out once.
+    """
+    order = Order.objects.select_related("user").prefetch_related("lines__product").filter(pk=order_id).first()
+    if order is None:
+        return False
+    send_mail(
+        subject=SUBJECTS[kind].format(number=order.number),
+        message=_body(order, kind),
+        from_email=None,
+        recipient_list=[order.user.email],
+    )
+    return True
