@@ -7,7 +7,7 @@ ENV_FILE := var/services.env
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 PORT ?= 8000
 
-.PHONY: run test setup services bench lint format check stop-embedded
+.PHONY: run test setup services browser bench lint format check stop-embedded
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -34,7 +34,11 @@ run: setup
 	@echo ""
 	@$(WITH_ENV) PORT=$(PORT) exec $(VENV)/bin/honcho start --no-prefix -f Procfile
 
-test: setup
+# The browser tests (tests/e2e) drive Debian's chromium; Playwright's own download is not used.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: setup browser
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 

@@ -284,7 +284,8 @@ def order_detail(request, number: str):
             "time_ran_out": order.status == Order.Status.RESERVED and not awaiting_payment,
             "minutes_left": seconds_left // 60,
             "seconds_left": seconds_left % 60,
-            "can_cancel": order.status in (Order.Status.RESERVED, Order.Status.PAID),
+            # An unpaid order past its time is left to the expiry sweep, not offered for cancelling.
+            "can_cancel": awaiting_payment or order.status == Order.Status.PAID,
         },
     )
 
