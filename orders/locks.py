@@ -23,3 +23,15 @@ def lock_orders_skip_locked(order_ids: Iterable[int]) -> list[Order]:
     """For batch jobs: the orders no one else holds, in pk order; the others are left for later."""
     ids = sorted(set(order_ids))
     return list(Order.objects.select_for_update(of=("self",), skip_locked=True).filter(pk__in=ids).order_by("pk"))
+
+
+def claim_expired_reservations(*, now, limit: int, order_ids: Iterable[int] | None = None) -> list[Order]:
+    """The expiry sweep's claim: up to `limit` reserved orders past their deadline that no one
+    else holds. In expires_at order (the partial index's), so each chunk reads only its own rows
+    however large the backlog; SKIP LOCKED never waits, so this order cannot deadlock."""
+    orders = Order.objects.select_for_update(of=("self",), skip_locked=True).filter(
+        status=Order.Status.RESERVED, expires_at__lte=now
+    )
+    if order_ids is not None:
+        orders = orders.filter(pk__in=sorted(set(order_ids)))
+    return list(orders.order_by("expires_at", "pk")[:limit])

@@ -117,3 +117,80 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}:{self.key}"
+
+
+# --- reports of the order jobs (orders.jobs) -----------------------------------------------------
+
+
+class SalesReport(models.Model):
+    """One day's sales as CSV for staff, the day taken in settings.TIME_ZONE. Regenerating a day
+    replaces its row (the job is idempotent)."""
+
+    day = models.DateField(unique=True)
+    time_zone = models.CharField(max_length=64)
+    orders = models.PositiveIntegerField(default=0)
+    units = models.PositiveIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    currency = models.CharField(max_length=3)
+    csv = models.TextField()
+    generated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-day"]
+
+    def __str__(self) -> str:
+        return f"Sales {self.day}"
+
+
+class ReconciliationRun(models.Model):
+    """One check of every invariant of DESIGN §3 in one REPEATABLE READ snapshot, with each breach
+    and the row that shows it."""
+
+    class Outcome(models.TextChoices):
+        CLEAN = "clean"
+        BREACHES = "breaches"
+
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField()
+    outcome = models.CharField(max_length=8, choices=Outcome.choices)
+    breach_count = models.PositiveIntegerField(default=0)
+    # [{"invariant": 2, "check": "ledger", "row": {...}}, ...]
+    breaches = models.JSONField(default=list, blank=True)
+    levels_checked = models.PositiveIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["outcome", "-id"], name="reconciliation_outcome_id")]
+
+    def __str__(self) -> str:
+        return f"Reconciliation #{self.pk} ({self.outcome})"
+
+
+class BulkFulfilment(models.Model):
+    """A staff request to fulfil many orders, and what became of each id (the job's report)."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    order_ids = models.JSONField(default=list)
+    fulfilled = models.JSONField(default=list, blank=True)
+    locked = models.JSONField(default=list, blank=True, help_text="Held by another transaction; not taken.")
+    not_paid = models.JSONField(default=list, blank=True, help_text="Not in `paid` when their turn came.")
+    missing = models.JSONField(default=list, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"Bulk fulfilment #{self.pk} ({self.state})"

@@ -5,10 +5,14 @@ it done after running). A bad argument is a logged refusal, never a crash or a r
 """
 
 import logging
+from datetime import date
 
 from celery import shared_task
+from django.conf import settings
 
+from orders import jobs
 from orders.emails import KINDS, SEND_ORDER_EMAIL, order_email_send
+from project.errors import InvalidInput
 from project.outbox import OutboxTask
 
 logger = logging.getLogger("stockroom.orders.tasks")
@@ -30,3 +34,61 @@ def send_order_email(order_id: int, kind: str) -> bool:
     else:
         logger.warning("order email %s not sent: order %s does not exist", kind, order_id)
     return sent
+
+
+@shared_task(name="orders.expire_reservations")
+def expire_reservations() -> int:
+    """Every minute: release the stock of unpaid reservations whose time ran out."""
+    expired = jobs.expire_reservations()
+    logger.info("expired %d reservations", expired, extra={"expired": expired})
+    return expired
+
+
+class _BatchOutboxTask(OutboxTask):
+    # Commits per chunk, so it cannot run inside one transaction holding its outbox row.
+    outbox_exclusive = False
+
+
+@shared_task(name=jobs.BULK_FULFIL_TASK, base=_BatchOutboxTask)
+def bulk_fulfil(order_ids: list[int], run_id: int | None = None) -> dict:
+    """Fulfil the paid orders among `order_ids`; report those locked, not paid or missing."""
+    if run_id is not None and not _is_id(run_id):
+        logger.error("bulk_fulfil refused: run_id=%r is not an id", run_id)
+        return {}
+    try:
+        run = jobs.bulk_fulfil(order_ids=order_ids, run_id=run_id)
+    except InvalidInput as exc:
+        logger.error("bulk_fulfil refused: %s %s", exc.detail, exc.fields)
+        return {}
+    return {"run_id": run.pk, "fulfilled": run.fulfilled, "locked": run.locked, "not_paid": run.not_paid}
+
+
+@shared_task(name="orders.daily_sales_report")
+def daily_sales_report(day: str | None = None) -> int | None:
+    """Yesterday's sales (or `day`, YYYY-MM-DD) as CSV for staff, the day taken in TIME_ZONE."""
+    if day is None:
+        wanted = jobs.yesterday()
+    else:
+        try:
+            wanted = date.fromisoformat(day)
+        except (TypeError, ValueError):
+            logger.error("daily_sales_report refused: day=%r is not YYYY-MM-DD", day)
+            return None
+    report = jobs.sales_report_generate(day=wanted)
+    logger.info("sales report for %s: %d orders", wanted, report.orders, extra={"report_id": report.pk})
+    return report.pk
+
+
+@shared_task(name="orders.prune_idempotency_keys")
+def prune_idempotency_keys() -> int:
+    """Hourly: forget idempotency keys older than IDEMPOTENCY_KEEP_HOURS."""
+    pruned = jobs.idempotency_keys_prune(older_than_hours=settings.IDEMPOTENCY_KEEP_HOURS)
+    logger.info("pruned %d idempotency keys", pruned, extra={"pruned": pruned})
+    return pruned
+
+
+@shared_task(name="orders.reconcile_stock")
+def reconcile_stock() -> int | None:
+    """Nightly and on demand: check every stock invariant in one snapshot; record each breach."""
+    run = jobs.reconcile_stock()
+    return run.pk if run is not None else None

@@ -10,6 +10,11 @@ from django_celery_beat.models import CrontabSchedule, IntervalSchedule, Periodi
 SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
     "low stock alerts": ("inventory.low_stock_alerts", "crontab", {"minute": "5"}, "{}"),
     "purge old api keys": ("users.purge_api_keys", "crontab", {"minute": "17", "hour": "3"}, '{"older_than_days": 30}'),
+    "expire reservations": ("orders.expire_reservations", "interval", {"every": 1, "period": "minutes"}, "{}"),
+    "reconcile stock": ("orders.reconcile_stock", "crontab", {"minute": "30", "hour": "2"}, "{}"),
+    "daily sales report": ("orders.daily_sales_report", "crontab", {"minute": "10", "hour": "0"}, "{}"),
+    "prune idempotency keys": ("orders.prune_idempotency_keys", "crontab", {"minute": "40"}, "{}"),
+    "prune outbox": ("project.prune_outbox", "crontab", {"minute": "50", "hour": "3"}, "{}"),
 }
 
 
