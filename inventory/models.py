@@ -109,3 +109,87 @@ class StockMovement(models.Model):
 
     def __str__(self) -> str:
         return f"{self.reason} {self.delta_on_hand:+}/{self.delta_reserved:+} on {self.level_id}"
+
+
+class ImportJob(models.Model):
+    """A CSV stock import (`sku,warehouse,on_hand[,name,price]`), run by the `import_stock` task.
+
+    Progress (`rows_done`, `chunks_applied`) is committed in the same transaction as each chunk of
+    stock changes, so a run resumed after a crash skips exactly the chunks already applied.
+    `errors` keeps the first IMPORT_MAX_ERRORS row errors; `rows_failed` counts them all.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"  # waiting for the worker, being read, or waiting for a busy warehouse
+        RUNNING = "running"  # holds its warehouses (ImportWarehouse.running) and applies chunks
+        SUCCEEDED = "succeeded"
+        PARTIAL = "partial"  # some rows failed, the others were applied
+        FAILED = "failed"
+
+    FINISHED = (Status.SUCCEEDED, Status.PARTIAL, Status.FAILED)
+
+    file = models.FileField(upload_to="imports/", max_length=255)
+    original_name = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    warehouses = models.ManyToManyField(Warehouse, through="ImportWarehouse", related_name="+", blank=True)
+    rows_total = models.PositiveIntegerField(default=0)
+    rows_done = models.PositiveIntegerField(default=0)
+    rows_ok = models.PositiveIntegerField(default=0)
+    rows_failed = models.PositiveIntegerField(default=0)
+    errors = models.JSONField(default=list, blank=True)
+    # Fixed when the file is staged, so a resumed run cuts exactly the same line ranges.
+    chunk_rows = models.PositiveIntegerField(default=0)
+    chunks_total = models.PositiveIntegerField(default=0)
+    chunks_applied = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0, help_text="Runs of the task (a crash shows as a second).")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    staged_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(rows_done=F("rows_ok") + F("rows_failed")), name="importjob_rows_done_adds_up"
+            ),
+            models.CheckConstraint(condition=Q(rows_done__lte=F("rows_total")), name="importjob_rows_done_le_total"),
+            models.CheckConstraint(
+                condition=Q(chunks_applied__lte=F("chunks_total")), name="importjob_chunks_applied_le_total"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status"], condition=Q(status__in=["queued", "running"]), name="importjob_unfinished")
+        ]
+
+    def __str__(self) -> str:
+        return f"Import {self.pk} ({self.original_name or self.file.name})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in self.FINISHED
+
+
+class ImportWarehouse(models.Model):
+    """A warehouse an import writes to. `running` while the import holds it: the partial unique
+    index lets one import at a time hold a warehouse, across all of its chunk transactions
+    (a claimed row, not a session advisory lock: connections are pooled)."""
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="scopes")
+    warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="+")
+    running = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "warehouse"], name="importwarehouse_once_per_job"),
+            models.UniqueConstraint(
+                fields=["warehouse"], condition=Q(running=True), name="import_one_running_per_warehouse"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"import {self.job_id} -> {self.warehouse_id}{' (running)' if self.running else ''}"

@@ -1,9 +1,11 @@
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
 
 from inventory.services import low_stock_alerts_send
+from project.outbox import OutboxTask
 
 logger = logging.getLogger("stockroom.inventory")
 
@@ -14,3 +16,70 @@ def low_stock_alerts() -> int:
     alerted = low_stock_alerts_send(recipients=settings.STAFF_ALERT_EMAILS)
     logger.info("low-stock alerts sent for %d products", len(alerted), extra={"skus": alerted[:50]})
     return len(alerted)
+
+
+# The longest task allowed (a million-row import); the broker's visibility timeout stays above it.
+IMPORT_SOFT_LIMIT = settings.CELERY_LONGEST_TASK_SECONDS
+# A second delivery of an import's task (a redelivery after a crash, while the dead run's database
+# session is still being cleaned up, or the relay's lease running out) waits this long for the job.
+IMPORT_JOB_BUSY_WAITS = 30
+IMPORT_JOB_BUSY_WAIT_SECONDS = 1.0
+
+
+class ImportOutboxTask(OutboxTask):
+    # Commits per chunk, so it cannot run inside one transaction holding its outbox row.
+    outbox_exclusive = False
+
+
+@shared_task(
+    name="inventory.import_stock",
+    base=ImportOutboxTask,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    soft_time_limit=IMPORT_SOFT_LIMIT,
+    time_limit=IMPORT_SOFT_LIMIT + 60,
+)
+def import_stock(import_id) -> str | None:
+    """Run or resume a stock import (inventory.imports.import_run); sent through the outbox.
+
+    Idempotent: a finished import is left alone, a resumed one skips the chunks it applied; a
+    killed worker's task is delivered again (acks_late, reject_on_worker_lost) and resumes. An
+    import waiting for a warehouse returns; the import holding it queues it again. Lock timeouts
+    and a lost database connection raise, and the outbox publishes the task again with backoff.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+    from django.db import InterfaceError, OperationalError, close_old_connections
+
+    from inventory import imports
+    from project.errors import LockTimeout, NotFound
+
+    if isinstance(import_id, bool) or not isinstance(import_id, int) or import_id < 1:
+        logger.error("import_stock refused the argument %r: an import id is a positive integer", import_id)
+        return None
+    try:
+        for wait in range(IMPORT_JOB_BUSY_WAITS + 1):
+            try:
+                job = imports.import_run(import_id=import_id)
+                break
+            except imports.ImportBusy:
+                if wait == IMPORT_JOB_BUSY_WAITS:
+                    raise
+                time.sleep(IMPORT_JOB_BUSY_WAIT_SECONDS)
+    except NotFound:
+        logger.warning("import_stock: no import %s", import_id)
+        return None
+    except imports.ImportWaiting as waiting:
+        logger.info("%s", waiting, extra={"import_id": import_id})
+        return "waiting"
+    except (imports.ImportBusy, LockTimeout, OperationalError, InterfaceError) as exc:
+        logger.warning("import %s will be tried again: %s", import_id, exc, extra={"import_id": import_id})
+        close_old_connections()
+        raise
+    except SoftTimeLimitExceeded:
+        imports.import_fail(import_id=import_id, message="The import took longer than the time limit.")
+        return imports.Status.FAILED
+    except Exception as exc:
+        logger.exception("import %s failed", import_id)
+        imports.import_fail(import_id=import_id, message=f"Internal error ({type(exc).__name__}).")
+        return imports.Status.FAILED
+    return job.status

@@ -275,6 +275,19 @@ LOGGING = {
     "filters": {"request_id": {"()": "project.logs.RequestIdFilter"}},
     "formatters": {
         "json": {
+# Uploaded import files (MEDIA_ROOT/imports/). Not served over HTTP. Workers read them from here,
+# so with workers on other machines this is a shared volume.
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
+
+# --- Stock imports (inventory.imports) ---------------------------------------------
+# Rows per chunk transaction: the levels of one chunk stay locked while it is applied.
+IMPORT_CHUNK_ROWS = env_int("IMPORT_CHUNK_ROWS", 10_000)
+# A longer line is a row error (read with a bounded buffer: memory stays flat whatever the file).
+IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 4096)
+# The import's transactions raise their statement_timeout to this (SET LOCAL).
+IMPORT_STATEMENT_TIMEOUT_MS = env_int("IMPORT_STATEMENT_TIMEOUT_MS", 600_000)
+# Pause between chunks, leaving the levels to shoppers for a moment (0: none).
+IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
