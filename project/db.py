@@ -29,6 +29,7 @@ class Retry(Exception):
 
 
 def is_lock_error(exc: BaseException) -> bool:
+    """A lock timeout, deadlock or serialization failure: worth retrying (unlike an outage)."""
     return isinstance(exc, OperationalError) and isinstance(exc.__cause__, RETRYABLE_PG_ERRORS)
 
 

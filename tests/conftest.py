@@ -15,8 +15,9 @@ from users.services import api_key_create
 
 @pytest.fixture(autouse=True)
 def _empty_cache():
-    """Each test starts with an empty cache (the test Redis DB), so no cached read leaks between tests."""
-    cache.clear()
+    """Each test starts with an empty cache, so no cached read leaks between tests. Only this run's
+    keys (its prefix) go: parallel runs share the test Redis database."""
+    cache.delete_pattern("*")
 
 
 @pytest.fixture

@@ -43,6 +43,8 @@ MIDDLEWARE = [
     "project.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "project.routers.ReadYourWritesMiddleware",
+    "project.degraded.DegradedModeMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -98,7 +100,7 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
         f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
         f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
-    config["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    config["ENGINE"] = "project.dbbackend"  # django-prometheus's backend plus a circuit breaker
     # With the pool, this makes psycopg_pool check each connection before handing it
     # out, so connections killed while the database was away are dropped, not used.
     config["CONN_HEALTH_CHECKS"] = True
@@ -117,6 +119,16 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# An optional read replica for catalogue reads (project.routers.CatalogueReplicaRouter).
+REPLICA_DATABASE_URL = env_str("REPLICA_DATABASE_URL", "")
+if REPLICA_DATABASE_URL:
+    DATABASES["replica"] = database_settings(REPLICA_DATABASE_URL, name="REPLICA_DATABASE_URL")
+DATABASE_ROUTERS = ["project.routers.CatalogueReplicaRouter"]
+# The breaker in front of new connections: this many failures in a row open it for the cooldown.
+CIRCUIT_FAILURE_THRESHOLD = env_int("CIRCUIT_FAILURE_THRESHOLD", 3)
+CIRCUIT_COOLDOWN_SECONDS = env_float("CIRCUIT_COOLDOWN_SECONDS", 5.0)
+# Last good catalogue reads are kept this long, to serve (marked X-Stale) while PostgreSQL is down.
+CATALOGUE_STALE_TTL_SECONDS = env_int("CATALOGUE_STALE_TTL_SECONDS", 86_400)
 
 # --- Redis: cache on one database number, the Celery broker on another -------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
