@@ -118,7 +118,6 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
 
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # An optional read replica for catalogue reads (project.routers.CatalogueReplicaRouter).
 REPLICA_DATABASE_URL = env_str("REPLICA_DATABASE_URL", "")
 if REPLICA_DATABASE_URL:
@@ -129,6 +128,7 @@ CIRCUIT_FAILURE_THRESHOLD = env_int("CIRCUIT_FAILURE_THRESHOLD", 3)
 CIRCUIT_COOLDOWN_SECONDS = env_float("CIRCUIT_COOLDOWN_SECONDS", 5.0)
 # Last good catalogue reads are kept this long, to serve (marked X-Stale) while PostgreSQL is down.
 CATALOGUE_STALE_TTL_SECONDS = env_int("CATALOGUE_STALE_TTL_SECONDS", 86_400)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache on one database number, the Celery broker on another -------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -186,18 +186,6 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
 
-# --- Auth -----------------------------------------------------------------------
-AUTH_USER_MODEL = "users.User"
-# Shopper pages; the admin keeps its own login at /admin/login/.
-LOGIN_URL = "/accounts/login/"
-LOGIN_REDIRECT_URL = "/"
-# The pepper keeps a leaked api-key table useless without the server's secret.
-API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
-API_KEY_DEFAULT_DAYS = env_int("API_KEY_DEFAULT_DAYS", 365)
-PASSWORD_HASHERS = [
-    "django.contrib.auth.hashers.Argon2PasswordHasher",
-    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
-]
 # --- Outbox and batch jobs (project.outbox, project.relay, orders.jobs) -----------
 # A message sent but not done within the lease is published again: keep the lease above the
 # longest queue wait plus run time of an outbox task (a large bulk fulfilment).
@@ -218,6 +206,18 @@ BULK_FULFIL_CHUNK_SIZE = env_int("BULK_FULFIL_CHUNK_SIZE", 100)
 # Batch jobs raise their statement timeout with SET LOCAL (reconciliation reads every row).
 BATCH_STATEMENT_TIMEOUT_MS = env_int("BATCH_STATEMENT_TIMEOUT_MS", 600_000)
 
+# --- Auth -----------------------------------------------------------------------
+AUTH_USER_MODEL = "users.User"
+# Shopper pages; the admin keeps its own login at /admin/login/.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+# The pepper keeps a leaked api-key table useless without the server's secret.
+API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
+API_KEY_DEFAULT_DAYS = env_int("API_KEY_DEFAULT_DAYS", 365)
+PASSWORD_HASHERS = [
+    "django.contrib.auth.hashers.Argon2PasswordHasher",
+    "django.contrib.auth.hashers.PBKDF2PasswordHasher",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -256,6 +256,11 @@ ORDER_MAX_LINES = env_int("ORDER_MAX_LINES", 50)
 ORDER_MAX_QUANTITY = env_int("ORDER_MAX_QUANTITY", 1000)
 IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 30)
 IDEMPOTENCY_KEEP_HOURS = env_int("IDEMPOTENCY_KEEP_HOURS", 24)
+STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional")
+STAFF_ALERT_EMAILS = env_list("STAFF_ALERT_EMAILS", [])
+METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 
 # --- i18n, static -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -270,23 +275,6 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("DATA_UPLOAD_MAX_MEMORY_SIZE", 2_621_440)
-
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
-
-# --- Logging: JSON lines, each with the request id ---------------------------------
-LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
-STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional")
-STAFF_ALERT_EMAILS = env_list("STAFF_ALERT_EMAILS", [])
-METRICS_TOKEN = env_str("METRICS_TOKEN", "")
-# Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
-BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "project.logs.RequestIdFilter"}},
-    "formatters": {
-        "json": {
 # Uploaded import files (MEDIA_ROOT/imports/). Not served over HTTP. Workers read them from here,
 # so with workers on other machines this is a shared volume.
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
@@ -300,6 +288,18 @@ IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 4096)
 IMPORT_STATEMENT_TIMEOUT_MS = env_int("IMPORT_STATEMENT_TIMEOUT_MS", 600_000)
 # Pause between chunks, leaving the levels to shoppers for a moment (0: none).
 IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
+
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
+
+# --- Logging: JSON lines, each with the request id ---------------------------------
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_id": {"()": "project.logs.RequestIdFilter"}},
+    "formatters": {
+        "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(request_id)s",
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
@@ -314,6 +314,21 @@ IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
         "celery": {"level": LOG_LEVEL},
     },
 }
+
+# --- Observability (project.observability, docs/operating.md) -------------------------
+# Statements slower than this are logged (shape only, no parameters) and counted.
+SLOW_QUERY_MS = env_float("SLOW_QUERY_MS", 200.0)
+SLOW_QUERY_MAX_CHARS = env_int("SLOW_QUERY_MAX_CHARS", 2000)
+# Celery workers and the outbox relay serve their own /metrics (0: off). One port per instance.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 9101)
+RELAY_METRICS_PORT = env_int("RELAY_METRICS_PORT", 9102)
+# Loopback by default: a Prometheus on another host needs 0.0.0.0 (and a firewall).
+METRICS_BIND_ADDRESS = env_str("METRICS_BIND_ADDRESS", "127.0.0.1")
+# How often the relay counts the outbox backlog, and web workers copy their pool's statistics.
+OUTBOX_BACKLOG_SECONDS = env_float("OUTBOX_BACKLOG_SECONDS", 10.0)
+DB_POOL_STATS_SECONDS = env_float("DB_POOL_STATS_SECONDS", 1.0)
+# Staff may append ?profile=1 to a request for a pyinstrument profile of it.
+PROFILING_ENABLED = env_bool("PROFILING_ENABLED", True)
 
 # --- Rate limits and other request guards (project.ratelimit, project.middleware) ----
 # Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).
