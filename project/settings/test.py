@@ -24,7 +24,7 @@ os.environ["RATELIMIT_WRITE"] = "1000000/60"
 os.environ["RATELIMIT_AUTH"] = "1000000/60"
 os.environ["RATELIMIT_ADMIN_LOGIN"] = "1000000/60"
 
-from project.settings.base import *  # noqa: F403
+from project.settings.base import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
