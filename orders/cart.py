@@ -172,8 +172,10 @@ def cart_summary(request) -> dict:
     """Template context: the cart's unit count, computed only if a template asks for it."""
 
     def count() -> int:
-        if not hasattr(request, "session"):
+        # Read-only: the header never rewrites the cart; the cart page reports what it drops.
+        raw = getattr(request, "session", {}).get(SESSION_KEY)
+        if not isinstance(raw, dict):
             return 0
-        return Cart(request.session).count()
+        return sum(quantity for sku, quantity in raw.items() if is_sku(sku) and is_quantity(quantity))
 
     return {"cart_count": count}

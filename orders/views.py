@@ -13,6 +13,7 @@ from django.forms.utils import ErrorDict
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inventory.errors import InsufficientStock
@@ -42,7 +43,7 @@ def _form_errors(form) -> str:
 def _back_to(request, fallback: str) -> str:
     """Where a cart form came from (product page or cart), if it is one of ours."""
     target = request.POST.get("next", "")
-    if isinstance(target, str) and target.startswith("/") and not target.startswith("//"):
+    if target.startswith("/") and url_has_allowed_host_and_scheme(target, allowed_hosts=None):
         return target
     return fallback
 

@@ -186,10 +186,22 @@ def test_double_clicking_place_order_places_one_order(page, shop):
     expect(page.get_by_label("Quantity of Blue mug")).to_have_value("1")
 
 
-def test_cancel_returns_the_stock(page, shop):
+def session_cookie(page) -> str:
+    return next(cookie["value"] for cookie in page.context.cookies() if cookie["name"] == "sessionid")
+
+
+def test_the_cart_is_kept_when_logging_in_and_cancel_returns_the_stock(page, shop):
     UserFactory(email="di@example.com")
-    log_in(page, "di@example.com")
-    add_to_cart(page, "TEA", 4)
+    add_to_cart(page, "TEA", 4)  # before logging in
+    anonymous_session = session_cookie(page)
+    page.get_by_role("link", name="Log in").click()
+    page.get_by_label("Email").fill("di@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator(".messages")).to_contain_text("Signed in as di@example.com")
+    assert session_cookie(page) != anonymous_session  # a new session key, the same data
+    page.goto("/cart/")
+    expect(page.get_by_label("Quantity of Green tea")).to_have_value("4")
     number = place_order(page)
     assert level("TEA").reserved == 4
     page.get_by_role("button", name="Cancel this order").click()
