@@ -165,7 +165,8 @@ def _render_checkout(request, cart: Cart, form: CheckoutForm | None = None, stat
         # The page shown again is a new page: a new key (the old one may hold a stored refusal)
         # and the cart as it is now. What the shopper typed stays.
         data = form.data.copy()
-        data.update(fresh)
+        for name, value in fresh.items():
+            data[name] = value  # replace (QueryDict.update would append)
         # The hidden fields' errors were said in a message; the new page has new hidden values.
         errors = ErrorDict({name: e for name, e in form.errors.items() if name not in ("basket", "idempotency_key")})
         form = CheckoutForm(data)
