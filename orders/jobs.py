@@ -32,6 +32,7 @@ from orders.selectors import order_stock_breaches
 from orders.services import order_fulfil
 from project.db import atomic_with_retry, try_advisory_xact_lock
 from project.errors import InvalidInput
+from project.observability import record_expired
 from project.outbox import outbox_enqueue, outbox_enqueue_many
 
 logger = logging.getLogger("stockroom.orders.jobs")
@@ -126,6 +127,7 @@ def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: i
     while True:
         expired = _expire_chunk(limit=limit, order_ids=ids)
         total += expired
+        record_expired(expired)  # after the chunk committed: a rolled-back chunk is not counted
         if expired < limit:  # the rest, if any, is held by another sweeper
             return total
 

@@ -24,6 +24,7 @@ from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlig
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
 from project.db import atomic_with_retry
 from project.errors import DomainError, InvalidInput, NotFound, PreconditionFailed, envelope
+from project.observability import observe_order_placement
 
 Status = Order.Status
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
@@ -192,6 +193,7 @@ def _create_order(
     return order, body
 
 
+@observe_order_placement
 def order_place(
     *,
     user,

@@ -44,3 +44,7 @@ def _use_django_logging(**kwargs):
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+# Task runs, failures and durations, and the worker's own metrics port (project.task_metrics).
+from project import task_metrics  # noqa: E402, F401

@@ -3,6 +3,7 @@ import threading
 
 from django.core.management.base import BaseCommand
 
+from project.outbox_metrics import serve_relay_metrics
 from project.relay import OutboxRelay
 
 
@@ -19,4 +20,5 @@ class Command(BaseCommand):
         # The loop checks the event at least every poll interval, so a stop takes about a second.
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+        serve_relay_metrics(stop)  # RELAY_METRICS_PORT: backlog (measured here, cached) and relay counters
         OutboxRelay(broker_url=broker_url, batch_size=batch_size, poll_seconds=poll, stop=stop).run()
