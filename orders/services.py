@@ -5,18 +5,23 @@ Each service called from an edge runs in one transaction with bounded retries on
 and deadlocks (then 503 `lock_timeout`). Every stock effect writes its ledger rows.
 """
 
+import json
+import random
 import secrets
+import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
 from inventory import services as stock
+from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel, StockMovement, Warehouse
 from orders import locks
 from orders.emails import order_email_enqueue
@@ -27,6 +32,8 @@ from project.errors import DomainError, InvalidInput, NotFound, PreconditionFail
 from project.observability import observe_order_placement
 
 Status = Order.Status
+# Plans per order call of orders_place_order before it gives up and the caller retries.
+PLACEMENT_ATTEMPTS = 20
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
 
 
@@ -193,6 +200,83 @@ def _create_order(
     return order, body
 
 
+ORDER_FIELDS = (
+    "number", "status", "customer", "reference", "lines", "total", "currency", "paid_amount", "shipping_address",
+    "version", "expires_at", "created_at", "updated_at", "paid_at", "fulfilled_at", "returned_at", "cancelled_at",
+    "expired_at",
+)  # fmt: skip
+LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "allocations")
+
+
+def _check_line_shape(lines: Sequence[OrderLineRequest]) -> None:
+    """The checks of _products_for that need no database (the SQL function checks the SKUs)."""
+    skus = [line.sku for line in lines]
+    if len(set(skus)) != len(skus):
+        raise InvalidInput(fields={"lines": ["Each SKU may appear on one line only."]})
+    if not lines or len(lines) > settings.ORDER_MAX_LINES:
+        raise InvalidInput(fields={"lines": [f"An order has 1 to {settings.ORDER_MAX_LINES} lines."]})
+    problems = [
+        {}
+        if not isinstance(line.quantity, bool)
+        and isinstance(line.quantity, int)
+        and 1 <= line.quantity <= settings.ORDER_MAX_QUANTITY
+        else {"quantity": [f"Must be a whole number from 1 to {settings.ORDER_MAX_QUANTITY}."]}
+        for line in lines
+    ]
+    if any(problems):
+        raise InvalidInput(fields={"lines": problems})
+
+
+def _create_order_in_one_round_trip(
+    *, user, lines: Sequence[OrderLineRequest], shipping_address: dict, reference: str, claim_id: int | None
+) -> dict:
+    """The `conditional` strategy's order transaction as one call of orders_place_order
+    (orders/placement.sql): the same steps, checks, ledger rows and lock order as _create_order,
+    without a round trip per step. Runs as its own transaction (autocommit), or in a savepoint
+    inside a caller's. Retries lock timeouts, deadlocks and lost races with jitter, then
+    LockTimeout; returns the response body the key stored."""
+    from orders.emails import SEND_ORDER_EMAIL
+    from project.db import LOCK_RETRY_ATTEMPTS, LOCK_RETRY_BASE_SECONDS, is_lock_error
+    from project.errors import LockTimeout
+    from project.logs import request_id_var
+    from project.observability import record_retry
+
+    _check_line_shape(lines)
+    arguments = [
+        claim_id, user.pk, user.email, new_order_number(),
+        json.dumps([{"sku": line.sku, "quantity": line.quantity} for line in lines]),
+        json.dumps(shipping_address), reference, settings.SHOP_CURRENCY,
+        timezone.now() + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
+        request_id_var.get() or "", SEND_ORDER_EMAIL, settings.OUTBOX_NOTIFY_CHANNEL, PLACEMENT_ATTEMPTS,
+    ]  # fmt: skip
+    for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
+        try:
+            with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT orders_place_order(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)",
+                    arguments,
+                )
+                result = json.loads(cursor.fetchone()[0])  # Django has psycopg hand jsonb over as text
+            break
+        except DatabaseError as exc:
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            if sqlstate == "SR410":
+                raise RequestInFlight("This Idempotency-Key was completed by another request.") from None
+            if sqlstate != "SR503" and not is_lock_error(exc):
+                raise
+            if attempt == LOCK_RETRY_ATTEMPTS:
+                raise LockTimeout() from exc
+            record_retry("orders_place_order", sqlstate or type(exc.__cause__).__name__)
+            time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
+    if result.get("refusal") == "invalid":
+        raise InvalidInput(fields=result["fields"])
+    if result.get("refusal") == "insufficient_stock":
+        raise InsufficientStock(result["items"])
+    body = result["body"]
+    body["lines"] = [{key: line[key] for key in LINE_FIELDS} for line in body["lines"]]
+    return {key: body[key] for key in ORDER_FIELDS}
+
+
 @observe_order_placement
 def order_place(
     *,
@@ -216,17 +300,28 @@ def order_place(
         claim_id, replay = _claim_idempotency_key(user=user, key=idempotency_key, fingerprint=fingerprint)
         if replay is not None:
             return replay
+    in_one_round_trip = settings.ORDER_PLACEMENT_IN_SQL and settings.STOCK_RESERVATION_STRATEGY == "conditional"
+    order = None
     try:
         for attempt in range(3):
             try:
-                order, body = _create_order(
-                    user=user,
-                    lines=lines,
-                    shipping_address=shipping_address,
-                    reference=reference,
-                    claim_id=claim_id,
-                    render=render,
-                )
+                if in_one_round_trip:
+                    body = _create_order_in_one_round_trip(
+                        user=user,
+                        lines=lines,
+                        shipping_address=shipping_address,
+                        reference=reference,
+                        claim_id=claim_id,
+                    )
+                else:
+                    order, body = _create_order(
+                        user=user,
+                        lines=lines,
+                        shipping_address=shipping_address,
+                        reference=reference,
+                        claim_id=claim_id,
+                        render=render,
+                    )
                 break
             except IntegrityError as exc:  # an order number drawn twice: draw again
                 if attempt == 2 or "orders_order_number_key" not in str(exc):
