@@ -29,7 +29,7 @@ from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlig
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
 from project.db import atomic_with_retry
 from project.errors import DomainError, InvalidInput, NotFound, PreconditionFailed, envelope
-from project.observability import observe_order_placement
+from project.observability import observe_order_placement, record_stock_changes
 
 Status = Order.Status
 # Plans per order call of orders_place_order before it gives up and the caller retries.
@@ -273,6 +273,8 @@ def _create_order_in_one_round_trip(
     if result.get("refusal") == "insufficient_stock":
         raise InsufficientStock(result["items"])
     body = result["body"]
+    # One reservation ledger row per allocation, written by the SQL function: count them here.
+    record_stock_changes("reservation", sum(len(line["allocations"]) for line in body["lines"]))
     body["lines"] = [{key: line[key] for key in LINE_FIELDS} for line in body["lines"]]
     return {key: body[key] for key in ORDER_FIELDS}
 

@@ -56,8 +56,9 @@ STOCK_CHANGES = Counter("stockroom_stock_changes_total", "Ledger rows written, b
 LOCK_WAIT_SECONDS = Histogram(
     "stockroom_lock_wait_seconds",
     "Duration of statements that take row or advisory locks and may wait for them, by table and kind "
-    "(select_for_update without SKIP LOCKED/NOWAIT, update, advisory). A single-row statement's time is "
-    "almost all waiting; a set-based batch UPDATE's includes its work.",
+    "(select_for_update without SKIP LOCKED/NOWAIT, update, advisory, function: a locking SQL function such as "
+    "orders_place_order). A single-row statement's time is almost all waiting; a batch UPDATE's or a "
+    "function's includes its work.",
     ["table", "kind"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
@@ -83,6 +84,12 @@ TASK_SECONDS = Histogram(
 
 def record_retry(service: str, cause: str) -> None:
     LOCK_RETRIES.labels(service=service, cause=cause).inc()
+
+
+def record_stock_changes(reason: str, count: int) -> None:
+    """For ledger rows written in SQL (orders/placement.sql), which inventory.services cannot count."""
+    if count:
+        STOCK_CHANGES.labels(reason=reason).inc(count)
 
 
 def record_expired(count: int) -> None:
@@ -158,8 +165,12 @@ def initialise_series() -> None:
     for reason in StockMovement.Reason.values:
         STOCK_CHANGES.labels(reason=reason)
     # The order service's retries, the ones the dashboard watches first.
-    for cause in ("OperationalError", "Retry"):
-        LOCK_RETRIES.labels(service="_create_order", cause=cause)
+    for service, cause in (
+        ("_create_order", "OperationalError"),
+        ("_create_order", "Retry"),
+        ("orders_place_order", "SR503"),  # the one-round-trip placement (orders/placement.sql)
+    ):
+        LOCK_RETRIES.labels(service=service, cause=cause)
     SLOW_QUERIES.labels(alias="default")
     for group in ratelimit.GROUPS:
         ratelimit.LIMITED.labels(group=group)

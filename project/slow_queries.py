@@ -12,7 +12,8 @@ it costs two clock reads, a comparison and a few substring checks.
   they hold addresses, emails and key hashes. It is also counted in stockroom_slow_queries_total.
 - Statements that take row or advisory locks and may wait for them feed
   stockroom_lock_wait_seconds{table, kind}: SELECT ... FOR UPDATE/SHARE (not SKIP LOCKED or NOWAIT,
-  which never wait), UPDATE, and pg_advisory_xact_lock. That is where a hot SKU's buyers queue.
+  which never wait), UPDATE, pg_advisory_xact_lock, and calls of the SQL functions that lock
+  (kind `function`, e.g. orders_place_order). That is where a hot SKU's buyers queue.
 """
 
 import logging
@@ -33,6 +34,9 @@ _WHITESPACE = re.compile(r"\s+")
 _LOCKED_TABLE = re.compile(r'FOR (?:NO KEY )?(?:UPDATE|SHARE) OF "?(\w+)"?')
 _FROM_TABLE = re.compile(r'\bFROM\s+"?(\w+)"?', re.IGNORECASE)
 _UPDATE_TABLE = re.compile(r'^\s*UPDATE\s+"?(\w+)"?', re.IGNORECASE)
+# SQL functions that run a whole locking transaction step in one statement: their time is the
+# lock waits plus their work (orders/placement.sql places an order, stock levels locked inside).
+LOCKING_FUNCTIONS = ("orders_place_order(",)
 
 
 def statement_shape(sql: str, max_chars: int | None = None) -> str:
@@ -53,6 +57,9 @@ def lock_kind(sql: str) -> tuple[str, str] | None:
         return (match.group(1) if match else "unknown", "update")
     if "pg_advisory_xact_lock(" in sql:
         return ("advisory", "advisory")
+    for function in LOCKING_FUNCTIONS:
+        if function in sql:
+            return (function.rstrip("("), "function")
     if " FOR UPDATE" in sql or " FOR NO KEY UPDATE" in sql or " FOR SHARE" in sql:
         if "SKIP LOCKED" in sql or "NOWAIT" in sql:
             return None

@@ -67,6 +67,7 @@ def test_the_timer_is_installed_once_and_outlives_a_temporary_execute_wrapper(tr
         ('  UPDATE "orders_order" SET "status" = %s', ("orders_order", "update")),
         ("SELECT pg_advisory_xact_lock(%s)", ("advisory", "advisory")),
         ("SELECT pg_try_advisory_xact_lock(%s)", None),
+        ("SELECT orders_place_order(%s, %s, %s::jsonb)", ("orders_place_order", "function")),
         ('SELECT "id" FROM "inventory_product" WHERE "sku" = %s', None),
     ],
 )
