@@ -29,7 +29,7 @@ run: setup
 	@echo "  shop      http://127.0.0.1:$(PORT)/"
 	@echo "  admin     http://127.0.0.1:$(PORT)/admin/   (staff@example.com / stockroom-demo)"
 	@echo "  API docs  http://127.0.0.1:$(PORT)/api/docs/"
-	@echo "  metrics   http://127.0.0.1:$(PORT)/metrics"
+	@echo "  metrics   http://127.0.0.1:$(PORT)/metrics  (worker :9101, relay :9102; docs/operating.md)"
 	@echo "  Ctrl-C stops every process."
 	@echo ""
 	@$(WITH_ENV) PORT=$(PORT) exec $(VENV)/bin/honcho start --no-prefix -f Procfile

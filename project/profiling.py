@@ -53,7 +53,13 @@ class ProfileMiddleware:
         self.enabled = settings.PROFILING_ENABLED
 
     def __call__(self, request):
-        if not (self.enabled and request.GET.get(PROFILE_PARAM) == "1" and may_profile(request)):
+        # The substring test first: most requests have no query string to parse at all.
+        if not (
+            self.enabled
+            and PROFILE_PARAM in request.META.get("QUERY_STRING", "")
+            and request.GET.get(PROFILE_PARAM) == "1"
+            and may_profile(request)
+        ):
             return self.get_response(request)
         from pyinstrument import Profiler
 
