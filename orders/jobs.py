@@ -87,13 +87,21 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     if not orders:
         return 0
     ids = [order.pk for order in orders]
+    # The rows are ours (claimed above) and still `reserved`: move them and enqueue their emails
+    # before any stock level is locked, so those locks are held for the releases alone.
+    moved = Order.objects.filter(pk__in=ids, status=Status.RESERVED).update(
+        status=Status.EXPIRED, expired_at=now, updated_at=now, version=F("version") + 1
+    )
+    if moved != len(ids):
+        raise AssertionError(f"expired {moved} of {len(ids)} claimed orders")  # rolls the chunk back
+    outbox_enqueue_many(task=SEND_ORDER_EMAIL, kwargs_list=[{"order_id": i, "kind": "expired"} for i in ids])
     allocations = _allocations_by_order(ids)
-    _lock_levels_of(allocations)
     per_order: dict[int, list[tuple[int, int]]] = defaultdict(list)
     skus: dict[int, set[str]] = defaultdict(set)
     for order_id, level_id, quantity, sku in allocations:
         per_order[order_id].append((level_id, quantity))
         skus[order_id].add(sku)
+    _lock_levels_of(allocations)
     for order in orders:
         if per_order[order.pk]:
             release_stock(
@@ -102,13 +110,6 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
                 skus=skus[order.pk],
                 reason=StockMovement.Reason.EXPIRY,
             )
-    # The rows are ours (claimed above) and still `reserved`; the status filter is belt and braces.
-    moved = Order.objects.filter(pk__in=ids, status=Status.RESERVED).update(
-        status=Status.EXPIRED, expired_at=now, updated_at=now, version=F("version") + 1
-    )
-    if moved != len(ids):
-        raise AssertionError(f"expired {moved} of {len(ids)} claimed orders")  # rolls the chunk back
-    outbox_enqueue_many(task=SEND_ORDER_EMAIL, kwargs_list=[{"order_id": i, "kind": "expired"} for i in ids])
     return len(ids)
 
 

@@ -53,7 +53,7 @@ def orders(db) -> list[Order]:
             render=render_order,
             idempotency_key=uuid.uuid4().hex,
         )
-        placed.append(result.order)
+        placed.append(Order.objects.get(number=result.body["number"]))
     return placed
 
 

@@ -18,6 +18,7 @@ from django.utils import timezone
 from inventory import services as stock
 from orders import services
 from orders.api import render_order
+from orders.models import Order
 from project.celery import app
 from project.logs import request_id_var
 from project.models import OutboxMessage
@@ -71,7 +72,7 @@ def _place_order(user=None) -> int:
         idempotency_key=uuid.uuid4().hex,
         fingerprint="mug",
     )
-    return result.order.pk
+    return Order.objects.get(number=result.body["number"]).pk
 
 
 def _placed_message() -> OutboxMessage:
