@@ -43,14 +43,21 @@ class OrderLineRequest:
     quantity: int
 
 
-@dataclass(frozen=True)
+@dataclass
 class PlacementResult:
     """What the client gets: a new order (201) or the first response again (`replayed`)."""
 
     status: int
     body: dict
     replayed: bool
-    order: Order | None = None
+    placed: Order | None = None
+
+    @property
+    def order(self) -> Order | None:
+        """The order this response is about (loaded on first use: the hot path does not need it)."""
+        if self.placed is None and isinstance(self.body, dict) and "number" in self.body:
+            self.placed = Order.objects.filter(number=self.body["number"]).first()
+        return self.placed
 
 
 def new_order_number() -> str:
@@ -339,7 +346,7 @@ def order_place(
         if claim_id is not None:
             _drop_claim(claim_id)
         raise
-    return PlacementResult(201, body, replayed=False, order=order)
+    return PlacementResult(201, body, replayed=False, placed=order)
 
 
 # --- lifecycle --------------------------------------------------------------------------------
