@@ -79,6 +79,11 @@ def _allocations_by_order(order_ids: Sequence[int]) -> list[tuple[int, int, int,
 # --- expiry ------------------------------------------------------------------------------------
 
 
+def expiry_reference(expired_at: datetime) -> str:
+    """The ledger reference of an expiry chunk: its orders are those with this `expired_at`."""
+    return f"expiry@{expired_at.isoformat()}"
+
+
 @atomic_with_retry
 def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     _raise_statement_timeout()
@@ -95,21 +100,22 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     if moved != len(ids):
         raise AssertionError(f"expired {moved} of {len(ids)} claimed orders")  # rolls the chunk back
     outbox_enqueue_many(task=SEND_ORDER_EMAIL, kwargs_list=[{"order_id": i, "kind": "expired"} for i in ids])
-    allocations = _allocations_by_order(ids)
-    per_order: dict[int, list[tuple[int, int]]] = defaultdict(list)
-    skus: dict[int, set[str]] = defaultdict(set)
-    for order_id, level_id, quantity, sku in allocations:
-        per_order[order_id].append((level_id, quantity))
-        skus[order_id].add(sku)
-    _lock_levels_of(allocations)
-    for order in orders:
-        if per_order[order.pk]:
-            release_stock(
-                allocations=per_order[order.pk],
-                reference=order.number,
-                skus=skus[order.pk],
-                reason=StockMovement.Reason.EXPIRY,
-            )
+    # One set-based release for the whole chunk: the primitive locks the levels in pk order,
+    # updates them in one statement and writes one ledger row per level. Those rows carry
+    # `expiry@<expired_at>`, the time stamped on exactly this chunk's orders, which is how the
+    # ledger leads back to them (one row per order and level would cost a statement per order).
+    released: dict[int, int] = defaultdict(int)
+    skus: set[str] = set()
+    for _, level_id, quantity, sku in _allocations_by_order(ids):
+        released[level_id] += quantity
+        skus.add(sku)
+    if released:
+        release_stock(
+            allocations=sorted(released.items()),
+            reference=expiry_reference(now),
+            skus=skus,
+            reason=StockMovement.Reason.EXPIRY,
+        )
     return len(ids)
 
 
@@ -118,8 +124,9 @@ def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: i
 
     Chunks of `chunk_size` (EXPIRY_CHUNK_SIZE) orders, each claimed with FOR UPDATE SKIP LOCKED
     and committed on its own: several sweepers (beat, the admin, a second worker) share the
-    backlog and each order is released exactly once, with one `expiry` ledger row per level it
-    held, its status compare-and-set to `expired`, and its email enqueued (outbox). `order_ids`
+    backlog and each order is released exactly once: its status set to `expired` (claimed rows,
+    still `reserved`), its units released with the chunk's `expiry` ledger rows (one per level,
+    reference `expiry@<expired_at>`), its email enqueued (outbox). `order_ids`
     limits the sweep to those orders (the admin's selection). Returns the orders expired.
     """
     limit = chunk_size or settings.EXPIRY_CHUNK_SIZE

@@ -237,8 +237,10 @@ class OutboxRelay:
                     self._close_listener()
                     self.stop.wait(backoff)
                     continue
-                if claimed >= self.batch_size:
-                    continue  # a backlog: the next batch now, not after a wait
+                if claimed:
+                    # Look again at once: a backlog, or rows committed during this round whose
+                    # transactions skipped their NOTIFY (outbox_notify_channel throttles it).
+                    continue
                 self._wait(self.poll_seconds)
         finally:
             self._close_listener()

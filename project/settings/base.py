@@ -200,6 +200,9 @@ OUTBOX_RETRY_BACKOFF_SECONDS = env_int("OUTBOX_RETRY_BACKOFF_SECONDS", 10)
 OUTBOX_BROKER_BACKOFF_MAX_SECONDS = env_float("OUTBOX_BROKER_BACKOFF_MAX_SECONDS", 10.0)
 OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7)
 OUTBOX_NOTIFY_CHANNEL = env_str("OUTBOX_NOTIFY_CHANNEL", "stockroom_outbox")
+# NOTIFY serializes commits database-wide, so each process sends at most one per interval
+# (project.outbox.outbox_notify_channel); 0 notifies with every message.
+OUTBOX_NOTIFY_INTERVAL_MS = env_int("OUTBOX_NOTIFY_INTERVAL_MS", 100)
 # How long a task waits for its outbox row while the relay is still committing its batch.
 OUTBOX_TASK_LOCK_TIMEOUT_MS = env_int("OUTBOX_TASK_LOCK_TIMEOUT_MS", 15_000)
 EXPIRY_CHUNK_SIZE = env_int("EXPIRY_CHUNK_SIZE", 500)

@@ -5,6 +5,7 @@ run as Celery tasks are also run on a real worker fed by the real relay.
 """
 
 import uuid
+from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
 import psycopg
@@ -90,16 +91,18 @@ def test_two_sweepers_at_once_release_each_order_once():
     assert min(results) > 0, f"one sweeper did all the work, no overlap: {results}"
     assert set(Order.objects.values_list("status", flat=True)) == {Status.EXPIRED}
     assert _reserved_total() == 0
-    for order in orders:
-        levels = set(
-            StockMovement.objects.filter(reference=order.number, reason="reservation").values_list(
-                "level_id", flat=True
-            )
-        )
-        expiry = list(
-            StockMovement.objects.filter(reference=order.number, reason="expiry").values_list("level_id", flat=True)
-        )
-        assert sorted(expiry) == sorted(levels), order.number  # one expiry row per level, never two
+    # Each chunk's ledger rows give back exactly what its orders (those stamped with its time) held.
+    expiry_rows = StockMovement.objects.filter(reason="expiry")
+    assert expiry_rows.filter(delta_on_hand=0).count() == expiry_rows.count()
+    released = defaultdict(int)
+    for reference, level_id, delta in expiry_rows.values_list("reference", "level_id", "delta_reserved"):
+        released[(reference, level_id)] -= delta
+    held = defaultdict(int)
+    for expired_at, level_id, quantity in Allocation.objects.values_list(
+        "line__order__expired_at", "stock_level_id", "quantity"
+    ):
+        held[(jobs.expiry_reference(expired_at), level_id)] += quantity
+    assert released == held
     emails = OutboxMessage.objects.filter(task="orders.send_order_email", kwargs__kind="expired")
     assert sorted(m.kwargs["order_id"] for m in emails) == sorted(o.pk for o in orders)
     assert_stock_invariants()

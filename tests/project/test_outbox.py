@@ -101,7 +101,8 @@ def test_enqueue_outside_a_transaction_is_refused():
     assert not OutboxMessage.objects.exists()
 
 
-def test_enqueue_writes_the_row_with_the_request_id_and_notifies_only_at_commit():
+def test_enqueue_writes_the_row_with_the_request_id_and_notifies_only_at_commit(settings):
+    settings.OUTBOX_NOTIFY_INTERVAL_MS = 0
     listener = _listener()
     token = request_id_var.set("req-outbox-1")
     try:
@@ -128,6 +129,24 @@ def test_enqueue_writes_the_row_with_the_request_id_and_notifies_only_at_commit(
         State.PENDING,
         0,
     )
+
+
+def test_a_process_notifies_at_most_once_per_interval(settings):
+    settings.OUTBOX_NOTIFY_INTERVAL_MS = 0
+    listener = _listener()
+    try:
+        with transaction.atomic():
+            outbox_enqueue(task="tests.outbox.record", kwargs={"word": "first"})  # interval 0: notifies
+        settings.OUTBOX_NOTIFY_INTERVAL_MS = 60_000
+        for word in ("second", "third"):
+            with transaction.atomic():
+                outbox_enqueue(task="tests.outbox.record", kwargs={"word": word})
+        notified = list(listener.notifies(timeout=1, stop_after=3))
+    finally:
+        listener.close()
+
+    assert len(notified) == 1
+    assert OutboxMessage.objects.count() == 3
 
 
 def test_arguments_that_are_not_json_are_refused_in_the_callers_transaction():
