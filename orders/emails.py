@@ -6,6 +6,7 @@
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.utils import timezone
 
 from orders.models import Order
 from project.outbox import outbox_enqueue
@@ -35,7 +36,8 @@ def _body(order: Order, kind: str) -> str:
         minutes = settings.ORDER_RESERVATION_MINUTES
         lines.append(
             f"we have reserved your order {order.number} ({order.total} {order.currency}). "
-            f"Please pay within {minutes} minutes, by {order.expires_at:%Y-%m-%d %H:%M %Z}, to keep it."
+            f"Please pay within {minutes} minutes, by {timezone.localtime(order.expires_at):%Y-%m-%d %H:%M %Z}, "
+            "to keep it."
         )
     elif kind == "paid":
         lines.append(f"we received {order.paid_amount} {order.currency} for order {order.number}. Thank you!")

@@ -18,9 +18,11 @@ from inventory import services as stock
 from inventory.models import StockLevel, StockMovement
 from orders import jobs, services, tasks
 from orders.api import render_order
+from orders.emails import KINDS
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
 from project.db import advisory_key
 from project.models import OutboxMessage
+from project.tasks import prune_outbox
 from tests.concurrency.support import run_concurrently
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
@@ -215,6 +217,8 @@ def test_bulk_fulfil_run_again_changes_nothing(db):
         (lambda: tasks.send_order_email("1", "placed"), "send_order_email refused"),
         (lambda: tasks.send_order_email(1, "shouting"), "send_order_email refused"),
         (lambda: tasks.daily_sales_report("yesterday-ish"), "daily_sales_report refused"),
+        (lambda: prune_outbox("a while"), "prune_outbox refused"),
+        (lambda: prune_outbox(0), "prune_outbox refused"),
     ],
 )
 def test_tasks_refuse_bad_arguments_without_crashing(db, call, refusal):
@@ -356,3 +360,35 @@ def test_reconciliation_is_a_singleton():
 def test_reconciliation_refuses_to_run_inside_a_transaction(db):
     with pytest.raises(RuntimeError, match="outside"):
         jobs.reconcile_stock()
+
+
+# --- order emails ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_order_email_names_the_order_and_its_items(db, kind):
+    _stock()
+    order = _place(UserFactory(email="ada@example.com"), ("MUG", 2))
+    mail.outbox = []
+
+    assert tasks.send_order_email(order.pk, kind) is True
+
+    [email] = mail.outbox
+    assert email.to == ["ada@example.com"]
+    assert order.number in email.subject
+    assert "2 x" in email.body and "(MUG)" in email.body
+
+
+def test_an_email_for_an_order_that_no_longer_exists_is_skipped(db):
+    assert tasks.send_order_email(999_999, "placed") is False
+    assert mail.outbox == []
+
+
+def test_order_transitions_enqueue_their_email_in_their_own_transaction(db):
+    _stock()
+    order = _place(UserFactory(), ("MUG", 1))
+    services.order_pay(order_id=order.pk)
+    services.order_fulfil(order_id=order.pk)
+
+    kinds = [m.kwargs["kind"] for m in OutboxMessage.objects.filter(kwargs__order_id=order.pk).order_by("pk")]
+    assert kinds == ["placed", "paid", "fulfilled"]
