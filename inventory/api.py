@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from inventory import selectors, services
 from inventory.cache import cached_list, cached_product
+from inventory.models import SKU_VALIDATOR
 from inventory.serializers import (
     AdjustmentSerializer,
     CatalogueQuerySerializer,
@@ -27,7 +28,7 @@ from inventory.serializers import (
 from project.errors import NotFound, PreconditionFailed, VersionConflict
 from project.http import etag, if_match_version, if_none_match_hits
 from project.pagination import Cursor
-from project.schema import errors
+from project.schema import errors, paginated
 from users.permissions import IsStaff, has_scope
 
 
@@ -43,7 +44,17 @@ def _is_staff(request) -> bool:
     return has_scope(request, "staff")
 
 
-IF_MATCH = OpenApiParameter("If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, description='The ETag, e.g. "3"')
+def _product_sku(sku: str) -> str:
+    """The path's SKU, or 404 if no product could have it: odd text (a NUL byte, which PostgreSQL
+    refuses) never reaches the cache or the database."""
+    if not SKU_VALIDATOR.regex.fullmatch(sku):
+        raise NotFound(f"No product with SKU {sku[:70]!r}.")
+    return sku
+
+
+IF_MATCH = OpenApiParameter(
+    "If-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True, description='The ETag, e.g. "3"'
+)
 IF_NONE_MATCH = OpenApiParameter("If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False)
 
 
@@ -53,7 +64,7 @@ class ProductListView(APIView):
 
     @extend_schema(
         parameters=[CatalogueQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
-        responses={200: ProductSerializer(many=True), **errors(400, 401, 429, 503)},
+        responses={200: paginated(ProductSerializer), **errors(400, 401, 404, 429, 503)},
     )
     def get(self, request):
         """The catalogue, with live availability (cached; invalidated on every change)."""
@@ -101,6 +112,7 @@ class ProductDetailView(APIView):
     )
     def get(self, request, sku: str):
         """One product with `available`. ETag follows the product's version, not its availability."""
+        sku = _product_sku(sku)
 
         def build():
             product = selectors.product_detail(sku=sku)
@@ -123,6 +135,7 @@ class ProductDetailView(APIView):
     )
     def patch(self, request, sku: str):
         """Change a product. `If-Match` is required (428 without it, 412 when stale)."""
+        sku = _product_sku(sku)
         expected = if_match_version(request, required=True)
         params = ProductUpdateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
@@ -141,7 +154,7 @@ class StockListView(APIView):
 
     @extend_schema(
         parameters=[StockQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
-        responses={200: StockLevelSerializer(many=True), **errors(400, 401, 403, 429, 503)},
+        responses={200: paginated(StockLevelSerializer), **errors(400, 401, 403, 404, 429, 503)},
     )
     def get(self, request):
         query = StockQuerySerializer(data=request.query_params)

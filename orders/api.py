@@ -21,10 +21,13 @@ from orders.serializers import (
 from project.errors import InvalidInput, NotFound
 from project.http import etag, if_match_version
 from project.pagination import Cursor
-from project.schema import errors
+from project.schema import errors, paginated
 from users.permissions import IsStaff, ReadScope, WriteScope
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
+# What an order number can look like (SR-XXXX-XXXX today): anything else is no order, and odd
+# text (a NUL byte, which PostgreSQL refuses) never reaches the database.
+ORDER_NUMBER = re.compile(r"[A-Za-z0-9-]{1,20}")
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True, description="Unique per order."
@@ -52,7 +55,7 @@ class OrderListView(APIView):
 
     @extend_schema(
         parameters=[OrderQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
-        responses={200: OrderSerializer(many=True), **errors(400, 401, 403, 429, 503)},
+        responses={200: paginated(OrderSerializer), **errors(400, 401, 403, 404, 429, 503)},
     )
     def get(self, request):
         """Your orders (staff: everyone's, or one customer's with `?user=`)."""
@@ -111,6 +114,8 @@ class OrderListView(APIView):
 
 
 def _visible_order(request, number: str):
+    if not ORDER_NUMBER.fullmatch(number):
+        raise NotFound("No such order.")
     order = selectors.order_for(user=request.user, number=number)
     if order is None:
         raise NotFound("No such order.")

@@ -5,9 +5,10 @@
 
 import logging
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
-from django.db import OperationalError
-from django.http import JsonResponse
+from django.db import DataError, OperationalError
+from django.http import Http404, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -63,6 +64,17 @@ def api_exception_handler(exc, context):
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
 
+    if isinstance(exc, DataError):
+        # A value the database refused (a NUL byte in text, a number out of range): the request's
+        # input, which a serializer or view should have refused first; a 400, logged to be found.
+        logger.warning("the database refused a value of the request: %s", exc)
+        return Response(envelope("invalid", "A value of this request cannot be stored."), status=400)
+    # Django's own exceptions (get_object_or_404 in a view) become DRF's here, so they get the
+    # envelope below instead of DRF's bare {"detail": ...}.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
     response = exception_handler(exc, context)
     if response is None:
         return None

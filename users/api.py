@@ -1,3 +1,5 @@
+import re
+
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -6,8 +8,10 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.errors import NotFound
 from project.pagination import Cursor
 from project.schema import errors
+from users.keys import PREFIX_LENGTH
 from users.models import ApiKey
 from users.permissions import ReadScope, has_scope
 from users.selectors import api_keys_of
@@ -69,6 +73,11 @@ class ApiKeyListView(generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
 
+# A key prefix as users.keys makes them: anything else names no key (and odd text, a NUL byte,
+# never reaches the database).
+KEY_PREFIX = re.compile(rf"[a-z0-9]{{{PREFIX_LENGTH}}}")
+
+
 class ApiKeyRevokeView(APIView):
     """Revoke one of your keys. Revoking another key needs the write scope; any key may revoke
     itself (a read-only key that leaked can be killed with itself, but cannot kill its siblings)."""
@@ -80,6 +89,8 @@ class ApiKeyRevokeView(APIView):
         revoking_itself = isinstance(request.auth, ApiKey) and request.auth.prefix == prefix
         if not (revoking_itself or has_scope(request, ApiKey.Scope.WRITE)):
             raise PermissionDenied("Revoking another key needs the write scope; a key may always revoke itself.")
+        if not KEY_PREFIX.fullmatch(prefix):
+            raise NotFound("No such key.")
         get_object_or_404(api_keys_of(user=request.user), prefix=prefix)
         api_key_revoke(user=request.user, prefix=prefix)
         return Response(status=status.HTTP_204_NO_CONTENT)

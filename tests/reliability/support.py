@@ -1,0 +1,94 @@
+"""A live gunicorn on the test database for the reliability suite, and what its tests share.
+
+Gunicorn runs with the production profile's process model (gthread workers, the psycopg pool,
+the full middleware stack) and the test settings module, which only isolates Redis numbers,
+queue names and the key prefix (TEST_RUN_ID is inherited) and lifts the rate limits. Its log
+goes to a file the tests read afterwards: a traceback there is a failure even if the client
+never saw it.
+"""
+
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+from django.db import connection
+
+from tests.support import ROOT, free_port, stop_process, subprocess_env, wait_for
+
+
+def database_url(port: int | None = None) -> str:
+    """The pytest test database (its name is only known once the test database exists)."""
+    db = settings.DATABASES["default"]
+    host = "127.0.0.1" if port is not None else (db.get("HOST") or "127.0.0.1")
+    port = port or int(db.get("PORT") or 5432)
+    return f"postgres://{db['USER']}@{host}:{port}/{connection.settings_dict['NAME']}"
+
+
+def test_env(**overrides: str) -> dict[str, str]:
+    """The environment of a process of this test run: test settings on the test database."""
+    return subprocess_env(DJANGO_SETTINGS_MODULE="project.settings.test", DATABASE_URL=database_url(), **overrides)
+
+
+class LiveServer:
+    def __init__(self, base: str, log: Path, proc: subprocess.Popen):
+        self.base = base
+        self.log = log
+        self.proc = proc
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tracebacks(self) -> list[str]:
+        """Tracebacks gunicorn or Django logged (an unhandled error answered 500, a worker crash)."""
+        text = self.log_text()
+        return [chunk[:3000] for chunk in text.split("Traceback (most recent call last)")[1:]]
+
+
+@contextmanager
+def live_gunicorn(tmp_path: Path, *, workers: int = 2, threads: int = 4, **env: str):
+    """gunicorn -c gunicorn.conf.py on a free port; yields a LiveServer, stops it on exit."""
+    port = free_port()
+    log = tmp_path / f"gunicorn-{port}.log"
+    overrides = {
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "WEB_CONCURRENCY": str(workers),
+        "GUNICORN_THREADS": str(threads),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"prometheus-{port}"),
+        "LOG_LEVEL": "WARNING",
+        **env,
+    }
+    if "DATABASE_URL" not in env:
+        overrides["DATABASE_URL"] = database_url()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+            cwd=ROOT,
+            env=subprocess_env(DJANGO_SETTINGS_MODULE="project.settings.test", **overrides),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", log, proc)
+
+    def up():
+        if proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited: {server.log_text()[-3000:]}")
+        try:
+            return httpx.get(server.url("/healthz"), timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, what="gunicorn to answer")
+        yield server
+    finally:
+        stop_process(proc, timeout=20)
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
