@@ -2,7 +2,9 @@
 actions the order list uses to start jobs. Registered from project/admin.py.
 
 For the orders admin (orders/admin.py), two ready-made actions on Order querysets:
-`OrderAdmin.actions = [..., bulk_fulfil_selected, release_expired_selected]`.
+`OrderAdmin.actions = [..., bulk_fulfil_selected, release_expired_selected]`. They use the order
+list's `transition` permission (OrderAdmin.has_transition_permission: the order's change
+permission), and check it again themselves.
 """
 
 from django.contrib import admin, messages
@@ -21,9 +23,18 @@ IDS_SHOWN = 200
 # --- actions for the orders admin ------------------------------------------------------------------
 
 
-@admin.action(description="Fulfil selected paid orders (background job with a report)", permissions=["change"])
+def _may_move_orders(modeladmin, request) -> bool:
+    if request.user.has_perm("orders.change_order"):
+        return True
+    modeladmin.message_user(request, "Moving orders needs the permission to change orders.", messages.ERROR)
+    return False
+
+
+@admin.action(description="Fulfil selected paid orders (background job with a report)", permissions=["transition"])
 def bulk_fulfil_selected(modeladmin, request, queryset):
     """Queue a bulk fulfilment of the selection (outbox → orders.bulk_fulfil) and open its report."""
+    if not _may_move_orders(modeladmin, request):
+        return None
     try:
         run = jobs.bulk_fulfilment_request(order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user)
     except DomainError as error:
@@ -37,9 +48,11 @@ def bulk_fulfil_selected(modeladmin, request, queryset):
     return HttpResponseRedirect(reverse("admin:orders_bulkfulfilment_change", args=[run.pk]))
 
 
-@admin.action(description="Release selected expired reservations now", permissions=["change"])
+@admin.action(description="Release selected expired reservations now", permissions=["transition"])
 def release_expired_selected(modeladmin, request, queryset):
     """Run the expiry sweep now, limited to the selected orders (those reserved and past due)."""
+    if not _may_move_orders(modeladmin, request):
+        return
     expired = jobs.expire_reservations(order_ids=list(queryset.values_list("pk", flat=True)))
     modeladmin.message_user(request, f"{expired} expired reservation(s) released.", messages.SUCCESS)
 

@@ -163,3 +163,30 @@ def test_release_expired_action_releases_only_selected_overdue_orders(admin_user
 
     statuses = [Order.objects.get(pk=o.pk).status for o in orders]
     assert statuses == [Order.Status.EXPIRED, Order.Status.RESERVED, Order.Status.RESERVED]
+
+
+def test_the_job_actions_plug_into_the_orders_admin(admin_user):
+    from django.contrib.admin import AdminSite
+
+    from orders.admin import OrderAdmin
+
+    class OrderAdminWithJobs(OrderAdmin):
+        actions = [*OrderAdmin.actions, bulk_fulfil_selected, release_expired_selected]
+
+    modeladmin = OrderAdminWithJobs(Order, AdminSite())
+
+    assert modeladmin.check() == []
+    available = modeladmin.get_actions(_action_request(admin_user))
+    assert {"bulk_fulfil_selected", "release_expired_selected"} <= set(available)
+
+
+def test_the_job_actions_refuse_staff_who_may_not_move_orders(db, orders):
+    viewer = User.objects.create_user(email="viewer@example.com", password="x" * 20, is_staff=True)
+    Order.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    modeladmin = django_admin.ModelAdmin(Order, django_admin.site)
+
+    release_expired_selected(modeladmin, _action_request(viewer), Order.objects.all())
+    bulk_fulfil_selected(modeladmin, _action_request(viewer), Order.objects.all())
+
+    assert not Order.objects.filter(status=Order.Status.EXPIRED).exists()
+    assert not BulkFulfilment.objects.exists()

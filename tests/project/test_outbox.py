@@ -342,7 +342,12 @@ def test_the_relay_command_runs_as_its_own_process_and_stops_on_sigterm():
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "run_outbox_relay"],
         cwd=ROOT,
-        env=subprocess_env(DATABASE_URL=database_url, DJANGO_SETTINGS_MODULE="project.settings.test", DB_POOL="0"),
+        env=subprocess_env(
+            DATABASE_URL=database_url,
+            DJANGO_SETTINGS_MODULE="project.settings.test",
+            DB_POOL="0",
+            RELAY_METRICS_PORT="0",
+        ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
