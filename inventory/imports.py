@@ -10,7 +10,8 @@ A run, from the `import_stock` task, goes through four steps; each is safe to ru
    A wrong header or an empty file fails the whole import.
 2. **Claim**: the import's warehouses are claimed through the partial unique index on
    `ImportWarehouse(running)`: one running import per warehouse, across all its chunks.
-   A warehouse held by another import makes the task wait (it retries later).
+   While another import holds one of them, this one stays queued; the holder queues it again
+   (through the outbox) when it releases the warehouse.
 3. **Chunks**, one transaction each, by line range (IMPORT_CHUNK_ROWS lines): create products that
    are missing when the row gives name and price; create missing levels with their new on_hand;
    lock the chunk's levels in pk order (`SELECT ... ORDER BY id FOR UPDATE`); refuse, as row
@@ -22,12 +23,13 @@ A run, from the `import_stock` task, goes through four steps; each is safe to ru
 4. **Finish**: status `succeeded`, `partial` (some rows failed) or `failed` (none applied), the
    warehouses released; then the staging rows are dropped.
 
-Import semantics (where DESIGN.md is silent): `on_hand` is the absolute count, as in a cycle count;
+Import semantics (where DESIGN.md is silent): columns may come in any order and other columns are
+ignored (a stock export imports as it is); `on_hand` is the absolute count, as in a cycle count;
 rows whose value equals the current one are counted as done and write no ledger row. `name` and
 `price` only create a product that does not exist; an existing product keeps its own. Blank lines
 are skipped and not counted; every other line after the header is one row, reported by its
 physical line number (the header is line 1). A quoted field cannot span lines. Errors keep the
-first IMPORT_MAX_ERRORS (1000) messages; `rows_failed` counts them all.
+first MAX_ERRORS (1000) messages; `rows_failed` counts them all.
 
 Concurrency: a run locks its own job row (`FOR UPDATE SKIP LOCKED`) in each transaction, so a
 second delivery of the task while the first still works waits and retries instead of applying
@@ -37,6 +39,7 @@ upload's, and those of imports that waited for a warehouse, queued by the import
 """
 
 import csv
+import json
 import logging
 import math
 import re
@@ -54,7 +57,7 @@ from prometheus_client import Counter
 
 from inventory.cache import catalogue_changed
 from inventory.models import ImportJob, ImportWarehouse, Product, StockMovement, Warehouse
-from project.db import atomic_with_retry
+from project.db import Retry, atomic_with_retry
 from project.errors import NotFound
 from project.observability import STOCK_CHANGES
 from project.outbox import outbox_enqueue
@@ -68,6 +71,7 @@ OPTIONAL_COLUMNS = ("name", "price")
 MAX_ERRORS = 1000
 MAX_ON_HAND = 1_000_000_000
 COPY_FLUSH_ROWS = 5_000
+DUPLICATE_SEARCH_WORK_MEM = "256MB"
 SKU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PRICE_RE = re.compile(r"\d{1,10}(?:\.\d{1,2})?")
 NAME_MAX = Product._meta.get_field("name").max_length
@@ -193,14 +197,12 @@ def _header(number: int, text: str) -> list[str]:
         names = [name.strip().lower() for name in _split(text)]
     except csv.Error as exc:
         raise FileError(number, f"The header line is not valid CSV: {exc}.") from None
+    # Other columns are ignored: a stock export (which adds reserved, available...) imports as is.
     problems = []
     missing = [name for name in REQUIRED_COLUMNS if name not in names]
-    unknown = [name for name in names if name not in REQUIRED_COLUMNS + OPTIONAL_COLUMNS]
-    repeated = sorted({name for name in names if names.count(name) > 1})
+    repeated = sorted({name for name in names if names.count(name) > 1 and name in REQUIRED_COLUMNS + OPTIONAL_COLUMNS})
     if missing:
         problems.append("missing " + ", ".join(missing))
-    if unknown:
-        problems.append("unknown " + ", ".join(repr(name[:40]) for name in unknown[:5]))
     if repeated:
         problems.append("repeated " + ", ".join(repeated))
     if problems:
@@ -335,7 +337,8 @@ def _stage_line(job_id: int, row: tuple) -> str:
     if error is not None:
         return f"{job_id}\t{line}\t\\N\t\\N\t\\N\t\\N\t\\N\t{error.translate(COPY_ESCAPES)}\n"
     name_text = "\\N" if name is None else name.translate(COPY_ESCAPES)
-    return f"{job_id}\t{line}\t{sku}\t{warehouse_id}\t{on_hand}\t{name_text}\t{price or chr(92) + 'N'}\t\\N\n"
+    price_text = "\\N" if price is None else price
+    return f"{job_id}\t{line}\t{sku}\t{warehouse_id}\t{on_hand}\t{name_text}\t{price_text}\t\\N\n"
 
 
 def _stage(import_id: int) -> bool:
@@ -372,6 +375,9 @@ def _stage(import_id: int) -> bool:
                         copy.write("".join(buffer))
                 if rows == 0:
                     raise FileError(2, "The file has a header but no rows.")
+                # The duplicate search hashes every (sku, warehouse) of the file: in memory, not in
+                # batches spilled to disk (this transaction only).
+                cursor.execute("SELECT set_config('work_mem', %s, true)", [DUPLICATE_SEARCH_WORK_MEM])
                 cursor.execute(MARK_DUPLICATES, {"job": import_id})
         except FileNotFoundError:
             file_error = FileError(None, "The uploaded file is missing from the server.")
@@ -446,97 +452,79 @@ SELECT DISTINCT ON (r.sku) r.sku, r.name, '', r.price, true, %(threshold)s, fals
 RETURNING sku
 """
 
-# New levels start at their imported on_hand (reserved 0: nothing to refuse). Inserted in
-# (product, warehouse) order, the order in which the stock services create levels, so two
-# transactions creating the same levels wait for each other in one order instead of deadlocking.
-CREATE_LEVELS = """
-WITH created AS (
-    INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at)
-    SELECT p.id, r.warehouse_id, r.on_hand, 0, 1, now()
+# One statement applies the rest of a chunk, so each row's product and level are looked up once:
+# - `src`: the chunk's good rows with their product (none: unknown SKU, a row error);
+# - `locked`: their existing levels, locked in primary key order (DESIGN §4: levels by pk
+#   ascending; the sort runs below the row locks), read after the lock so `on_hand` and
+#   `reserved` are the current ones and cannot move until commit;
+# - `created`: missing levels, inserted with their imported on_hand (reserved 0, nothing to
+#   refuse) in (product, warehouse) order, the order in which the stock services create levels;
+# - `updated`: levels whose on_hand changes and stays >= reserved (version bumped only there);
+# - `moved`: one ledger row per changed level with the real delta (new - old).
+# A level created by someone else since the statement's snapshot is neither in `locked` nor in
+# `created` (ON CONFLICT DO NOTHING): `found` < `known` then, and the chunk is run again.
+APPLY_CHUNK = """
+WITH src AS MATERIALIZED (
+    SELECT r.line, r.sku, r.warehouse_id, r.on_hand AS new_on_hand, p.id AS product_id
       FROM inventory_importrow r
-      JOIN inventory_product p ON p.sku = r.sku
+      LEFT JOIN inventory_product p ON p.sku = r.sku
      WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
+), locked AS MATERIALIZED (
+    SELECT s.id, s.on_hand AS old_on_hand, s.reserved, src.line, src.sku, src.new_on_hand
+      FROM src
+      JOIN inventory_stocklevel s ON s.product_id = src.product_id AND s.warehouse_id = src.warehouse_id
+     ORDER BY s.id
+       FOR UPDATE OF s
+), missing AS MATERIALIZED (
+    SELECT src.product_id, src.warehouse_id, src.new_on_hand, src.sku
+      FROM src
+     WHERE src.product_id IS NOT NULL
        AND NOT EXISTS (SELECT 1 FROM inventory_stocklevel s
-                        WHERE s.product_id = p.id AND s.warehouse_id = r.warehouse_id)
-     ORDER BY p.id, r.warehouse_id
+                        WHERE s.product_id = src.product_id AND s.warehouse_id = src.warehouse_id)
+), created AS (
+    INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at)
+    SELECT product_id, warehouse_id, new_on_hand, 0, 1, now()
+      FROM missing
+     ORDER BY product_id, warehouse_id
         ON CONFLICT (product_id, warehouse_id) DO NOTHING
-    RETURNING id, product_id, on_hand
-), ledger AS (
+    RETURNING id, on_hand
+), updated AS (
+    UPDATE inventory_stocklevel s
+       SET on_hand = l.new_on_hand, version = s.version + 1, updated_at = now()
+      FROM locked l
+     WHERE s.id = l.id AND l.new_on_hand <> l.old_on_hand AND l.new_on_hand >= l.reserved
+    RETURNING s.id, l.sku, l.new_on_hand - l.old_on_hand AS delta
+), moved AS (
     INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note,
                                          actor_id, created_at)
     SELECT id, on_hand, 0, %(reason)s, %(reference)s, '', %(actor)s, now() FROM created WHERE on_hand <> 0
-)
-SELECT p.sku FROM created c JOIN inventory_product p ON p.id = c.product_id WHERE c.on_hand <> 0
-"""
-
-# Lock order (DESIGN §4): stock levels by primary key ascending, all of the chunk's before any
-# change. The sort happens below the row locking, so the rows are locked in id order.
-LOCK_LEVELS = """
-SELECT count(*) FROM (
-    SELECT s.id
-      FROM inventory_importrow r
-      JOIN inventory_product p ON p.sku = r.sku
-      JOIN inventory_stocklevel s ON s.product_id = p.id AND s.warehouse_id = r.warehouse_id
-     WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
-     ORDER BY s.id
-       FOR UPDATE OF s
-) locked
-"""
-
-# Under the locks, so `reserved` cannot move until commit: a refused row stays refused.
-REFUSE_ROWS = """
-UPDATE inventory_importrow t
-   SET error = x.message
-  FROM (
-        SELECT r.line,
-               CASE WHEN p.id IS NULL
-                    THEN format('Unknown SKU %%s: give name and price to create the product.', r.sku)
-                    ELSE format('on_hand %%s would be below the %%s units reserved for orders.',
-                                r.on_hand, s.reserved)
-               END AS message
-          FROM inventory_importrow r
-          LEFT JOIN inventory_product p ON p.sku = r.sku
-          LEFT JOIN inventory_stocklevel s ON s.product_id = p.id AND s.warehouse_id = r.warehouse_id
-         WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
-           AND (p.id IS NULL OR r.on_hand < s.reserved)
-       ) x
- WHERE t.import_id = %(job)s AND t.line = x.line
-"""
-
-# The old on_hand is read under the lock in the same statement, so the ledger's delta is exact.
-UPDATE_LEVELS = """
-WITH target AS (
-    SELECT s.id, p.sku, s.on_hand AS old_on_hand, r.on_hand AS new_on_hand
-      FROM inventory_importrow r
-      JOIN inventory_product p ON p.sku = r.sku
-      JOIN inventory_stocklevel s ON s.product_id = p.id AND s.warehouse_id = r.warehouse_id
-     WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL AND s.on_hand <> r.on_hand
-), updated AS (
-    UPDATE inventory_stocklevel s
-       SET on_hand = t.new_on_hand, version = s.version + 1, updated_at = now()
-      FROM target t
-     WHERE s.id = t.id
-    RETURNING s.id, t.sku, t.new_on_hand - t.old_on_hand AS delta
-), ledger AS (
-    INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note,
-                                         actor_id, created_at)
+     UNION ALL
     SELECT id, delta, 0, %(reason)s, %(reference)s, '', %(actor)s, now() FROM updated
+    RETURNING 1
 )
-SELECT sku FROM updated
-"""
-
-CHUNK_COUNTS = """
-SELECT count(*), count(*) FILTER (WHERE r.error IS NULL)
-  FROM inventory_importrow r
- WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s
-"""
-
-CHUNK_ERRORS = """
-SELECT r.line, r.error
-  FROM inventory_importrow r
- WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NOT NULL
- ORDER BY r.line
- LIMIT %(room)s
+SELECT (SELECT count(*) FROM inventory_importrow r
+         WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s) AS rows,
+       (SELECT count(*) FROM src WHERE product_id IS NOT NULL) AS known,
+       (SELECT count(*) FROM created) + (SELECT count(*) FROM locked) AS found,
+       (SELECT count(*) FROM locked WHERE new_on_hand < reserved) AS refused,
+       (SELECT count(*) FROM moved) AS moved,
+       (SELECT coalesce(array_agg(sku), '{}')
+          FROM (SELECT sku FROM missing WHERE new_on_hand <> 0
+                 UNION ALL
+                SELECT sku FROM updated) changed) AS skus,
+       (SELECT coalesce(json_agg(json_build_array(line, message) ORDER BY line), '[]')
+          FROM (SELECT r.line, r.error AS message
+                  FROM inventory_importrow r
+                 WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NOT NULL
+                 UNION ALL
+                SELECT line, format('Unknown SKU %%s: give name and price to create the product.', sku)
+                  FROM src WHERE product_id IS NULL
+                 UNION ALL
+                SELECT line, format('on_hand %%s would be below the %%s units reserved for orders.',
+                                    new_on_hand, reserved)
+                  FROM locked WHERE new_on_hand < reserved
+                 ORDER BY 1
+                 LIMIT %(room)s) errors) AS errors
 """
 
 
@@ -548,7 +536,8 @@ def import_reference(import_id: int) -> str:
 def _apply_next_chunk(import_id: int) -> bool:
     """Apply the next chunk and record it, in one transaction; False when none is left.
 
-    Retried as a whole on a lock timeout or deadlock (then LockTimeout: the task retries later).
+    Retried as a whole on a lock timeout or deadlock, or when a level appeared under it
+    (then LockTimeout after bounded attempts: the task is tried again later).
     """
     job = _lock_job(import_id)
     if job.finished or job.chunks_applied >= job.chunks_total:
@@ -567,33 +556,25 @@ def _apply_next_chunk(import_id: int) -> bool:
     }
     with connection.cursor() as cursor:
         cursor.execute(CREATE_PRODUCTS, params)
-        touched = [sku for (sku,) in cursor.fetchall()]
-        cursor.execute(CREATE_LEVELS, params)
-        created_levels = cursor.fetchall()
-        cursor.execute(LOCK_LEVELS, params)
-        cursor.execute(REFUSE_ROWS, params)
-        cursor.execute(UPDATE_LEVELS, params)
-        changed_levels = cursor.fetchall()
-        cursor.execute(CHUNK_COUNTS, params)
-        rows, ok = cursor.fetchone()
-        new_errors = []
-        if rows > ok and params["room"]:
-            cursor.execute(CHUNK_ERRORS, params)
-            new_errors = [{"line": line, "message": message} for line, message in cursor.fetchall()]
+        created_products = [sku for (sku,) in cursor.fetchall()]
+        cursor.execute(APPLY_CHUNK, params)
+        rows, known, found, refused, moved, skus, errors = cursor.fetchone()
+    if found != known:
+        raise Retry(f"import {import_id}: a stock level was created by someone else during chunk {index}")
+    if isinstance(errors, str):
+        errors = json.loads(errors)
+    ok = known - refused
     failed = rows - ok
     ImportJob.objects.filter(pk=import_id).update(
         rows_done=F("rows_done") + rows,
         rows_ok=F("rows_ok") + ok,
         rows_failed=F("rows_failed") + failed,
         chunks_applied=F("chunks_applied") + 1,
-        errors=job.errors + new_errors,
+        errors=job.errors + [{"line": line, "message": message} for line, message in errors],
         updated_at=timezone.now(),
     )
-    moved = len(created_levels) + len(changed_levels)
-    touched.extend(sku for (sku,) in created_levels)
-    touched.extend(sku for (sku,) in changed_levels)
-    if touched:
-        catalogue_changed(touched)  # after commit
+    if skus or created_products:
+        catalogue_changed([*created_products, *skus])  # after commit
 
     def count():
         IMPORT_ROWS.labels(result="ok").inc(ok)

@@ -116,7 +116,7 @@ class ImportJob(models.Model):
 
     Progress (`rows_done`, `chunks_applied`) is committed in the same transaction as each chunk of
     stock changes, so a run resumed after a crash skips exactly the chunks already applied.
-    `errors` keeps the first IMPORT_MAX_ERRORS row errors; `rows_failed` counts them all.
+    `errors` keeps the first 1000 row errors ({line, message}); `rows_failed` counts them all.
     """
 
     class Status(models.TextChoices):

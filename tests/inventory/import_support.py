@@ -8,13 +8,29 @@ from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
 
+from celery.contrib.testing.worker import start_worker
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 
 from inventory.models import ImportJob
+from project.celery import app
+from tests.project.outbox_support import RelayThread
 from tests.support import ROOT, stop_process, subprocess_env, wait_for
 
 HEADER = "sku,warehouse,on_hand"
+
+
+@contextmanager
+def running_import_worker():
+    """The real outbox relay and a real Celery worker (solo pool), both in threads, on the test
+    broker DB and queue: an upload's task goes out through the outbox like in production."""
+    app.control.purge()
+    with (
+        start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING") as worker,
+        RelayThread() as relay,
+    ):
+        yield worker
+    assert relay.error is None
 
 
 def csv_bytes(rows: Iterable[str], header: str = HEADER) -> bytes:

@@ -19,6 +19,7 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture
 def media(settings, tmp_path):
+    """Uploads go to a folder of this test's own, which the worker process is pointed at too."""
     settings.MEDIA_ROOT = tmp_path / "media"
     app.control.purge()
     return settings.MEDIA_ROOT

@@ -89,7 +89,6 @@ def test_a_line_without_any_line_break_is_skipped_in_bounded_steps():
         (b"", 1, "The file is empty."),
         (b"\n\n  \n", 1, "The file is empty."),
         (b"sku,warehouse\nMUG,MAIN\n", 1, "missing on_hand"),
-        (b"sku,warehouse,on_hand,colour\n", 1, "unknown 'colour'"),
         (b"sku,sku,warehouse,on_hand\n", 1, "repeated sku"),
         (b"\n\xff\xfe,warehouse,on_hand\n", 2, "cannot be read"),
     ],
@@ -99,3 +98,8 @@ def test_an_empty_file_or_a_bad_header_refuses_the_whole_file(data, line, fragme
         parse(data)
     assert refused.value.line == line
     assert fragment in refused.value.message
+
+
+def test_columns_the_import_does_not_know_are_ignored_so_a_stock_export_imports_as_is():
+    data = b"sku,warehouse,on_hand,reserved,available,version,updated_at\nMUG,MAIN,5,2,3,4,2026-01-01T00:00:00\n"
+    assert parse(data) == [(2, "MUG", 1, 5, None, None, None)]

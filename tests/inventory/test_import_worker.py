@@ -6,7 +6,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from celery.contrib.testing.worker import start_worker
 from django.db import connection, transaction
 
 from inventory import services as stock
@@ -16,13 +15,11 @@ from inventory.models import ImportWarehouse, Product, StockLevel, StockMovement
 from orders import services as order_services
 from orders.api import render_order
 from orders.models import Order
-from project.celery import app
 from project.errors import LockTimeout
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_ledger_invariants, assert_stock_invariants
-from tests.inventory.import_support import csv_bytes, csv_upload, post_import, wait_finished
+from tests.inventory.import_support import csv_bytes, csv_upload, post_import, running_import_worker, wait_finished
 from tests.orders.conftest import ADDRESS
-from tests.project.outbox_support import RelayThread
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -30,21 +27,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 @pytest.fixture
 def media(settings, tmp_path):
+    """Uploads go to a folder of this test's own."""
     settings.MEDIA_ROOT = tmp_path / "media"
     return settings.MEDIA_ROOT
 
 
 @pytest.fixture
-def celery_worker(transactional_db, media):
-    """The real outbox relay and a real Celery worker (solo pool), both in threads, on the test
-    broker DB and queue: an upload's task goes out through the outbox like in production."""
-    app.control.purge()
-    with (
-        start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=30, loglevel="WARNING") as worker,
-        RelayThread() as relay,
-    ):
+def import_worker(transactional_db, media):
+    with running_import_worker() as worker:
         yield worker
-    assert relay.error is None
 
 
 @pytest.fixture
@@ -60,7 +51,7 @@ def import_movements(import_id: int):
     return StockMovement.objects.filter(reference=import_reference(import_id))
 
 
-def test_a_good_file_sets_on_hand_with_the_real_deltas_in_the_ledger(celery_worker, staff_client, warehouses):
+def test_a_good_file_sets_on_hand_with_the_real_deltas_in_the_ledger(import_worker, staff_client, warehouses):
     ProductFactory(sku="MUG")
     ProductFactory(sku="TEA")
     stock.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=10)
@@ -100,7 +91,7 @@ def test_a_good_file_sets_on_hand_with_the_real_deltas_in_the_ledger(celery_work
     assert_ledger_invariants()
 
 
-def test_malformed_rows_are_reported_by_line_and_the_good_rows_are_kept(celery_worker, staff_client, warehouses):
+def test_malformed_rows_are_reported_by_line_and_the_good_rows_are_kept(import_worker, staff_client, warehouses):
     mug = ProductFactory(sku="MUG")
     ProductFactory(sku="TEA")
     stock.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=10)
@@ -149,7 +140,7 @@ def test_malformed_rows_are_reported_by_line_and_the_good_rows_are_kept(celery_w
     assert_ledger_invariants()
 
 
-def test_a_row_error_count_over_the_cap_keeps_the_first_thousand_messages(celery_worker, staff_client, warehouses):
+def test_a_row_error_count_over_the_cap_keeps_the_first_thousand_messages(import_worker, staff_client, warehouses):
     rows = [f"SKU-{n},NOWHERE,1" for n in range(1500)]
     job = wait_finished(post_import(staff_client, csv_bytes(rows)))
     assert job.status == "failed"  # no row could be applied
@@ -166,7 +157,7 @@ def test_a_row_error_count_over_the_cap_keeps_the_first_thousand_messages(celery
     ],
 )
 def test_an_empty_file_or_a_wrong_header_fails_the_import_with_nothing_applied(
-    celery_worker, staff_client, warehouses, data, message
+    import_worker, staff_client, warehouses, data, message
 ):
     ProductFactory(sku="MUG")
     job = wait_finished(post_import(staff_client, data))
@@ -177,7 +168,7 @@ def test_an_empty_file_or_a_wrong_header_fails_the_import_with_nothing_applied(
 
 
 def test_fifty_thousand_rows_in_chunks_with_progress_and_an_exact_ledger(
-    celery_worker, staff_client, warehouses, settings
+    import_worker, staff_client, warehouses, settings
 ):
     settings.IMPORT_CHUNK_ROWS = 5000
     Product.objects.bulk_create([Product(sku=f"P{n:05d}", name=f"Product {n}", price=1) for n in range(25_000)])
@@ -209,7 +200,7 @@ def test_fifty_thousand_rows_in_chunks_with_progress_and_an_exact_ledger(
 
 
 def test_an_import_racing_with_reservations_never_breaks_an_invariant(
-    celery_worker, staff_client, warehouses, settings
+    import_worker, staff_client, warehouses, settings
 ):
     settings.IMPORT_CHUNK_ROWS = 4
     settings.IMPORT_CHUNK_PAUSE_MS = 30
