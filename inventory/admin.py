@@ -7,6 +7,7 @@ created and edited through the services too (compare-and-set on `version`); ware
 activated and deactivated through them as actions.
 """
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import F
@@ -16,9 +17,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from inventory import selectors, services
+from inventory import exports, imports, selectors, services
 from inventory.admin_forms import STOCK_OPERATIONS, NewReceiptForm, ProductAdminForm, WarehouseAdminForm
-from inventory.models import Product, StockLevel, StockMovement, Warehouse
+from inventory.models import ImportJob, ImportWarehouse, Product, StockLevel, StockMovement, Warehouse
 from project.errors import DomainError
 
 MOVEMENTS_SHOWN = 50
@@ -38,6 +39,11 @@ class ServiceTransactionMixin:
 
 
 # --- products ----------------------------------------------------------------------------------
+
+
+@admin.action(description="Export selected products to CSV (streamed, formulas made inert)")
+def export_products_csv(modeladmin, request, queryset):
+    return exports.products_csv(queryset)
 
 
 class StockLevelInline(admin.TabularInline):
@@ -74,6 +80,7 @@ class ProductAdmin(ServiceTransactionMixin, admin.ModelAdmin):
     search_fields = ["sku", "name"]
     ordering = ["sku"]
     show_full_result_count = False
+    actions = [export_products_csv]
 
     def get_queryset(self, request):
         return selectors.products_with_availability()
@@ -164,6 +171,11 @@ class WarehouseAdmin(ServiceTransactionMixin, admin.ModelAdmin):
 # --- stock levels ------------------------------------------------------------------------------
 
 
+@admin.action(description="Export selected stock levels to CSV (streamed, formulas made inert)")
+def export_stock_csv(modeladmin, request, queryset):
+    return exports.stock_csv(queryset)
+
+
 class LatestMovementsFormSet(BaseInlineFormSet):
     def get_queryset(self):
         # Sliced here, after the inline's filter on the level (a sliced queryset cannot be filtered).
@@ -205,6 +217,7 @@ class StockLevelAdmin(admin.ModelAdmin):
     readonly_fields = fields
     inlines = [StockMovementInline]
     show_full_result_count = False
+    actions = [export_stock_csv]
 
     def get_queryset(self, request):
         return (
@@ -393,3 +406,184 @@ class StockMovementAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+# --- imports and exports -----------------------------------------------------------------------
+
+
+class ImportUploadForm(forms.Form):
+    file = forms.FileField(
+        label="CSV file",
+        help_text=(
+            "UTF-8, one row per line, header `sku,warehouse,on_hand` and optionally `name,price` "
+            "(a product that does not exist is created when both are given). `on_hand` is the new "
+            "count; rows below the units reserved for orders are refused and listed by line."
+        ),
+    )
+
+
+class ImportWarehouseInline(admin.TabularInline):
+    model = ImportWarehouse
+    fields = ["warehouse", "running"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    verbose_name_plural = "Warehouses (held by the import while it runs)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("warehouse")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(admin.ModelAdmin):
+    """Stock imports: upload a CSV, watch it run (the page refreshes itself), read its row errors.
+    The list page also links the CSV exports of products, stock and orders."""
+
+    list_display = ["id", "original_name", "status", "progress", "rows_ok", "rows_failed", "created_by", "created_at"]
+    list_display_links = ["id", "original_name"]
+    list_filter = ["status"]
+    search_fields = ["=id", "original_name", "created_by__email"]
+    list_select_related = ["created_by"]
+    ordering = ["-id"]
+    fields = [
+        "status",
+        "progress",
+        "original_name",
+        "rows_total",
+        "rows_done",
+        "rows_ok",
+        "rows_failed",
+        "chunks",
+        "attempts",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "error_table",
+    ]
+    readonly_fields = fields
+    inlines = [ImportWarehouseInline]
+    actions = ["queue_again", "stop_imports"]
+    change_list_template = "admin/inventory/importjob/change_list.html"
+    change_form_template = "admin/inventory/importjob/change_form.html"
+    REFRESH_SECONDS = 2
+
+    @admin.display(description="Progress")
+    def progress(self, job: ImportJob) -> str:
+        if job.status == ImportJob.Status.QUEUED and not job.rows_total:
+            return "waiting to be read"
+        percent = 100 * job.rows_done // job.rows_total if job.rows_total else 100
+        return f"{job.rows_done:,} of {job.rows_total:,} rows ({percent}%)"
+
+    @admin.display(description="Chunks applied")
+    def chunks(self, job: ImportJob) -> str:
+        return f"{job.chunks_applied} of {job.chunks_total} ({job.chunk_rows:,} lines each)"
+
+    @admin.display(description="Errors")
+    def error_table(self, job: ImportJob) -> str:
+        if not job.errors:
+            return "None."
+        rows = format_html_join(
+            "", "<tr><td>{}</td><td>{}</td></tr>", ((e["line"] or "-", e["message"]) for e in job.errors)
+        )
+        shown = (
+            f"The first {len(job.errors):,} of {job.rows_failed:,} row errors."
+            if job.rows_failed > len(job.errors)
+            else ""
+        )
+        return format_html(
+            '<p>{}</p><table><thead><tr><th scope="col">Line</th><th scope="col">Error</th></tr></thead>'
+            "<tbody>{}</tbody></table>",
+            shown,
+            rows,
+        )
+
+    def has_change_permission(self, request, obj=None):
+        # The page of an import is read-only; the list actions (queue again, stop) need the
+        # change permission, asked without an object.
+        return obj is None and super().has_change_permission(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # an import is part of the stock's history (its ledger rows point to it)
+
+    # --- upload, progress, exports ---
+
+    def get_urls(self):
+        from orders.exports import orders_csv_view
+
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
+        custom = [
+            path("upload/", wrap(self.upload_view), name=f"{prefix}_upload"),
+            path("exports/products.csv", wrap(exports.products_csv_view), name=f"{prefix}_export_products"),
+            path("exports/stock.csv", wrap(exports.stock_csv_view), name=f"{prefix}_export_stock"),
+            path("exports/orders.csv", wrap(orders_csv_view), name=f"{prefix}_export_orders"),
+        ]
+        return custom + super().get_urls()
+
+    def _url(self, name: str, *args) -> str:
+        return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
+
+    def add_view(self, request, form_url="", extra_context=None):
+        return HttpResponseRedirect(self._url("upload"))
+
+    def upload_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = ImportUploadForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            job = imports.import_create(upload=form.cleaned_data["file"], actor=request.user)
+            self.message_user(request, f"Import {job.pk} is queued; this page follows it.", messages.SUCCESS)
+            return HttpResponseRedirect(self._url("change", job.pk))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": "Upload a stock CSV",
+            "subtitle": None,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/inventory/importjob/upload.html", context)
+
+    def changelist_view(self, request, extra_context=None):
+        extra = {
+            "upload_url": self._url("upload"),
+            "export_links": [
+                (self._url("export_products"), "Products"),
+                (self._url("export_stock"), "Stock levels"),
+                (self._url("export_orders"), "Orders"),
+            ],
+            # The list follows running imports too.
+            "refresh_seconds": 5 if ImportJob.objects.filter(status__in=UNFINISHED).exists() else None,
+        }
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        unfinished = object_id.isdigit() and ImportJob.objects.filter(pk=object_id, status__in=UNFINISHED).exists()
+        extra = {"refresh_seconds": self.REFRESH_SECONDS if unfinished else None, "upload_url": self._url("upload")}
+        return super().change_view(request, object_id, form_url, {**extra, **(extra_context or {})})
+
+    # --- actions ---
+
+    @admin.action(description="Queue selected unfinished imports again", permissions=["change"])
+    def queue_again(self, request, queryset):
+        """For an import whose task was lost; a second run of a running import only waits."""
+        for job_id in queryset.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True):
+            imports.import_enqueue(import_id=job_id)
+            self.message_user(request, f"Import {job_id} is queued again.", messages.SUCCESS)
+
+    @admin.action(description="Stop selected imports (mark failed, release their warehouses)", permissions=["change"])
+    def stop_imports(self, request, queryset):
+        """Chunks already applied stay applied (each is exact and in the ledger); no more are."""
+        for job_id in queryset.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True):
+            imports.import_fail(import_id=job_id, message=f"Stopped by {request.user.email}.")
+            self.message_user(request, f"Import {job_id} is stopped.", messages.WARNING)
+
+
+UNFINISHED = [ImportJob.Status.QUEUED, ImportJob.Status.RUNNING]
