@@ -7,12 +7,18 @@ goes to a file the tests read afterwards: a traceback there is a failure even if
 never saw it.
 """
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import psycopg
+import psycopg.sql
 from django.conf import settings
 from django.db import connection
 
@@ -29,7 +35,9 @@ def database_url(port: int | None = None) -> str:
 
 def test_env(**overrides: str) -> dict[str, str]:
     """The environment of a process of this test run: test settings on the test database."""
-    return subprocess_env(DJANGO_SETTINGS_MODULE="project.settings.test", DATABASE_URL=database_url(), **overrides)
+    return subprocess_env(
+        **{"DJANGO_SETTINGS_MODULE": "project.settings.test", "DATABASE_URL": database_url(), **overrides}
+    )
 
 
 class LiveServer:
@@ -92,3 +100,93 @@ def live_gunicorn(tmp_path: Path, *, workers: int = 2, threads: int = 4, **env: 
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+# --- Celery workers in their own processes --------------------------------------------------------
+
+
+def pool_children(pid: int) -> list[int]:
+    """The prefork pool's processes: the worker's direct children."""
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in children.read_text().split()] if children.exists() else []
+
+
+@contextmanager
+def celery_worker(log: Path, **env: str):
+    """`celery -A project worker --pool prefork --concurrency 1` on the test database and queues
+    (TEST_RUN_ID is inherited), in a session of its own so the whole worker can be killed at once.
+    Persistent connections (DB_POOL=0) as in bin/worker; no metrics port (parallel runs)."""
+    overrides = {"DB_POOL": "0", "WORKER_METRICS_PORT": "0", "PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prom")}
+    (log.parent / "prom").mkdir(exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "celery"),
+                "-A",
+                "project",
+                "worker",
+                "--pool",
+                "prefork",
+                "--concurrency",
+                "1",
+                "--loglevel",
+                "INFO",
+                "--hostname",
+                f"reliability-{uuid.uuid4().hex[:8]}@%h",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=ROOT,
+            env=test_env(**{**overrides, **env}),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        wait_for(lambda: pool_children(proc.pid), timeout=30, what="the worker's pool")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            for child in pool_children(proc.pid):
+                # A child still busy with a test's task would hold a warm shutdown up.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child, signal.SIGKILL)
+            stop_process(proc, timeout=20)
+
+
+def kill_whole_worker(proc: subprocess.Popen) -> None:
+    """SIGKILL the worker and its pool at once: nothing gets to ack, reject or clean up."""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
+# --- row locks held by the test, and the backends waiting for them ------------------------------------
+
+
+@contextmanager
+def row_lock(table: str, row_id: int):
+    """Hold FOR UPDATE on one row from a connection of the test's own, until the block ends."""
+    with psycopg.connect(database_url(), autocommit=False) as conn:
+        conn.execute(
+            psycopg.sql.SQL("SELECT 1 FROM {} WHERE id = %s FOR UPDATE").format(psycopg.sql.Identifier(table)),
+            [row_id],
+        )
+        yield conn
+        conn.rollback()
+
+
+def lock_waiters() -> list[int]:
+    """Backends of the test database waiting for a row lock right now."""
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchall()
+    return [pid for (pid,) in rows]
+
+
+def terminate_backends(pids: list[int]) -> None:
+    """End the database sessions of a killed process. PostgreSQL would notice the dead client only
+    when that backend next writes to it (or by TCP keepalive); ending it now keeps the test exact."""
+    with psycopg.connect(database_url(), autocommit=True) as conn:
+        for pid in pids:
+            conn.execute("SELECT pg_terminate_backend(%s)", [pid])
