@@ -288,7 +288,7 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(BASE_DIR / "var" / "media")))
 
 # --- Stock imports (inventory.imports) ---------------------------------------------
 # Rows per chunk transaction: the levels of one chunk stay locked while it is applied.
-IMPORT_CHUNK_ROWS = env_int("IMPORT_CHUNK_ROWS", 10_000)
+IMPORT_CHUNK_ROWS = env_int("IMPORT_CHUNK_ROWS", 20_000)
 # A longer line is a row error (read with a bounded buffer: memory stays flat whatever the file).
 IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 4096)
 # The import's transactions raise their statement_timeout to this (SET LOCAL).
