@@ -9,7 +9,6 @@ every stock level the chunk touches, by pk, in one statement, before any of them
 import csv
 import io
 import logging
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -24,7 +23,7 @@ from django.utils import timezone
 from inventory import locks as stock_locks
 from inventory.models import StockLevel, StockMovement
 from inventory.selectors import stock_ledger_breaches
-from inventory.services import release_stock
+from inventory.services import release_stock_per_reference
 from orders import locks
 from orders.emails import SEND_ORDER_EMAIL
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, OrderLine, ReconciliationRun, SalesReport
@@ -79,11 +78,6 @@ def _allocations_by_order(order_ids: Sequence[int]) -> list[tuple[int, int, int,
 # --- expiry ------------------------------------------------------------------------------------
 
 
-def expiry_reference(expired_at: datetime) -> str:
-    """The ledger reference of an expiry chunk: its orders are those with this `expired_at`."""
-    return f"expiry@{expired_at.isoformat()}"
-
-
 @atomic_with_retry
 def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     _raise_statement_timeout()
@@ -91,7 +85,7 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     orders = locks.claim_expired_reservations(now=now, limit=limit, order_ids=order_ids)
     if not orders:
         return 0
-    ids = [order.pk for order in orders]
+    ids = [order_id for order_id, _ in orders]
     # The rows are ours (claimed above) and still `reserved`: move them and enqueue their emails
     # before any stock level is locked, so those locks are held for the releases alone.
     moved = Order.objects.filter(pk__in=ids, status=Status.RESERVED).update(
@@ -100,22 +94,15 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
     if moved != len(ids):
         raise AssertionError(f"expired {moved} of {len(ids)} claimed orders")  # rolls the chunk back
     outbox_enqueue_many(task=SEND_ORDER_EMAIL, kwargs_list=[{"order_id": i, "kind": "expired"} for i in ids])
-    # One set-based release for the whole chunk: the primitive locks the levels in pk order,
-    # updates them in one statement and writes one ledger row per level. Those rows carry
-    # `expiry@<expired_at>`, the time stamped on exactly this chunk's orders, which is how the
-    # ledger leads back to them (one row per order and level would cost a statement per order).
-    released: dict[int, int] = defaultdict(int)
-    skus: set[str] = set()
-    for _, level_id, quantity, sku in _allocations_by_order(ids):
-        released[level_id] += quantity
+    # One set-based release for the whole chunk: the levels are locked in pk order and updated
+    # once each, and every order keeps its own `expiry` ledger rows (reference: its number).
+    numbers = dict(orders)
+    releases, skus = [], set()
+    for order_id, level_id, quantity, sku in _allocations_by_order(ids):
+        releases.append((level_id, quantity, numbers[order_id]))
         skus.add(sku)
-    if released:
-        release_stock(
-            allocations=sorted(released.items()),
-            reference=expiry_reference(now),
-            skus=skus,
-            reason=StockMovement.Reason.EXPIRY,
-        )
+    if releases:
+        release_stock_per_reference(releases=releases, skus=skus, reason=StockMovement.Reason.EXPIRY)
     return len(ids)
 
 
@@ -125,8 +112,8 @@ def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: i
     Chunks of `chunk_size` (EXPIRY_CHUNK_SIZE) orders, each claimed with FOR UPDATE SKIP LOCKED
     and committed on its own: several sweepers (beat, the admin, a second worker) share the
     backlog and each order is released exactly once: its status set to `expired` (claimed rows,
-    still `reserved`), its units released with the chunk's `expiry` ledger rows (one per level,
-    reference `expiry@<expired_at>`), its email enqueued (outbox). `order_ids`
+    still `reserved`), its units released with its own `expiry` ledger rows (one per level it
+    held, reference: its number), its email enqueued (outbox). `order_ids`
     limits the sweep to those orders (the admin's selection). Returns the orders expired.
     """
     limit = chunk_size or settings.EXPIRY_CHUNK_SIZE

@@ -25,7 +25,7 @@ def lock_orders_skip_locked(order_ids: Iterable[int]) -> list[Order]:
     return list(Order.objects.select_for_update(of=("self",), skip_locked=True).filter(pk__in=ids).order_by("pk"))
 
 
-def claim_expired_reservations(*, now, limit: int, order_ids: Iterable[int] | None = None) -> list[Order]:
+def claim_expired_reservations(*, now, limit: int, order_ids: Iterable[int] | None = None) -> list[tuple[int, str]]:
     """The expiry sweep's claim: up to `limit` reserved orders past their deadline that no one
     else holds. In expires_at order (the partial index's), so each chunk reads only its own rows
     however large the backlog; SKIP LOCKED never waits, so this order cannot deadlock."""
@@ -34,4 +34,5 @@ def claim_expired_reservations(*, now, limit: int, order_ids: Iterable[int] | No
     )
     if order_ids is not None:
         orders = orders.filter(pk__in=sorted(set(order_ids)))
-    return list(orders.order_by("expires_at", "pk")[:limit])
+    # (id, number) pairs, not model instances: a chunk of thousands costs no object building.
+    return list(orders.order_by("expires_at", "pk").values_list("pk", "number")[:limit])

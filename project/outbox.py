@@ -112,25 +112,23 @@ def outbox_enqueue(*, task: str, kwargs: dict | None = None, args: Sequence | No
 
 
 def outbox_enqueue_many(*, task: str, kwargs_list: Iterable[dict]) -> int:
-    """`outbox_enqueue` for many messages of one task: one INSERT of every row (batch jobs)."""
+    """`outbox_enqueue` for many messages of one task in one INSERT (batch jobs)."""
     require_transaction("outbox_enqueue_many")
-    payloads = [json.dumps(_checked(task, None, kwargs)[1]) for kwargs in kwargs_list]
-    if not payloads:
-        return 0
-    channel = outbox_notify_channel()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-            SELECT %s, '[]'::jsonb, payload::jsonb, %s, 'pending', 0, ''
-              FROM unnest(%s::text[]) WITH ORDINALITY AS p(payload, n)
-             ORDER BY n
-            """,
-            [task, request_id_var.get() or "", payloads],
-        )
-        if channel is not None:
-            cursor.execute("SELECT pg_notify(%s, '')", [channel])
-    return len(payloads)
+    encoded = []
+    for kwargs in kwargs_list:
+        _, checked = _checked(task, None, kwargs)
+        encoded.append(json.dumps(checked))
+    if encoded:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
+                SELECT %s, '[]'::jsonb, k::jsonb, %s, 'pending', 0, '' FROM unnest(%s::text[]) AS k
+                """,
+                [task, request_id_var.get() or "", encoded],
+            )
+        _notify_relay()
+    return len(encoded)
 
 
 # --- what tasks and the relay record -------------------------------------------------------------

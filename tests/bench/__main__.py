@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 RESULTS_DIR = ROOT / "bench-results"
 BENCH_DB = "stockroom_bench"
+FLOOR_DB = "stockroom_bench_floor"
+FLOORS_DIR = Path(__file__).resolve().parent / "floors"
 BENCH_REDIS_DB = 12
 BENCH_SECRET_KEY = secrets.token_urlsafe(64)
 STRATEGIES = ("conditional", "row_lock", "optimistic", "global_lock")
@@ -109,18 +111,66 @@ SELECT id, on_hand, 0, 'receipt', 'bench-seed', '', now() FROM inventory_stockle
 """
 
 
-def seed(database_url: str, redis_url: str, products: int) -> str:
-    """Migrate the bench database, load the catalogue set-based (with its ledger), make an API key."""
+SEED_BATCH_SQL = """
+INSERT INTO users_user (password, last_login, is_superuser, email, full_name, is_staff, is_active, date_joined)
+VALUES ('!', NULL, false, 'bench@example.com', 'Bench', true, true, now());
+INSERT INTO inventory_product (sku, name, description, price, active, low_stock_threshold,
+                               low_stock_alerted, version, created_at, updated_at)
+SELECT 'IMP-' || lpad(g::text, 7, '0'), 'Imported product ' || g, '', 4.99, true, 0, false, 1, now(), now()
+  FROM generate_series(1, %(import_products)s) g;
+INSERT INTO orders_order (number, user_id, status, total, currency, reference, shipping_name, shipping_line1,
+                          shipping_line2, shipping_city, shipping_postal_code, shipping_country, version,
+                          expires_at, created_at, updated_at)
+SELECT 'EXP-' || g, u.id, 'reserved', 9.99, 'EUR', '', 'Bench', '1 Load St', '', 'Lyon', '69001', 'FR', 1,
+       now() - interval '1 hour', now() - interval '2 hours', now() - interval '2 hours'
+  FROM generate_series(1, %(expiry_orders)s) g
+ CROSS JOIN (SELECT id FROM users_user WHERE email = 'bench@example.com') u;
+INSERT INTO orders_orderline (order_id, product_id, quantity, unit_price)
+SELECT o.id, p.id, 1, 9.99
+  FROM orders_order o
+  JOIN inventory_product p
+    ON p.sku = 'SKU-' || lpad(((substring(o.number FROM 5)::int %% %(products)s) + 1)::text, 5, '0')
+ WHERE o.number LIKE 'EXP-%%';
+INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
+SELECT l.id, s.id, 1
+  FROM orders_orderline l
+  JOIN orders_order o ON o.id = l.order_id AND o.number LIKE 'EXP-%%'
+  JOIN inventory_stocklevel s ON s.product_id = l.product_id
+  JOIN inventory_warehouse w ON w.id = s.warehouse_id AND w.code = 'MAIN';
+UPDATE inventory_stocklevel s SET reserved = s.reserved + a.units
+  FROM (SELECT stock_level_id, sum(quantity) AS units FROM orders_allocation GROUP BY 1) a
+ WHERE s.id = a.stock_level_id;
+INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, created_at)
+SELECT al.stock_level_id, 0, al.quantity, 'reservation', o.number, '', now()
+  FROM orders_allocation al JOIN orders_orderline l ON l.id = al.line_id JOIN orders_order o ON o.id = l.order_id
+"""
+
+
+def seed(database_url: str, redis_url: str, products: int, import_rows: int, expiry_orders: int) -> str:
+    """Migrate the bench database, load the catalogue, the import's products and the expired
+    reservations set-based (with their ledger), copy it for the psql floors, make a staff API key."""
     env = bench_env(database_url, redis_url, settings="project.settings.base")
     subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    params = {
+        "products": products,
+        "units": 10_000_000,
+        "import_products": import_rows // 2,
+        "expiry_orders": expiry_orders,
+    }
     with psycopg.connect(database_url, autocommit=True) as conn:
-        for statement in filter(str.strip, SEED_SQL.split(";\n")):
-            conn.execute(statement, {"products": products, "units": 10_000_000})
+        for statement in filter(str.strip, (SEED_SQL + ";\n" + SEED_BATCH_SQL).split(";\n")):
+            conn.execute(statement, params)
         conn.execute("ANALYZE")
+    admin_url = database_url.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(FLOOR_DB)))
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(FLOOR_DB), sql.Identifier(BENCH_DB))
+        )
     script = (
         "from users.models import User; from users.services import api_key_create;"
-        "u = User.objects.create_user(email='bench@example.com', password=None);"
-        "print(api_key_create(user=u, scopes=['read', 'write'])[1])"
+        "u = User.objects.get(email='bench@example.com');"
+        "print(api_key_create(user=u, scopes=['read', 'write', 'staff'])[1])"
     )
     out = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", script],
@@ -308,6 +358,151 @@ def table(results: list[Result], meta: dict) -> str:
     return "\n".join(lines)
 
 
+# --- batch jobs against their psql floors -----------------------------------------------------------
+
+
+@dataclass
+class BatchResult:
+    scenario: str
+    seconds: float
+    floor_seconds: float
+    peak_rss_mb: float | None
+    invariants: str = "-"
+
+    @property
+    def ratio(self) -> float:
+        return self.seconds / self.floor_seconds if self.floor_seconds else float("nan")
+
+
+def _psql(database_url: str, script: Path, *, stdin: Path | None = None) -> float:
+    started = time.perf_counter()
+    with open(stdin, "rb") if stdin else open(os.devnull, "rb") as source:
+        subprocess.run(
+            ["psql", database_url, "-q", "-v", "actor=NULL", "-f", str(script)],
+            stdin=source, stdout=subprocess.DEVNULL, check=True, timeout=3600,
+        )  # fmt: skip
+    return time.perf_counter() - started
+
+
+def write_import_csv(path: Path, rows: int) -> None:
+    import random
+
+    rng = random.Random(7)
+    with path.open("w") as out:
+        out.write("sku,warehouse,on_hand\n")
+        for n in range(1, rows // 2 + 1):
+            sku = f"IMP-{n:07d}"
+            out.write(f"{sku},MAIN,{rng.randint(0, 500)}\n{sku},EAST,{rng.randint(0, 500)}\n")
+
+
+class Worker:
+    """A Celery worker (prefork, one child) and the outbox relay that feeds it, on the bench
+    database; tracks the worker's peak RSS."""
+
+    def __init__(self, env: dict):
+        self.env = dict(env, DB_POOL="0", LOG_LEVEL="INFO", WORKER_METRICS_PORT="0", RELAY_METRICS_PORT="0")
+        self.proc: subprocess.Popen | None = None
+        self.relay: subprocess.Popen | None = None
+        self.peak_rss_mb = 0.0
+
+    def __enter__(self) -> Worker:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool", "prefork", "--concurrency", "1",
+             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+            cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        for line in self.proc.stderr:
+            if "ready" in line:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Celery worker did not start")
+        import threading
+
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+        self.relay = subprocess.Popen(
+            [sys.executable, "manage.py", "run_outbox_relay"], cwd=ROOT, env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        return self
+
+    def sample_rss(self) -> None:
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            try:
+                self.peak_rss_mb = max(self.peak_rss_mb, child.memory_info().rss / 2**20)
+            except psutil.Error:
+                continue
+
+    def __exit__(self, *exc):
+        for proc in (self.relay, self.proc):
+            if proc and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+def run_import(port: int, env: dict, api_key: str, rows: int, tmp: Path, database_url: str) -> BatchResult:
+    import httpx
+
+    csv_path = tmp / "import.csv"
+    write_import_csv(csv_path, rows)
+    base = f"http://127.0.0.1:{port}"
+    headers = {"Authorization": f"Bearer {api_key}", "X-Forwarded-Proto": "https"}
+    with Worker(env) as worker:
+        started = time.perf_counter()
+        with csv_path.open("rb") as upload:
+            accepted = httpx.post(f"{base}/api/v1/imports", headers=headers, files={"file": upload}, timeout=600)
+        accepted.raise_for_status()
+        status_url = f"{base}/api/v1/imports/{accepted.json()['id']}"
+        while True:
+            worker.sample_rss()
+            state = httpx.get(status_url, headers=headers, timeout=30).json()
+            if state["status"] in ("succeeded", "partial", "failed"):
+                break
+            time.sleep(0.2)
+        seconds = time.perf_counter() - started
+        worker.sample_rss()
+        if state["status"] != "succeeded":
+            raise RuntimeError(f"the import ended {state['status']}: {state.get('errors', [])[:5]}")
+        peak = worker.peak_rss_mb
+    floor_url = database_url.rsplit("/", 1)[0] + f"/{FLOOR_DB}"
+    floor = _psql(floor_url, FLOORS_DIR / "import.sql", stdin=csv_path)
+    return BatchResult(f"import_{rows}_rows", seconds, floor, peak)
+
+
+def run_expiry(env: dict, orders: int, database_url: str) -> BatchResult:
+    script = (
+        "import time; from orders.jobs import expire_reservations;"
+        "t = time.perf_counter(); n = expire_reservations(); print('EXPIRED', n, time.perf_counter() - t)"
+    )
+    out = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", script], cwd=ROOT, env=dict(env, DB_POOL="0"),
+        capture_output=True, text=True, check=True, timeout=3600,
+    )  # fmt: skip
+    line = next(row for row in out.stdout.splitlines() if row.startswith("EXPIRED "))
+    _, count, seconds = line.split()
+    if int(count) < orders:
+        raise RuntimeError(f"expired {count} of {orders} reservations")
+    floor_url = database_url.rsplit("/", 1)[0] + f"/{FLOOR_DB}"
+    floor = _psql(floor_url, FLOORS_DIR / "expiry.sql")
+    return BatchResult(f"expiry_{orders}_reservations", float(seconds), floor, None)
+
+
+def batch_table(results: list[BatchResult]) -> str:
+    lines = [
+        "| batch job | seconds | psql floor seconds | ratio to floor | worker peak RSS MB | invariants |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        rss = "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}"
+        lines.append(
+            f"| {r.scenario} | {r.seconds:.1f} | {r.floor_seconds:.1f} | {r.ratio:.2f} | {rss} | {r.invariants} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="one short run of two scenarios (make test)")
@@ -318,9 +513,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--import-rows", type=int, default=1_000_000, help="0: skip the import scenario")
+    parser.add_argument("--expiry-orders", type=int, default=100_000, help="0: skip the expiry scenario")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
+        args.import_rows, args.expiry_orders = 0, 0
         args.only = args.only or "ceiling_full,catalogue_cached"
     if shutil.which("wrk") is None:
         log("wrk is missing: apt-get install -y wrk")
@@ -333,7 +531,7 @@ def main() -> int:
     database_url, redis_url = bench_urls()
     log(f"fresh database {BENCH_DB}, seeding {args.products} products")
     fresh_database(database_url)
-    api_key = seed(database_url, redis_url, args.products)
+    api_key = seed(database_url, redis_url, args.products, args.import_rows, args.expiry_orders)
     import redis
 
     redis.Redis.from_url(redis_url).flushdb()
@@ -363,6 +561,22 @@ def main() -> int:
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
+    batch_results: list[BatchResult] = []
+    wanted = set(args.only.split(",")) if args.only else {"import", "expiry"}
+    if (args.import_rows and "import" in wanted) or (args.expiry_orders and "expiry" in wanted):
+        env = bench_env(database_url, redis_url)
+        if args.import_rows and "import" in wanted:
+            with Gunicorn(env, tmp) as server_proc:
+                log(f"import of {args.import_rows:,} rows through the API and a worker, then its psql floor")
+                batch_results.append(run_import(server_proc.port, env, api_key, args.import_rows, tmp, database_url))
+        if args.expiry_orders and "expiry" in wanted:
+            log(f"expiry of {args.expiry_orders:,} reservations, then its psql floor")
+            batch_results.append(run_expiry(env, args.expiry_orders, database_url))
+        count = invariant_breaches(database_url)
+        broken += count
+        for result in batch_results:
+            result.invariants = "ok" if count == 0 else f"BROKEN ({count})"
+
     by_name = {r.scenario: r for r in results}
     ceiling = by_name.get("ceiling_full")
     for result in results:
@@ -383,11 +597,22 @@ def main() -> int:
         "ratios": ratios,
     }
     text = table(results, meta)
+    if batch_results:
+        text += "\n\n" + batch_table(batch_results)
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"{meta['date']}-{meta['cores']}cores{'-smoke' if args.smoke else ''}"
     stem.with_suffix(".md").write_text(text + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    stem.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "meta": meta,
+                "results": [asdict(r) for r in results],
+                "batch": [dict(asdict(r), ratio=r.ratio) for r in batch_results],
+            },
+            indent=2,
+        )
+    )
     shutil.rmtree(tmp, ignore_errors=True)
     if broken:
         log(f"INVARIANTS BROKEN: {broken} breaches")
