@@ -103,7 +103,11 @@ BEGIN
         INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
         VALUES (p_email_task, '[]'::jsonb, jsonb_build_object('order_id', v_order_id, 'kind', 'placed'),
                 p_request_id, 'pending', 0, '');
-        PERFORM pg_notify(p_notify_channel, '');
+        -- NULL: this process notified the relay a moment ago (project.outbox.outbox_notify_channel):
+        -- notifying commits are serialised by PostgreSQL, so they are throttled.
+        IF p_notify_channel IS NOT NULL THEN
+            PERFORM pg_notify(p_notify_channel, '');
+        END IF;
 
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).

@@ -243,6 +243,7 @@ def _create_order_in_one_round_trip(
     inside a caller's. Retries lock timeouts, deadlocks and lost races with jitter, then
     LockTimeout; returns the response body the key stored."""
     from orders.emails import SEND_ORDER_EMAIL
+    from project.outbox import outbox_notify_channel
     from project.db import LOCK_RETRY_ATTEMPTS, LOCK_RETRY_BASE_SECONDS, is_lock_error
     from project.errors import LockTimeout
     from project.logs import request_id_var
@@ -254,7 +255,7 @@ def _create_order_in_one_round_trip(
         json.dumps([{"sku": line.sku, "quantity": line.quantity} for line in lines]),
         json.dumps(shipping_address), reference, settings.SHOP_CURRENCY,
         timezone.now() + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
-        request_id_var.get() or "", SEND_ORDER_EMAIL, settings.OUTBOX_NOTIFY_CHANNEL, PLACEMENT_ATTEMPTS,
+        request_id_var.get() or "", SEND_ORDER_EMAIL, outbox_notify_channel(), PLACEMENT_ATTEMPTS,
     ]  # fmt: skip
     for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
         try:
