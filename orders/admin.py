@@ -27,6 +27,7 @@ from orders.admin_forms import (
     refusal_message,
     transitions_offered,
 )
+from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
 from project.errors import DomainError
 
@@ -100,7 +101,14 @@ class OrderAdmin(admin.ModelAdmin):
     search_fields = ["number", "user__email", "reference"]
     show_full_result_count = False
     inlines = [OrderLineInline]
-    actions = ["pay_orders", "fulfil_orders", "cancel_orders", "return_orders"]
+    actions = [
+        "pay_orders",
+        "fulfil_orders",
+        "cancel_orders",
+        "return_orders",
+        bulk_fulfil_selected,
+        release_expired_selected,
+    ]
     fieldsets = [
         (None, {"fields": ["number", "status", "version", "user", "reference"]}),
         ("Amounts", {"fields": ["total", "currency", "paid_amount"]}),
