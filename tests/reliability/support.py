@@ -116,7 +116,13 @@ def celery_worker(log: Path, **env: str):
     """`celery -A project worker --pool prefork --concurrency 1` on the test database and queues
     (TEST_RUN_ID is inherited), in a session of its own so the whole worker can be killed at once.
     Persistent connections (DB_POOL=0) as in bin/worker; no metrics port (parallel runs)."""
-    overrides = {"DB_POOL": "0", "WORKER_METRICS_PORT": "0", "PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prom")}
+    overrides = {
+        "DB_POOL": "0",
+        "WORKER_METRICS_PORT": "0",
+        "PROMETHEUS_MULTIPROC_DIR": str(log.parent / "prom"),
+        # Unbuffered: a worker killed with SIGKILL keeps no log lines in a buffer it cannot flush.
+        "PYTHONUNBUFFERED": "1",
+    }
     (log.parent / "prom").mkdir(exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(

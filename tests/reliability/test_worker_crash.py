@@ -11,6 +11,7 @@ once that session next writes to it), then the lock is released.
 """
 
 import os
+import re
 import signal
 
 import pytest
@@ -107,7 +108,7 @@ def test_a_pool_child_killed_mid_bulk_fulfilment_fulfils_each_order_once_when_th
 
     text = log.read_text()
     assert "exited with 'signal 9 (SIGKILL)'" in text, text[-3000:]
-    assert text.count(f"Task {jobs.BULK_FULFIL_TASK}[") >= 3  # received, received again, succeeded
+    assert len(re.findall(r"Task orders\.bulk_fulfil\[[-0-9a-f]+\] received", text)) >= 2
     assert sorted(run.fulfilled) == sorted(early + late), run.fulfilled  # each id once: nothing twice
     assert (run.locked, run.not_paid, run.missing) == ([], [], [])
     assert Order.objects.filter(status=Order.Status.FULFILLED).count() == 40
@@ -159,7 +160,7 @@ def test_a_whole_worker_killed_mid_import_is_delivered_again_after_the_visibilit
 
     assert job.status == ImportJob.Status.SUCCEEDED, (job.errors, log.read_text()[-3000:])
     # The same message, taken by the first worker and, once unacknowledged for 5 s, by the second.
-    assert log.read_text().count("Task inventory.import_stock[") >= 3  # received, received, succeeded
+    assert len(re.findall(r"Task inventory\.import_stock\[[-0-9a-f]+\] received", log.read_text())) >= 2
     assert job.attempts >= 2
     assert (job.rows_total, job.rows_done, job.rows_ok, job.rows_failed) == (60, 60, 60, 0)
     assert job.chunks_applied == job.chunks_total == 7
