@@ -72,6 +72,7 @@ MAX_ERRORS = 1000
 MAX_ON_HAND = 1_000_000_000
 COPY_FLUSH_ROWS = 5_000
 DUPLICATE_SEARCH_WORK_MEM = "256MB"
+JOB_LOCK_WAIT_MS = 60_000
 SKU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PRICE_RE = re.compile(r"\d{1,10}(?:\.\d{1,2})?")
 NAME_MAX = Product._meta.get_field("name").max_length
@@ -497,9 +498,9 @@ WITH src AS MATERIALIZED (
 ), moved AS (
     INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note,
                                          actor_id, created_at)
-    SELECT id, on_hand, 0, %(reason)s, %(reference)s, '', %(actor)s, now() FROM created WHERE on_hand <> 0
+    SELECT id, on_hand, 0, %(reason)s, %(reference)s, '', %(actor)s::bigint, now() FROM created WHERE on_hand <> 0
      UNION ALL
-    SELECT id, delta, 0, %(reason)s, %(reference)s, '', %(actor)s, now() FROM updated
+    SELECT id, delta, 0, %(reason)s, %(reference)s, '', %(actor)s::bigint, now() FROM updated
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM inventory_importrow r
@@ -665,7 +666,9 @@ def import_run(*, import_id: int) -> ImportJob:
     job = import_detail(import_id=import_id)
     if job.finished:
         return job
-    ImportJob.objects.filter(pk=import_id).update(attempts=F("attempts") + 1)
+    with transaction.atomic():
+        _lock_job(import_id)  # ImportBusy while another run holds it: nothing is written then
+        ImportJob.objects.filter(pk=import_id).update(attempts=F("attempts") + 1)
     if (job.staged_at is None or _staging_lost(job)) and not _stage(import_id):
         return import_detail(import_id=import_id)
     _claim(import_id)
@@ -682,6 +685,10 @@ def import_fail(*, import_id: int, message: str, line: int | None = None) -> Non
     """End an import as failed with `message` and release its warehouses. Chunks already applied stay
     applied (each was exact and is in the ledger); `rows_done` tells how far it went."""
     with transaction.atomic():
+        # A run applying a chunk holds the job row until that chunk commits: wait for it (the
+        # run then sees the job finished and stops), longer than a request's lock_timeout.
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{JOB_LOCK_WAIT_MS}ms"])
         job = ImportJob.objects.select_for_update(of=("self",)).filter(pk=import_id).first()
         if job is None or job.finished:
             return
