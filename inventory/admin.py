@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 from inventory import exports, imports, selectors, services
 from inventory.admin_forms import STOCK_OPERATIONS, NewReceiptForm, ProductAdminForm, WarehouseAdminForm
 from inventory.models import ImportJob, ImportWarehouse, Product, StockLevel, StockMovement, Warehouse
+from project.admin_mixins import ReadOnlyAdminMixin
 from project.errors import DomainError
 
 MOVEMENTS_SHOWN = 50
@@ -46,7 +47,7 @@ def export_products_csv(modeladmin, request, queryset):
     return exports.products_csv(queryset)
 
 
-class StockLevelInline(admin.TabularInline):
+class StockLevelInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The product's stock per warehouse, read-only; the level's page holds the operations."""
 
     model = StockLevel
@@ -61,15 +62,6 @@ class StockLevelInline(admin.TabularInline):
         return (
             super().get_queryset(request).select_related("warehouse").order_by("warehouse__priority", "warehouse__code")
         )
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Product)
@@ -182,7 +174,7 @@ class LatestMovementsFormSet(BaseInlineFormSet):
         return super().get_queryset()[:MOVEMENTS_SHOWN]
 
 
-class StockMovementInline(admin.TabularInline):
+class StockMovementInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = StockMovement
     formset = LatestMovementsFormSet
     fields = ["created_at", "reason", "delta_on_hand", "delta_reserved", "reference", "note", "actor"]
@@ -195,18 +187,9 @@ class StockMovementInline(admin.TabularInline):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("actor")
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(StockLevel)
-class StockLevelAdmin(admin.ModelAdmin):
+class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Levels are read-only pages; their quantities change only through the operation forms."""
 
     list_display = ["sku", "warehouse", "on_hand", "reserved", "available", "version", "updated_at"]
@@ -247,15 +230,6 @@ class StockLevelAdmin(admin.ModelAdmin):
         if self.may_operate(request):
             return [*self.list_display, "operations"]
         return self.list_display
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def may_operate(self, request: HttpRequest) -> bool:
         """Stock operations need the model's change permission (the page itself stays read-only)."""
@@ -348,7 +322,7 @@ class StockLevelAdmin(admin.ModelAdmin):
 
 
 @admin.register(StockMovement)
-class StockMovementAdmin(admin.ModelAdmin):
+class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The ledger, read-only: the database refuses UPDATE and DELETE of its rows anyway."""
 
     list_display = [
@@ -397,15 +371,6 @@ class StockMovementAdmin(admin.ModelAdmin):
     def level_link(self, movement: StockMovement) -> str:
         url = reverse(f"{self.admin_site.name}:inventory_stocklevel_change", args=[movement.level_id])
         return format_html('<a href="{}">{} @ {}</a>', url, movement.level.product.sku, movement.level.warehouse.code)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 # --- imports and exports -----------------------------------------------------------------------

@@ -29,6 +29,7 @@ from orders.admin_forms import (
 )
 from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
+from project.admin_mixins import ReadOnlyAdminMixin
 from project.errors import DomainError
 
 # Each order moves in its own short transaction inside the web request: a selection larger than
@@ -36,7 +37,7 @@ from project.errors import DomainError
 MAX_ORDERS_PER_ACTION = 500
 
 
-class OrderLineInline(admin.TabularInline):
+class OrderLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     """The order's lines and where their units are allocated, read-only (lines never change)."""
 
     model = OrderLine
@@ -81,15 +82,6 @@ class OrderLineInline(admin.TabularInline):
     def has_view_permission(self, request, obj=None):
         # Lines are part of the order: whoever may see the order sees its lines.
         return request.user.has_perm("orders.view_order") or request.user.has_perm("orders.change_order")
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Order)
@@ -262,7 +254,7 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdempotencyKey)
-class IdempotencyKeyAdmin(admin.ModelAdmin):
+class IdempotencyKeyAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only: a key is the proof that its order was created once. Deleting one would let a
     client's retry create a second order, so keys leave only through the pruning job."""
 
@@ -298,12 +290,3 @@ class IdempotencyKeyAdmin(admin.ModelAdmin):
         if key.response_body is None:
             return "-"
         return format_html("<pre>{}</pre>", json.dumps(key.response_body, indent=2, sort_keys=True))
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

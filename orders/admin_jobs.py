@@ -15,6 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from orders import jobs
 from orders.models import BulkFulfilment, ReconciliationRun, SalesReport
+from project.admin_mixins import ReadOnlyAdminMixin
 from project.errors import DomainError
 
 IDS_SHOWN = 200
@@ -65,7 +66,7 @@ def _cells(row: dict) -> str:
 
 
 @admin.register(ReconciliationRun)
-class ReconciliationRunAdmin(admin.ModelAdmin):
+class ReconciliationRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Past runs with every breach; buttons to run one now and to release expired reservations now."""
 
     change_list_template = "admin/orders/reconciliationrun/change_list.html"
@@ -88,15 +89,6 @@ class ReconciliationRunAdmin(admin.ModelAdmin):
                 ((b["invariant"], b["check"], _cells(b["row"])) for b in run.breaches),
             ),
         )
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         return [
@@ -186,7 +178,7 @@ def _ids(values: list[int]) -> str:
 
 
 @admin.register(BulkFulfilment)
-class BulkFulfilmentAdmin(admin.ModelAdmin):
+class BulkFulfilmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "state", "requested", "fulfilled_count", "not_taken", "requested_by", "created_at"]
     list_filter = ["state"]
     list_select_related = ["requested_by"]
@@ -230,12 +222,3 @@ class BulkFulfilmentAdmin(admin.ModelAdmin):
     @admin.display(description="unknown ids")
     def missing_ids(self, run: BulkFulfilment) -> str:
         return _ids(run.missing)
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False

@@ -5,6 +5,7 @@ import logging
 import pytest
 from django.conf import settings as django_settings
 from django.core.cache import cache
+from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 from rest_framework.test import APIClient
 
@@ -37,6 +38,22 @@ def staff_user(db) -> User:
 
 def bearer(client: APIClient, key: str) -> APIClient:
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    """A superuser (overrides pytest-django's, which does not know the email login)."""
+    return User.objects.create_user(
+        email="admin@example.com", password="correct horse battery staple", is_staff=True, is_superuser=True
+    )
+
+
+@pytest.fixture
+def admin(admin_user) -> Client:
+    """The Django test client, logged in as the superuser."""
+    client = Client()
+    client.force_login(admin_user)
     return client
 
 

@@ -4,6 +4,7 @@ import contextlib
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -132,3 +133,38 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.cut()
+
+
+@contextlib.contextmanager
+def gunicorn_server(tmp_path: Path, **env: str):
+    """gunicorn (gunicorn.conf.py, test settings unless overridden) on a free port, until the block
+    ends; yields its base URL once /healthz answers."""
+    import httpx
+
+    port = free_port()
+    settings = {
+        "DJANGO_SETTINGS_MODULE": "project.settings.test",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"prometheus-{port}"),
+        **env,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+        cwd=ROOT,
+        env=subprocess_env(**settings),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def up():
+        try:
+            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        wait_for(up, timeout=30, what="gunicorn to answer")
+        yield base
+    finally:
+        stop_process(proc)

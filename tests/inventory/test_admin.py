@@ -18,20 +18,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def admin_user() -> User:
-    return User.objects.create_user(
-        email="admin@example.com", password="correct horse battery staple", is_staff=True, is_superuser=True
-    )
-
-
-@pytest.fixture
-def admin(admin_user) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-@pytest.fixture
 def product():
     return ProductFactory(sku="MUG", name="Blue mug", price=Decimal("12.50"))
 

@@ -26,20 +26,6 @@ from users.models import User
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def admin_user(db) -> User:
-    return User.objects.create_user(
-        email="admin@example.com", password="correct horse battery staple", is_staff=True, is_superuser=True
-    )
-
-
-@pytest.fixture
-def admin(admin_user) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
 def url(name: str, *args) -> str:
     return reverse(f"admin:orders_{name}", args=args)
 

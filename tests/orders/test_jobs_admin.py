@@ -25,20 +25,6 @@ from users.models import User
 
 
 @pytest.fixture
-def admin_user(db) -> User:
-    return User.objects.create_user(
-        email="admin@example.com", password="correct horse battery staple", is_staff=True, is_superuser=True
-    )
-
-
-@pytest.fixture
-def admin(admin_user) -> Client:
-    client = Client()
-    client.force_login(admin_user)
-    return client
-
-
-@pytest.fixture
 def orders(db) -> list[Order]:
     WarehouseFactory(code="MAIN", priority=1)
     ProductFactory(sku="MUG")

@@ -12,7 +12,7 @@ from django.conf import settings
 from inventory import services as stock
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.orders.conftest import order_body
-from tests.support import ROOT, TcpProxy, free_port, stop_process, subprocess_env, wait_for
+from tests.support import ROOT, TcpProxy, gunicorn_server, subprocess_env, wait_for
 from users.services import api_key_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
@@ -26,40 +26,20 @@ def _database_url(port: int) -> str:
 @pytest.fixture
 def proxied_gunicorn(tmp_path):
     proxy = TcpProxy(int(settings.DATABASES["default"].get("PORT") or 5432)).start()
-    port = free_port()
-    env = subprocess_env(
-        DJANGO_SETTINGS_MODULE="project.settings.test",
-        DATABASE_URL=_database_url(proxy.port),
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="1",
-        GUNICORN_THREADS="4",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "prom"),
-        DB_POOL_MIN_SIZE="1",
-        DB_POOL_TIMEOUT="2",
-        DB_CONNECT_TIMEOUT="2",
-        CIRCUIT_FAILURE_THRESHOLD="2",
-        CIRCUIT_COOLDOWN_SECONDS="1",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_for(up, timeout=30, what="gunicorn")
-        yield base, proxy
+        with gunicorn_server(
+            tmp_path,
+            DATABASE_URL=_database_url(proxy.port),
+            WEB_CONCURRENCY="1",
+            GUNICORN_THREADS="4",
+            DB_POOL_MIN_SIZE="1",
+            DB_POOL_TIMEOUT="2",
+            DB_CONNECT_TIMEOUT="2",
+            CIRCUIT_FAILURE_THRESHOLD="2",
+            CIRCUIT_COOLDOWN_SECONDS="1",
+        ) as base:
+            yield base, proxy
     finally:
-        stop_process(proc)
         proxy.stop()
 
 

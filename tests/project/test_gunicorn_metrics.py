@@ -1,7 +1,5 @@
 """/metrics under gunicorn with two workers sums what every worker counted."""
 
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -9,7 +7,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from tests.support import ROOT, free_port, stop_process, subprocess_env, wait_for
+from tests.support import gunicorn_server
 
 pytestmark = pytest.mark.slow
 
@@ -31,35 +29,11 @@ def _scraped_healthz_count(text: str) -> float:
 
 @pytest.fixture
 def gunicorn_two_workers(tmp_path):
-    port = free_port()
     multiproc = tmp_path / "prometheus"
-    env = subprocess_env(
-        GUNICORN_BIND=f"127.0.0.1:{port}",
-        WEB_CONCURRENCY="2",
-        GUNICORN_THREADS="2",
-        PROMETHEUS_MULTIPROC_DIR=str(multiproc),
-        DJANGO_SETTINGS_MODULE="project.settings.test",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        wait_for(up, timeout=30, what="gunicorn to answer")
+    with gunicorn_server(
+        tmp_path, WEB_CONCURRENCY="2", GUNICORN_THREADS="2", PROMETHEUS_MULTIPROC_DIR=str(multiproc)
+    ) as base:
         yield base, multiproc
-    finally:
-        stop_process(proc)
 
 
 def test_metrics_sum_the_requests_of_both_workers(gunicorn_two_workers):
