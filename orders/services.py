@@ -243,11 +243,11 @@ def _create_order_in_one_round_trip(
     inside a caller's. Retries lock timeouts, deadlocks and lost races with jitter, then
     LockTimeout; returns the response body the key stored."""
     from orders.emails import SEND_ORDER_EMAIL
-    from project.outbox import outbox_notify_channel
     from project.db import LOCK_RETRY_ATTEMPTS, LOCK_RETRY_BASE_SECONDS, is_lock_error
     from project.errors import LockTimeout
     from project.logs import request_id_var
     from project.observability import record_retry
+    from project.outbox import outbox_notify_channel
 
     _check_line_shape(lines)
     arguments = [
