@@ -42,6 +42,8 @@ def test_an_upload_in_the_admin_is_followed_on_a_self_refreshing_page_until_it_f
     for name in ("products", "stock", "orders"):
         assert f'href="{LIST}exports/{name}.csv"' in listing
     assert admin.get(f"{LIST}add/")["Location"] == f"{LIST}upload/"
+    form = admin.get(f"{LIST}upload/").content.decode()
+    assert 'enctype="multipart/form-data"' in form and 'type="file"' in form
 
     with running_import_worker():
         response = admin.post(
