@@ -45,12 +45,22 @@ class LiveServer:
         self.base = base
         self.log = log
         self.proc = proc
+        self._log_start = 0
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def log_text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        """What gunicorn logged since it started, or since forget_log()."""
+        if not self.log.exists():
+            return ""
+        with open(self.log, "rb") as log:
+            log.seek(self._log_start)
+            return log.read().decode(errors="replace")
+
+    def forget_log(self) -> None:
+        """Start reading the log from here (a server shared by several tests)."""
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
 
     def tracebacks(self) -> list[str]:
         """Tracebacks gunicorn or Django logged (an unhandled error answered 500, a worker crash)."""

@@ -209,15 +209,24 @@ def test_formula_cells_from_an_import_stay_inert_in_the_sales_report(media):
 # --- oversized and malformed requests over the wire ----------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def module_gunicorn(django_db_setup, django_db_blocker, tmp_path_factory):
+    """One gunicorn for the wire tests of this module (starting one per test costs seconds each);
+    it only needs the test database to exist, each test brings its own rows."""
+    with live_gunicorn(tmp_path_factory.mktemp("gunicorn"), workers=1, threads=4) as server:
+        yield server
+
+
 @pytest.fixture
-def live(tmp_path):
+def live(module_gunicorn):
+    """The module's gunicorn, with this test's data (flushed after it) and a fresh log window."""
     WarehouseFactory(code="MAIN")
     ProductFactory(sku="MUG")
     staff = UserFactory(is_staff=True)
     _, staff_key = api_key_create(user=staff, scopes=["read", "write", "staff"])
     _, customer_key = api_key_create(user=UserFactory())
-    with live_gunicorn(tmp_path, workers=1, threads=4) as server:
-        yield server, staff_key, customer_key
+    module_gunicorn.forget_log()
+    return module_gunicorn, staff_key, customer_key
 
 
 def raw_request(server, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
