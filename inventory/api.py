@@ -63,6 +63,7 @@ class ProductListView(APIView):
         return [AllowAny()] if self.request.method == "GET" else [IsStaff()]
 
     @extend_schema(
+        operation_id="v1_products_list",
         parameters=[CatalogueQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
         responses={200: paginated(ProductSerializer), **errors(400, 401, 404, 429, 503)},
     )

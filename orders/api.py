@@ -54,6 +54,7 @@ class OrderListView(APIView):
         return [IsAuthenticated(), ReadScope()] if self.request.method == "GET" else [IsAuthenticated(), WriteScope()]
 
     @extend_schema(
+        operation_id="v1_orders_list",
         parameters=[OrderQuerySerializer, OpenApiParameter("cursor", str), OpenApiParameter("page_size", int)],
         responses={200: paginated(OrderSerializer), **errors(400, 401, 403, 404, 429, 503)},
     )
