@@ -7,7 +7,7 @@ ENV_FILE := var/services.env
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 PORT ?= 8000
 
-.PHONY: run test setup services browser bench lint format check stop-embedded
+.PHONY: run test setup services browser loadgen bench lint format check stop-embedded
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -35,15 +35,19 @@ run: setup
 	@$(WITH_ENV) PORT=$(PORT) exec $(VENV)/bin/honcho start --no-prefix -f Procfile
 
 # The browser tests (tests/e2e) drive Debian's chromium; Playwright's own download is not used.
+# The benchmark (and its one-second smoke in the tests) drives gunicorn with Debian's wrk.
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: setup browser
+loadgen:
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+
+test: setup browser loadgen
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
-bench: setup
-	@$(WITH_ENV) $(PY) -m tests.bench
+bench: setup loadgen
+	@$(WITH_ENV) $(PY) -m tests.bench $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

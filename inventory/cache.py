@@ -22,6 +22,10 @@ from project.db import is_lock_error
 from project.degraded import mark_stale
 
 LIST_TOKEN_KEY = "catalogue:list:token"  # noqa: S105 - a cache key name, not a secret
+# Part of every product key too: a change touching many products (an import, the expiry sweep)
+# replaces this one token instead of one per product.
+GENERATION_KEY = "catalogue:generation"
+MANY_PRODUCTS = 100
 TTL_SECONDS = 300
 
 
@@ -38,9 +42,24 @@ def _token(key: str) -> str:
 
 
 def _new_tokens(skus: list[str]) -> None:
-    tokens = {_product_token_key(sku): uuid.uuid4().hex for sku in skus}
+    if len(skus) > MANY_PRODUCTS:
+        tokens = {GENERATION_KEY: uuid.uuid4().hex}
+    else:
+        tokens = {_product_token_key(sku): uuid.uuid4().hex for sku in skus}
     tokens[LIST_TOKEN_KEY] = uuid.uuid4().hex
     cache.set_many(tokens, timeout=None)
+
+
+def _product_tokens(sku: str) -> str:
+    """The product's own token and the catalogue generation, in one round trip."""
+    keys = [_product_token_key(sku), GENERATION_KEY]
+    found = cache.get_many(keys)
+    missing = [key for key in keys if key not in found]
+    for key in missing:
+        cache.add(key, uuid.uuid4().hex, timeout=None)
+    if missing:
+        found = cache.get_many(keys)
+    return ":".join(found.get(key, "no-cache") for key in keys)
 
 
 def catalogue_changed(skus: Iterable[str]) -> None:
@@ -70,7 +89,7 @@ def _cached(key: str, last_good_key: str, build: Callable[[], Any]) -> Any:
 
 
 def cached_product(sku: str, build: Callable[[], Any]) -> Any:
-    key = f"catalogue:product:{sku}:{_token(_product_token_key(sku))}"
+    key = f"catalogue:product:{sku}:{_product_tokens(sku)}"
     return _cached(key, f"catalogue:last:product:{sku}", build)
 
 

@@ -2,9 +2,11 @@
 
 import contextlib
 import os
+import selectors
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,89 +52,100 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
 
 
 class TcpProxy:
-    """A TCP proxy the test owns, so an outage can be made without touching the real server.
+    """Forwards 127.0.0.1:<port> to a target. `cut()` closes every connection and stops
+    listening (clients get 'connection refused'); `restore()` listens again on the same port."""
 
-    `cut()` drops every open connection and refuses new ones; `restore()` accepts again on the
-    same port.
-    """
-
-    def __init__(self, target_port: int, target_host: str = "127.0.0.1"):
-        import threading
-
+    def __init__(self, target_host: str, target_port: int):
         self.target = (target_host, target_port)
-        self.port = free_port()
+        self._listener: socket.socket | None = None
+        self._port = 0
+        self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
-        self._sockets: set = set()
-        self._listener = None
-        self._closing = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.connections = 0
+
+    @property
+    def port(self) -> int:
+        return self._port
 
     def start(self) -> "TcpProxy":
-        import socket
-        import threading
-
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
-        listener.listen(128)
-        self._listener = listener
-        self._closing = False
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self._listen()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
         return self
 
-    def _accept(self, listener) -> None:
-        import socket
-        import threading
+    def _listen(self) -> None:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self._port))
+        sock.listen(64)
+        sock.settimeout(0.05)
+        self._port = sock.getsockname()[1]
+        self._listener = sock
 
-        while True:
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            listener = self._listener
+            if listener is None:
+                self._stop.wait(0.05)
+                continue
             try:
                 client, _ = listener.accept()
-            except OSError:
-                return
+            except (TimeoutError, OSError):
+                continue
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
+                upstream = socket.create_connection(self.target, timeout=2)
             except OSError:
                 client.close()
                 continue
             with self._lock:
-                if self._closing:
-                    client.close()
-                    upstream.close()
-                    continue
-                self._sockets.update({client, upstream})
-            for source, sink in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+                self._pairs.append((client, upstream))
+                self.connections += 1
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
 
-    def _pipe(self, source, sink) -> None:
+    def _pump(self, client: socket.socket, upstream: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, upstream)
+        selector.register(upstream, selectors.EVENT_READ, client)
         try:
-            while data := source.recv(65536):
-                sink.sendall(data)
+            while not self._stop.is_set():
+                for key, _ in selector.select(timeout=0.1):
+                    data = key.fileobj.recv(65536)
+                    if not data:
+                        return
+                    key.data.sendall(data)
         except OSError:
-            pass
+            return
         finally:
-            for sock in (source, sink):
+            selector.close()
+            for sock in (client, upstream):
                 with contextlib.suppress(OSError):
                     sock.close()
 
     def cut(self) -> None:
-        import socket
-
         with self._lock:
-            self._closing = True
             if self._listener is not None:
                 self._listener.close()
                 self._listener = None
-            for sock in self._sockets:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                sock.close()
-            self._sockets.clear()
+            for client, upstream in self._pairs:
+                for sock in (client, upstream):
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+                        sock.close()
+            self._pairs.clear()
 
     def restore(self) -> None:
-        self.start()
+        with self._lock:
+            if self._listener is None:
+                self._listen()
 
-    def stop(self) -> None:
+    def close(self) -> None:
         self.cut()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 @contextlib.contextmanager

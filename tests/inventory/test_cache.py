@@ -70,3 +70,22 @@ def test_stock_decisions_never_read_the_cache(api_client, mug):
     # ... but a reservation decides from the database.
     with pytest.raises(InsufficientStock), transaction.atomic():
         services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
+
+
+def test_a_change_to_many_products_invalidates_them_all_with_one_token(api_client, transactional_db):
+    warehouse = WarehouseFactory(code="MAIN")
+    products = ProductFactory.create_batch(120)
+    for product in products:
+        StockLevel.objects.create(product=product, warehouse=warehouse, on_hand=5)
+    from inventory.models import StockMovement
+
+    StockMovement.objects.bulk_create(
+        [StockMovement(level=level, delta_on_hand=5, reason="receipt") for level in StockLevel.objects.all()]
+    )
+    first, last = products[0].sku, products[-1].sku
+    assert (available(api_client, first), available(api_client, last)) == (5, 5)
+
+    with transaction.atomic():
+        services.reserve_stock(lines=[(p, 1) for p in products], reference="BIG")
+
+    assert (available(api_client, first), available(api_client, last)) == (4, 4)

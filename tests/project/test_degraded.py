@@ -25,7 +25,7 @@ def _database_url(port: int) -> str:
 
 @pytest.fixture
 def proxied_gunicorn(tmp_path):
-    proxy = TcpProxy(int(settings.DATABASES["default"].get("PORT") or 5432)).start()
+    proxy = TcpProxy("127.0.0.1", int(settings.DATABASES["default"].get("PORT") or 5432)).start()
     try:
         with gunicorn_server(
             tmp_path,
@@ -40,7 +40,7 @@ def proxied_gunicorn(tmp_path):
         ) as base:
             yield base, proxy
     finally:
-        proxy.stop()
+        proxy.close()
 
 
 def test_database_outage_serves_stale_catalogue_refuses_writes_and_recovers(proxied_gunicorn):
