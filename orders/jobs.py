@@ -79,12 +79,17 @@ def _allocations_by_order(order_ids: Sequence[int]) -> list[tuple[int, int, int,
 
 
 @atomic_with_retry
-def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
+def _expire_chunk(
+    *, limit: int, order_ids: Sequence[int] | None, after: tuple | None = None
+) -> tuple[int, tuple | None]:
+    """Expire one chunk; returns how many and the (expires_at, id) to continue after."""
     _raise_statement_timeout()
     now = timezone.now()
-    orders = locks.claim_expired_reservations(now=now, limit=limit, order_ids=order_ids)
-    if not orders:
-        return 0
+    claimed = locks.claim_expired_reservations(now=now, limit=limit, order_ids=order_ids, after=after)
+    if not claimed:
+        return 0, after
+    orders = [(order_id, number) for order_id, number, _ in claimed]
+    last = (claimed[-1][2], claimed[-1][0])
     ids = [order_id for order_id, _ in orders]
     # The rows are ours (claimed above) and still `reserved`: move them and enqueue their emails
     # before any stock level is locked, so those locks are held for the releases alone.
@@ -103,7 +108,7 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None) -> int:
         skus.add(sku)
     if releases:
         release_stock_per_reference(releases=releases, skus=skus, reason=StockMovement.Reason.EXPIRY)
-    return len(ids)
+    return len(ids), last
 
 
 def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: int | None = None) -> int:
@@ -118,9 +123,9 @@ def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: i
     """
     limit = chunk_size or settings.EXPIRY_CHUNK_SIZE
     ids = order_ids_checked(list(order_ids)) if order_ids is not None else None
-    total = 0
+    total, after = 0, None
     while True:
-        expired = _expire_chunk(limit=limit, order_ids=ids)
+        expired, after = _expire_chunk(limit=limit, order_ids=ids, after=after)
         total += expired
         record_expired(expired)  # after the chunk committed: a rolled-back chunk is not counted
         if expired < limit:  # the rest, if any, is held by another sweeper

@@ -43,7 +43,7 @@ class Order(models.Model):
             models.Index(fields=["user", "-id"], name="order_user_id"),
             models.Index(fields=["status", "-id"], name="order_status_id"),
             # The expiry sweep reads only unpaid reservations, oldest deadline first.
-            models.Index(fields=["expires_at"], condition=Q(status="reserved"), name="order_reserved_expiry"),
+            models.Index(fields=["expires_at", "id"], condition=Q(status="reserved"), name="order_reserved_expiry_id"),
         ]
 
     def __str__(self) -> str:
