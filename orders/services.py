@@ -120,13 +120,25 @@ def _drop_claim(claim_id: int) -> None:
 # --- placing ----------------------------------------------------------------------------------
 
 
-def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]]:
+def _check_line_count(lines: Sequence[OrderLineRequest]) -> None:
+    """One line per SKU, 1 to ORDER_MAX_LINES lines (both placement paths, before any query)."""
     skus = [line.sku for line in lines]
     if len(set(skus)) != len(skus):
         raise InvalidInput(fields={"lines": ["Each SKU may appear on one line only."]})
     if not lines or len(lines) > settings.ORDER_MAX_LINES:
         raise InvalidInput(fields={"lines": [f"An order has 1 to {settings.ORDER_MAX_LINES} lines."]})
-    products = {p.sku: p for p in Product.objects.filter(sku__in=skus)}
+
+
+def _quantity_errors(line: OrderLineRequest) -> dict:
+    quantity = line.quantity
+    if not isinstance(quantity, bool) and isinstance(quantity, int) and 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
+        return {}
+    return {"quantity": [f"Must be a whole number from 1 to {settings.ORDER_MAX_QUANTITY}."]}
+
+
+def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]]:
+    _check_line_count(lines)
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[line.sku for line in lines])}
     problems, found = [], []
     for line in lines:
         product = products.get(line.sku)
@@ -135,12 +147,7 @@ def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]
             errors["sku"] = [f"Unknown SKU {line.sku!r}."]
         elif not product.active:
             errors["sku"] = [f"{line.sku!r} is no longer sold."]
-        if (
-            isinstance(line.quantity, bool)
-            or not isinstance(line.quantity, int)
-            or not (1 <= line.quantity <= settings.ORDER_MAX_QUANTITY)
-        ):
-            errors["quantity"] = [f"Must be a whole number from 1 to {settings.ORDER_MAX_QUANTITY}."]
+        errors.update(_quantity_errors(line))
         problems.append(errors)
         found.append((product, line.quantity))
     if any(problems):
@@ -217,19 +224,8 @@ LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "allocations")
 
 def _check_line_shape(lines: Sequence[OrderLineRequest]) -> None:
     """The checks of _products_for that need no database (the SQL function checks the SKUs)."""
-    skus = [line.sku for line in lines]
-    if len(set(skus)) != len(skus):
-        raise InvalidInput(fields={"lines": ["Each SKU may appear on one line only."]})
-    if not lines or len(lines) > settings.ORDER_MAX_LINES:
-        raise InvalidInput(fields={"lines": [f"An order has 1 to {settings.ORDER_MAX_LINES} lines."]})
-    problems = [
-        {}
-        if not isinstance(line.quantity, bool)
-        and isinstance(line.quantity, int)
-        and 1 <= line.quantity <= settings.ORDER_MAX_QUANTITY
-        else {"quantity": [f"Must be a whole number from 1 to {settings.ORDER_MAX_QUANTITY}."]}
-        for line in lines
-    ]
+    _check_line_count(lines)
+    problems = [_quantity_errors(line) for line in lines]
     if any(problems):
         raise InvalidInput(fields={"lines": problems})
 
