@@ -396,50 +396,6 @@ def _apply_deltas(
     )
 
 
-def release_stock_per_reference(
-    *, releases: Sequence[tuple[int, int, str]], skus: Iterable[str], reason: str = Reason.RELEASE, actor=None
-) -> None:
-    """Give reserved units back for many references at once (the expiry sweep's chunk of orders):
-    (level_id, n, reference) each. Locks the levels in pk order, updates each level once with its
-    total, and writes one ledger row per (level, reference), so every order keeps its own rows."""
-    require_transaction("release_stock_per_reference")
-    per_level: dict[int, int] = defaultdict(int)
-    for level_id, quantity, _ in releases:
-        if quantity <= 0:
-            raise InvalidInput(f"Release quantities must be positive, got {quantity} for level {level_id}.")
-        per_level[level_id] += quantity
-    ids = sorted(per_level)
-    locks.lock_stock_levels(ids)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE inventory_stocklevel AS s SET reserved = s.reserved - v.n, updated_at = now()
-              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n)
-             WHERE s.id = v.id
-            """,
-            [ids, [per_level[i] for i in ids]],
-        )
-        if cursor.rowcount != len(ids):
-            raise InvalidStock("Some stock levels of these allocations no longer exist.")
-        cursor.execute(
-            """
-            INSERT INTO inventory_stockmovement
-                   (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
-            SELECT v.level_id, 0, -v.n, %s, v.reference, '', %s, now()
-              FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(level_id, n, reference)
-            """,
-            [
-                reason,
-                getattr(actor, "pk", None),
-                [level for level, _, _ in releases],
-                [quantity for _, quantity, _ in releases],
-                [reference for _, _, reference in releases],
-            ],
-        )
-    STOCK_CHANGES.labels(reason=reason).inc(len(releases))
-    catalogue_changed(skus)
-
-
 def release_stock(
     *,
     allocations: Sequence[tuple[int, int]],

@@ -11,7 +11,7 @@ import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -21,9 +21,9 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from inventory import locks as stock_locks
+from inventory.cache import catalogue_changed
 from inventory.models import StockLevel, StockMovement
 from inventory.selectors import stock_ledger_breaches
-from inventory.services import release_stock_per_reference
 from orders import locks
 from orders.emails import SEND_ORDER_EMAIL
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, OrderLine, ReconciliationRun, SalesReport
@@ -31,8 +31,9 @@ from orders.selectors import order_stock_breaches
 from orders.services import order_fulfil
 from project.db import atomic_with_retry, try_advisory_xact_lock
 from project.errors import InvalidInput
-from project.observability import record_expired
-from project.outbox import outbox_enqueue, outbox_enqueue_many
+from project.logs import request_id_var
+from project.observability import record_expired, record_stock_changes
+from project.outbox import notify_relay, outbox_enqueue
 
 logger = logging.getLogger("stockroom.orders.jobs")
 
@@ -79,36 +80,22 @@ def _allocations_by_order(order_ids: Sequence[int]) -> list[tuple[int, int, int,
 
 
 @atomic_with_retry
-def _expire_chunk(
-    *, limit: int, order_ids: Sequence[int] | None, after: tuple | None = None
-) -> tuple[int, tuple | None]:
-    """Expire one chunk; returns how many and the (expires_at, id) to continue after."""
+def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None, after: tuple) -> tuple[int, tuple]:
+    """Expire one chunk in one call of orders_expire_chunk (orders/expiry.sql); returns how many
+    and the (expires_at, id) to continue after."""
     _raise_statement_timeout()
-    now = timezone.now()
-    claimed = locks.claim_expired_reservations(now=now, limit=limit, order_ids=order_ids, after=after)
-    if not claimed:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT * FROM orders_expire_chunk(%s, %s, %s, %s, %s, %s, %s)",
+            [timezone.now(), limit, *after, order_ids, SEND_ORDER_EMAIL, request_id_var.get() or ""],
+        )
+        expired, last_expires, last_id, ledger_rows, skus = cursor.fetchone()
+    if not expired:
         return 0, after
-    orders = [(order_id, number) for order_id, number, _ in claimed]
-    last = (claimed[-1][2], claimed[-1][0])
-    ids = [order_id for order_id, _ in orders]
-    # The rows are ours (claimed above) and still `reserved`: move them and enqueue their emails
-    # before any stock level is locked, so those locks are held for the releases alone.
-    moved = Order.objects.filter(pk__in=ids, status=Status.RESERVED).update(
-        status=Status.EXPIRED, expired_at=now, updated_at=now, version=F("version") + 1
-    )
-    if moved != len(ids):
-        raise AssertionError(f"expired {moved} of {len(ids)} claimed orders")  # rolls the chunk back
-    outbox_enqueue_many(task=SEND_ORDER_EMAIL, kwargs_list=[{"order_id": i, "kind": "expired"} for i in ids])
-    # One set-based release for the whole chunk: the levels are locked in pk order and updated
-    # once each, and every order keeps its own `expiry` ledger rows (reference: its number).
-    numbers = dict(orders)
-    releases, skus = [], set()
-    for order_id, level_id, quantity, sku in _allocations_by_order(ids):
-        releases.append((level_id, quantity, numbers[order_id]))
-        skus.add(sku)
-    if releases:
-        release_stock_per_reference(releases=releases, skus=skus, reason=StockMovement.Reason.EXPIRY)
-    return len(ids), last
+    notify_relay()
+    record_stock_changes(StockMovement.Reason.EXPIRY, ledger_rows)
+    catalogue_changed(skus)
+    return expired, (last_expires, last_id)
 
 
 def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: int | None = None) -> int:
@@ -123,7 +110,7 @@ def expire_reservations(*, order_ids: Iterable[int] | None = None, chunk_size: i
     """
     limit = chunk_size or settings.EXPIRY_CHUNK_SIZE
     ids = order_ids_checked(list(order_ids)) if order_ids is not None else None
-    total, after = 0, None
+    total, after = 0, (datetime.min.replace(tzinfo=UTC), 0)  # before every (expires_at, id)
     while True:
         expired, after = _expire_chunk(limit=limit, order_ids=ids, after=after)
         total += expired

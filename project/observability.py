@@ -87,7 +87,8 @@ def record_retry(service: str, cause: str) -> None:
 
 
 def record_stock_changes(reason: str, count: int) -> None:
-    """For ledger rows written in SQL (orders/placement.sql), which inventory.services cannot count."""
+    """For ledger rows written in SQL (orders/placement.sql, orders/expiry.sql), which inventory.services
+    cannot count."""
     if count:
         STOCK_CHANGES.labels(reason=reason).inc(count)
 

@@ -76,7 +76,7 @@ def outbox_notify_channel() -> str | None:
     return settings.OUTBOX_NOTIFY_CHANNEL
 
 
-def _notify_relay() -> None:
+def notify_relay() -> None:
     """Wake the relay at commit (unless throttled). One transaction's notifications fold into one."""
     channel = outbox_notify_channel()
     if channel is not None:
@@ -127,7 +127,7 @@ def outbox_enqueue_many(*, task: str, kwargs_list: Iterable[dict]) -> int:
                 """,
                 [task, request_id_var.get() or "", encoded],
             )
-        _notify_relay()
+        notify_relay()
     return len(encoded)
 
 
@@ -265,7 +265,7 @@ def outbox_retry(*, message_ids: Iterable[int]) -> int:
             state=State.PENDING, attempts=0, next_attempt_at=Now(), sent_at=None
         )
         if retried:
-            _notify_relay()
+            notify_relay()
     return retried
 
 

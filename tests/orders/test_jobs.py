@@ -12,7 +12,9 @@ import psycopg
 import pytest
 from django.core import mail
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from inventory import services as stock
 from inventory.models import StockLevel, StockMovement
@@ -21,6 +23,7 @@ from orders.api import render_order
 from orders.emails import KINDS
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
 from project.db import advisory_key
+from project.logs import request_id_var
 from project.models import OutboxMessage
 from project.tasks import prune_outbox
 from tests.concurrency.support import run_concurrently
@@ -135,6 +138,58 @@ def test_expiry_limited_to_selected_orders(db):
 
     assert Order.objects.get(pk=first.pk).status == Status.RESERVED
     assert Order.objects.get(pk=second.pk).status == Status.EXPIRED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expiry_chunks_follow_the_deadline_then_the_id_and_release_everything(api_client):
+    _stock(skus=("MUG",))
+    buyer = UserFactory()
+    orders = [_place(buyer, ("MUG", 1)) for _ in range(7)]
+    deadline = timezone.now() - timedelta(minutes=5)
+    # Five share a deadline; the two placed last are due earlier, so neither id nor deadline
+    # alone gives the order the chunks must follow.
+    Order.objects.filter(pk__in=[o.pk for o in orders[:5]]).update(expires_at=deadline)
+    Order.objects.filter(pk__in=[o.pk for o in orders[5:]]).update(expires_at=deadline - timedelta(minutes=1))
+    assert api_client.get("/api/v1/products/MUG").json()["available"] == 393  # now cached
+    changes = REGISTRY.get_sample_value("stockroom_stock_changes_total", {"reason": "expiry"}) or 0
+    token = request_id_var.set("req-expiry-1")
+    try:
+        with CaptureQueriesContext(connection) as queries:
+            assert jobs.expire_reservations(chunk_size=3) == 7
+    finally:
+        request_id_var.reset(token)
+
+    assert sum("orders_expire_chunk" in q["sql"] for q in queries.captured_queries) == 3  # 3 (both deadlines) + 3 + 1
+    assert set(Order.objects.values_list("status", flat=True)) == {Status.EXPIRED}
+    assert _reserved_total() == 0
+    assert api_client.get("/api/v1/products/MUG").json()["available"] == 400  # invalidated at commit
+    rows = StockMovement.objects.filter(reason="expiry")
+    assert sorted(rows.values_list("reference", "delta_reserved")) == sorted((o.number, -1) for o in orders)
+    emails = OutboxMessage.objects.filter(task="orders.send_order_email", kwargs__kind="expired")
+    assert sorted(emails.values_list("kwargs__order_id", "request_id")) == [(o.pk, "req-expiry-1") for o in orders]
+    assert REGISTRY.get_sample_value("stockroom_stock_changes_total", {"reason": "expiry"}) == changes + 7
+    assert_stock_invariants()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_expiry_leaves_orders_another_transaction_holds_for_the_next_sweep():
+    _stock(skus=("MUG",))
+    buyer = UserFactory()
+    orders = [_place(buyer, ("MUG", 2)) for _ in range(5)]
+    _overdue(orders)
+    held = {orders[1].pk, orders[3].pk}
+    other = _lock_in_other_transaction(held)
+    try:
+        assert jobs.expire_reservations(chunk_size=2) == 3  # never waits for the held rows
+        reserved = set(Order.objects.filter(status=Status.RESERVED).values_list("pk", flat=True))
+        assert reserved == held
+        assert _reserved_total() == 4
+    finally:
+        other.close()
+
+    assert jobs.expire_reservations(chunk_size=2) == 2
+    assert _reserved_total() == 0
+    assert_stock_invariants()
 
 
 @pytest.mark.django_db(transaction=True)
