@@ -181,3 +181,15 @@ def gunicorn_server(tmp_path: Path, **env: str):
         yield base
     finally:
         stop_process(proc)
+
+
+def other_connection(**options):
+    """A psycopg connection of its own to the test database, beside Django's (a second session
+    that holds locks, listens or waits while the code under test runs)."""
+    import psycopg
+    from django.db import connection
+
+    params = connection.get_connection_params()
+    for key in ("cursor_factory", "context", "prepare_threshold"):
+        params.pop(key, None)
+    return psycopg.connect(**params, **options)

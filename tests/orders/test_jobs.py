@@ -8,7 +8,6 @@ import uuid
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 
-import psycopg
 import pytest
 from django.core import mail
 from django.db import connection
@@ -31,7 +30,7 @@ from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import ADDRESS
 from tests.project.outbox_support import LogCapture, RelayThread, running_worker
-from tests.support import wait_for
+from tests.support import other_connection, wait_for
 
 Status = Order.Status
 
@@ -68,10 +67,7 @@ def _reserved_total() -> int:
 
 def _lock_in_other_transaction(order_ids):
     """A second connection holding row locks on these orders until closed."""
-    params = connection.get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(key, None)
-    other = psycopg.connect(**params)
+    other = other_connection()
     other.execute("SELECT id FROM orders_order WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [list(order_ids)])
     return other
 
@@ -401,10 +397,7 @@ def test_reconciliation_finds_no_breach_after_the_demo_data():
 
 @pytest.mark.django_db(transaction=True)
 def test_reconciliation_is_a_singleton():
-    params = connection.get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(key, None)
-    with psycopg.connect(**params) as other:
+    with other_connection() as other:
         other.execute("SELECT pg_advisory_xact_lock(%s)", [advisory_key(jobs.RECONCILE_LOCK)])
 
         assert jobs.reconcile_stock() is None

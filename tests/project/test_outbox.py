@@ -34,7 +34,7 @@ from tests.project.outbox_support import (
     broker_url_via,
     running_worker,
 )
-from tests.support import ROOT, stop_process, subprocess_env, wait_for
+from tests.support import ROOT, other_connection, stop_process, subprocess_env, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
@@ -84,10 +84,7 @@ def _broker_failures() -> float:
 
 
 def _listener() -> psycopg.Connection:
-    params = connection.get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(key, None)
-    listener = psycopg.connect(**params, autocommit=True)
+    listener = other_connection(autocommit=True)
     listener.execute("LISTEN stockroom_outbox")
     return listener
 
