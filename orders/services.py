@@ -6,9 +6,7 @@ and deadlocks (then 503 `lock_timeout`). Every stock effect writes its ledger ro
 """
 
 import json
-import random
 import secrets
-import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ from orders import locks
 from orders.emails import order_email_enqueue
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
-from project.db import atomic_with_retry
+from project.db import Retry, atomic_with_retry, retry_lock_errors
 from project.errors import DomainError, InvalidInput, NotFound, PreconditionFailed, envelope
 from project.observability import observe_order_placement, record_stock_changes
 
@@ -236,13 +234,10 @@ def _create_order_in_one_round_trip(
     """The `conditional` strategy's order transaction as one call of orders_place_order
     (orders/placement.sql): the same steps, checks, ledger rows and lock order as _create_order,
     without a round trip per step. Runs as its own transaction (autocommit), or in a savepoint
-    inside a caller's. Retries lock timeouts, deadlocks and lost races with jitter, then
+    inside a caller's. Retries lock timeouts, deadlocks and lost races (SR503) with jitter, then
     LockTimeout; returns the response body the key stored."""
     from orders.emails import SEND_ORDER_EMAIL
-    from project.db import LOCK_RETRY_ATTEMPTS, LOCK_RETRY_BASE_SECONDS, is_lock_error
-    from project.errors import LockTimeout
     from project.logs import request_id_var
-    from project.observability import record_retry
     from project.outbox import outbox_notify_channel
 
     _check_line_shape(lines)
@@ -253,25 +248,24 @@ def _create_order_in_one_round_trip(
         timezone.now() + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
         request_id_var.get() or "", SEND_ORDER_EMAIL, outbox_notify_channel(), PLACEMENT_ATTEMPTS,
     ]  # fmt: skip
-    for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
+
+    def place() -> dict:
         try:
             with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
                 cursor.execute(
                     "SELECT orders_place_order(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)",
                     arguments,
                 )
-                result = json.loads(cursor.fetchone()[0])  # Django has psycopg hand jsonb over as text
-            break
+                return json.loads(cursor.fetchone()[0])  # Django has psycopg hand jsonb over as text
         except DatabaseError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None)
             if sqlstate == "SR410":
                 raise RequestInFlight("This Idempotency-Key was completed by another request.") from None
-            if sqlstate != "SR503" and not is_lock_error(exc):
-                raise
-            if attempt == LOCK_RETRY_ATTEMPTS:
-                raise LockTimeout() from exc
-            record_retry("orders_place_order", sqlstate or type(exc.__cause__).__name__)
-            time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
+            if sqlstate == "SR503":
+                raise Retry("Availability kept changing while the order was planned.") from exc
+            raise
+
+    result = retry_lock_errors(place, name="orders_place_order")
     if result.get("refusal") == "invalid":
         raise InvalidInput(fields=result["fields"])
     if result.get("refusal") == "insufficient_stock":

@@ -10,6 +10,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from django.db import OperationalError, connection, transaction
 from psycopg import errors as pg_errors
@@ -20,6 +21,8 @@ logger = logging.getLogger("stockroom.db")
 
 LOCK_RETRY_ATTEMPTS = 4
 LOCK_RETRY_BASE_SECONDS = 0.02
+
+T = TypeVar("T")
 
 RETRYABLE_PG_ERRORS = (pg_errors.LockNotAvailable, pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 
@@ -33,6 +36,32 @@ def is_lock_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and isinstance(exc.__cause__, RETRYABLE_PG_ERRORS)
 
 
+def retry_cause(exc: BaseException) -> str:
+    """The metric label of a retry: `Retry`, or PostgreSQL's error (LockNotAvailable, DeadlockDetected...)."""
+    return "Retry" if isinstance(exc, Retry) else type(exc.__cause__).__name__
+
+
+def retry_lock_errors(run: Callable[[], T], *, name: str) -> T:
+    """Call `run` until it returns; a lock timeout, deadlock or `Retry` calls it again after a
+    jittered pause, anything else propagates. After the last attempt: LockTimeout (503 with
+    Retry-After). `run` must own its transaction (or run in autocommit), so a retry re-runs all
+    of it."""
+    for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
+        try:
+            return run()
+        except (OperationalError, Retry) as exc:
+            if isinstance(exc, OperationalError) and not is_lock_error(exc):
+                raise
+            if attempt == LOCK_RETRY_ATTEMPTS:
+                logger.warning("%s gave up after %d attempts: %s", name, attempt, exc)
+                raise LockTimeout() from exc
+            from project.observability import record_retry
+
+            record_retry(name, retry_cause(exc))
+            time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
+    raise AssertionError("unreachable")
+
+
 def atomic_with_retry(fn: Callable) -> Callable:
     """Run `fn` in its own transaction; retry lock timeouts, deadlocks and `Retry` with jitter.
 
@@ -43,24 +72,13 @@ def atomic_with_retry(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        if connection.in_atomic_block:
+        def run():
             with transaction.atomic():
                 return fn(*args, **kwargs)
-        for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
-            try:
-                with transaction.atomic():
-                    return fn(*args, **kwargs)
-            except (OperationalError, Retry) as exc:
-                if isinstance(exc, OperationalError) and not is_lock_error(exc):
-                    raise
-                if attempt == LOCK_RETRY_ATTEMPTS:
-                    logger.warning("%s gave up after %d attempts: %s", fn.__qualname__, attempt, exc)
-                    raise LockTimeout() from exc
-                from project.observability import record_retry
 
-                record_retry(fn.__qualname__, type(exc).__name__)
-                time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
-        raise AssertionError("unreachable")
+        if connection.in_atomic_block:
+            return run()
+        return retry_lock_errors(run, name=fn.__qualname__)
 
     return wrapper
 

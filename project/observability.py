@@ -166,12 +166,11 @@ def initialise_series() -> None:
     for reason in StockMovement.Reason.values:
         STOCK_CHANGES.labels(reason=reason)
     # The order service's retries, the ones the dashboard watches first.
-    for service, cause in (
-        ("_create_order", "OperationalError"),
-        ("_create_order", "Retry"),
-        ("orders_place_order", "SR503"),  # the one-round-trip placement (orders/placement.sql)
-    ):
-        LOCK_RETRIES.labels(service=service, cause=cause)
+    # (project.db.retry_cause: `Retry`, or PostgreSQL's error; orders_place_order is the
+    # one-round-trip placement of orders/placement.sql.)
+    for service in ("_create_order", "orders_place_order"):
+        for cause in ("LockNotAvailable", "DeadlockDetected", "Retry"):
+            LOCK_RETRIES.labels(service=service, cause=cause)
     SLOW_QUERIES.labels(alias="default")
     for group in ratelimit.GROUPS:
         ratelimit.LIMITED.labels(group=group)
