@@ -1,6 +1,7 @@
 """The rate limiter against the real Redis (its own key prefix per test), and against a closed port."""
 
 import re
+import socket
 import threading
 import time
 import uuid
@@ -14,7 +15,7 @@ from django.test import Client, RequestFactory
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
-from project.ratelimit import Rate, RateLimitMiddleware, client_address, limiter
+from project.ratelimit import GCRA_SCRIPT, Rate, RateLimitMiddleware, ScriptConnections, client_address, limiter
 from tests.conftest import bearer
 from tests.support import closed_port
 from users.services import api_key_create
@@ -263,6 +264,97 @@ class TestRedisUnreachable:
         assert len(warnings) == 1
         assert warnings[0]["level"] == "WARNING"
         assert warnings[0]["request_id"]
+
+
+def test_a_redis_that_does_not_know_the_script_is_sent_it_with_the_call(limits):
+    # A script of our own (a unique comment), so no other test or process has loaded it: like
+    # the first call after a Redis restart. Never SCRIPT FLUSH: the machine's Redis is shared.
+    script = f"{GCRA_SCRIPT}\n-- {uuid.uuid4().hex}"
+    connections = ScriptConnections(limits.RATELIMIT_REDIS_URL, size=2, timeout=1.0, script=script)
+    client = redis.Redis.from_url(limits.RATELIMIT_REDIS_URL)
+    key = f"{limits.CACHE_KEY_PREFIX}:rl:read:addr:192.0.2.50"
+    try:
+        assert client.script_exists(connections.sha) == [False]
+        first = connections.evalsha([key], [1_000_000, 2_000_000, 1])
+        second = connections.evalsha([key], [1_000_000, 2_000_000, 1])
+        third = connections.evalsha([key], [1_000_000, 2_000_000, 1])
+        assert client.script_exists(connections.sha) == [True]
+    finally:
+        connections.close()
+        client.close()
+
+    assert [first[:2], second[:2], third[0]] == [[1, 1], [1, 0], 0]
+
+
+class SlowRedis:
+    """A fake Redis on a port of its own: answers the connection handshake, and to the
+    script call `allowed` (1 or 0) after `delay` seconds; `delays` is popped per script call."""
+
+    def __init__(self, delays: list[float]):
+        self.delays = delays
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        with conn:
+            buffer = b""
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    return
+                if not data:
+                    return
+                buffer += data
+                # One command per packet is enough for redis-py's handshake and the limiter.
+                command, buffer = buffer, b""
+                if b"EVAL" in command:
+                    delay = self.delays.pop(0) if self.delays else 0.0
+                    time.sleep(delay)
+                    allowed = 0 if delay else 1  # a late answer says "refused": it must never be read
+                    reply = f"*4\r\n:{allowed}\r\n:5\r\n:1\r\n:{0 if allowed else 60_000_000}\r\n".encode()
+                elif b"HELLO" in command:
+                    reply = b"%1\r\n$5\r\nproto\r\n:3\r\n"
+                else:
+                    reply = b"+OK\r\n"
+                try:
+                    conn.sendall(reply)
+                except OSError:
+                    return
+
+    def close(self):
+        self.listener.close()
+
+
+def test_a_stalled_redis_costs_a_request_the_timeout_and_its_late_answer_is_never_read(limits, client):
+    slow = SlowRedis(delays=[0.6])
+    limits.RATELIMIT_REDIS_URL = f"redis://127.0.0.1:{slow.port}/0"
+    limits.RATELIMIT_REDIS_TIMEOUT = 0.2
+    reads = failures("read")
+    try:
+        started = time.monotonic()
+        stalled = client.get("/api/v1/nothing-here")
+        waited = time.monotonic() - started
+        time.sleep(0.6)  # the late "refused" answer has arrived on the connection that gave up
+        after = [client.get("/api/v1/nothing-here") for _ in range(3)]
+    finally:
+        slow.close()
+
+    assert stalled.status_code == 404  # read: failed open
+    assert "RateLimit" not in stalled
+    assert waited < 0.55
+    assert failures("read") == reads + 1
+    assert [response.status_code for response in after] == [404] * 3
+    assert [state(response)["r"] for response in after] == [5] * 3  # each an answer to its own call
 
 
 @pytest.mark.parametrize(
