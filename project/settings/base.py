@@ -52,7 +52,7 @@ MIDDLEWARE = [
     "project.profiling.ProfileMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "project.request_metrics.PrometheusAfterMiddleware",  # django-prometheus's, cheaper per request
 ]
 
 ROOT_URLCONF = "project.urls"

@@ -1,0 +1,60 @@
+"""Our PrometheusAfterMiddleware records exactly the series django-prometheus' own records."""
+
+import pytest
+from django.conf import settings
+from django.test import Client, override_settings
+from prometheus_client import REGISTRY
+
+LIBRARY = "django_prometheus.middleware.PrometheusAfterMiddleware"
+OURS = "project.request_metrics.PrometheusAfterMiddleware"
+# Seconds taken differ from run to run: only how many observations, not their sum or buckets.
+TIMED = ("django_http_requests_latency_seconds_by_view_method", "django_http_requests_latency_including_middlewares")
+
+
+def http_samples() -> dict:
+    samples = {}
+    for family in REGISTRY.collect():
+        if not family.name.startswith("django_http_"):
+            continue
+        for s in family.samples:
+            if s.name.startswith(TIMED) and not s.name.endswith("_count"):
+                continue
+            if s.name.endswith("_created"):
+                continue
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def recorded(middleware_path: str, send) -> dict:
+    """The django_http_* samples that one request changed, and by how much."""
+    stack = [middleware_path if path == OURS else path for path in settings.MIDDLEWARE]
+    with override_settings(MIDDLEWARE=stack):
+        before = http_samples()
+        send(Client())
+        after = http_samples()
+    return {key: value - before.get(key, 0.0) for key, value in after.items() if value != before.get(key, 0.0)}
+
+
+@pytest.mark.parametrize(
+    "send",
+    [
+        pytest.param(lambda client: client.get("/healthz"), id="a named view"),
+        pytest.param(lambda client: client.get("/api/v1/no-such-route"), id="a 404"),
+        pytest.param(
+            lambda client: client.post(
+                "/api/v1/auth/tokens",
+                {"email": "x"},
+                content_type="application/json",
+                HTTP_X_REQUESTED_WITH="XMLHttpRequest",
+            ),
+            id="an ajax POST with a body",
+        ),
+        pytest.param(lambda client: client.generic("BREW", "/healthz"), id="an unknown method"),
+    ],
+)
+def test_a_request_changes_the_same_series_by_the_same_amounts_as_the_library_middleware(db, send):
+    ours = recorded(OURS, send)
+    library = recorded(LIBRARY, send)
+
+    assert ours == library
+    assert any(name == "django_http_responses_total_by_status_view_method_total" for name, _ in ours)
