@@ -7,6 +7,7 @@ from project.errors import envelope
 from project.logs import clean_request_id, request_id_var
 
 REQUEST_ID_HEADER = "X-Request-ID"
+REQUEST_ID_META = "HTTP_X_REQUEST_ID"  # read from META: request.headers would copy every header first
 
 
 class RequestIdMiddleware:
@@ -20,7 +21,7 @@ class RequestIdMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        request_id = clean_request_id(request.headers.get(REQUEST_ID_HEADER))
+        request_id = clean_request_id(request.META.get(REQUEST_ID_META))
         request.request_id = request_id
         request_id_var.set(request_id)
         response = self.get_response(request)
