@@ -1,7 +1,10 @@
 from django.conf import settings
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.messages.storage import default_storage
 from django.core.signals import request_finished
 from django.dispatch import receiver
 from django.http import HttpResponse, JsonResponse
+from django.utils.functional import SimpleLazyObject, empty
 
 from project.errors import envelope
 from project.logs import clean_request_id, request_id_var
@@ -86,3 +89,17 @@ class ContentSecurityPolicyMiddleware:
             if policy:
                 response["Content-Security-Policy"] = policy
         return response
+
+
+class LazyMessageMiddleware(MessageMiddleware):
+    """Django's MessageMiddleware, building the message storage (a cookie signer and two
+    backends) only for a request that reads or adds a message; most requests do neither."""
+
+    def process_request(self, request):
+        request._messages = SimpleLazyObject(lambda: default_storage(request))
+
+    def process_response(self, request, response):
+        messages = getattr(request, "_messages", None)
+        if isinstance(messages, SimpleLazyObject) and messages._wrapped is empty:
+            return response  # never built: nothing was read, nothing to store
+        return super().process_response(request, response)

@@ -50,7 +50,7 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "project.profiling.ProfileMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "project.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "project.request_metrics.PrometheusAfterMiddleware",  # django-prometheus's, cheaper per request
 ]
