@@ -46,6 +46,7 @@ from importlib import import_module
 import redis
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
+from django.contrib.sessions.middleware import SessionMiddleware as DjangoSessionMiddleware
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.db import DatabaseError
@@ -355,15 +356,33 @@ def _claimed_key_prefix(request) -> str | None:
 
 
 def _session_user_id(request, session_store) -> str | None:
-    """The signed-in user's id from the session, or None. One indexed read; the session
-    middleware reads the row again later (the price of limiting before anything else runs)."""
+    """The signed-in user's id from the session, or None. One indexed read, whose session
+    SessionMiddleware (below) then takes over instead of reading the row again."""
     session_key = request.COOKIES.get(settings.SESSION_COOKIE_NAME)
     if not session_key:
         return None
+    session = session_store(session_key)
     try:
-        return session_store(session_key).get(SESSION_KEY)
+        user_id = session.get(SESSION_KEY)
     except DatabaseError:
         return None  # the address still limits the request; the session middleware reports the outage
+    if session.session_key is not None:  # None: no such session; SessionMiddleware handles that as ever
+        # Read for the limiter, not by the view: only the view's own access adds `Vary: Cookie`.
+        session.accessed = False
+        request.ratelimit_session = session
+    return user_id
+
+
+class SessionMiddleware(DjangoSessionMiddleware):
+    """Django's SessionMiddleware, starting from the session the rate limiter already read for
+    this request's cookie (same engine), so a signed-in browser's session row is read once."""
+
+    def process_request(self, request):
+        session = request.__dict__.pop("ratelimit_session", None)
+        if isinstance(session, self.SessionStore):
+            request.session = session
+        else:
+            super().process_request(request)
 
 
 _limiter: RateLimiter | None = None
@@ -414,7 +433,8 @@ def _refusal(request, status: int, code: str, detail: str) -> HttpResponse:
 
 class RateLimitMiddleware:
     """Runs right after the request id is set, before sessions, CSRF or the view: a refused
-    request costs one Redis call (plus the session read for a signed-in browser)."""
+    request costs one Redis call (plus the session read for a signed-in browser, which an
+    allowed request then reuses)."""
 
     def __init__(self, get_response):
         self.get_response = get_response

@@ -45,7 +45,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "project.routers.ReadYourWritesMiddleware",
     "project.degraded.DegradedModeMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    "project.ratelimit.SessionMiddleware",  # Django's, reusing the session the limiter read
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

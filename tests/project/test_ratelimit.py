@@ -9,9 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
+from django.db import connection
 from django.http import HttpResponse
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from prometheus_client import REGISTRY
 from rest_framework.test import APIClient
 
@@ -164,6 +167,33 @@ def test_a_signed_in_browser_is_counted_by_user_not_by_address(limits, client, c
 
     assert signed_in == [200, 200, 429]
     assert same_address.status_code == 404
+
+
+def test_a_signed_in_browser_s_session_row_is_read_once_per_request(limits, client, customer):
+    client.force_login(customer)
+
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get("/api/v1/auth/keys")
+
+    assert response.status_code == 200  # signed in: the session the limiter read authenticated it
+    assert len([q for q in queries if 'FROM "django_session"' in q["sql"]]) == 1
+
+
+@pytest.mark.parametrize("cookie", ["signed in", "unknown session", "none"])
+@pytest.mark.parametrize("path", ["/api/v1/nothing-here", "/api/v1/auth/keys", "/"])
+def test_the_session_the_limiter_read_answers_as_sessions_do_without_the_limiter(limits, customer, path, cookie):
+    def send(limiter_on: bool):
+        limits.RATELIMIT_ENABLED = limiter_on
+        client = Client()
+        if cookie == "signed in":
+            client.force_login(customer)
+        elif cookie == "unknown session":
+            client.cookies[settings.SESSION_COOKIE_NAME] = "x" * 32
+        response = client.get(path)
+        cookies = sorted((name, morsel["max-age"]) for name, morsel in response.cookies.items())
+        return response.status_code, response.get("Vary"), cookies
+
+    assert send(limiter_on=True) == send(limiter_on=False)
 
 
 def test_token_creation_is_limited_by_address_whatever_key_the_request_carries(limits, api_client, customer):
