@@ -7,7 +7,8 @@ from rest_framework.test import APIClient
 
 from tests.conftest import bearer
 from users.keys import hash_key
-from users.models import ApiKey
+from users.models import ApiKey, User
+from users.selectors import BEARER_KEY_FIELDS, BEARER_USER_FIELDS, api_key_for_bearer
 from users.services import api_key_create
 
 PASSWORD = "correct horse battery staple"
@@ -150,3 +151,24 @@ def test_last_used_is_written_at_most_once_a_minute(db, customer, django_assert_
     assert first is not None
     assert second == first
     assert third > first
+
+
+def test_the_bearer_lookup_loads_the_key_and_its_user_as_the_orm_would_in_one_statement(
+    db, customer, django_assert_num_queries
+):
+    api_key, key = api_key_create(user=customer, scopes=["read", "write"])
+
+    with django_assert_num_queries(1):
+        found = api_key_for_bearer(key=key)
+        user = found.user
+        stored = {field.attname: getattr(found, field.attname) for field in ApiKey._meta.concrete_fields}
+        owner = {field.attname: getattr(user, field.attname) for field in User._meta.concrete_fields}
+
+    orm = ApiKey.objects.select_related("user").get(pk=api_key.pk)
+    assert stored == {field.attname: getattr(orm, field.attname) for field in ApiKey._meta.concrete_fields}
+    assert owner == {field.attname: getattr(orm.user, field.attname) for field in User._meta.concrete_fields}
+    assert found.get_deferred_fields() == set() and user.get_deferred_fields() == set()
+    assert not found._state.adding and not user._state.adding
+    assert found.scopes == ["read", "write"]
+    assert BEARER_KEY_FIELDS == tuple(field.attname for field in ApiKey._meta.concrete_fields)
+    assert BEARER_USER_FIELDS == tuple(field.attname for field in User._meta.concrete_fields)
