@@ -170,5 +170,5 @@ def test_the_bearer_lookup_loads_the_key_and_its_user_as_the_orm_would_in_one_st
     assert found.get_deferred_fields() == set() and user.get_deferred_fields() == set()
     assert not found._state.adding and not user._state.adding
     assert found.scopes == ["read", "write"]
-    assert BEARER_KEY_FIELDS == tuple(field.attname for field in ApiKey._meta.concrete_fields)
-    assert BEARER_USER_FIELDS == tuple(field.attname for field in User._meta.concrete_fields)
+    assert tuple(field.attname for field in ApiKey._meta.concrete_fields) == BEARER_KEY_FIELDS
+    assert tuple(field.attname for field in User._meta.concrete_fields) == BEARER_USER_FIELDS
