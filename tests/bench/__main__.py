@@ -353,6 +353,11 @@ def table(results: list[Result], meta: dict) -> str:
         cells = [r.scenario, *figures, ratio, r.invariants]
         lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
     lines.append("")
+    # The median hides how far runs of one scenario lie apart; on a shared machine that is the
+    # first thing to check before trusting a ratio.
+    lines.append("req/s of each run: " + "; ".join(
+        f"{r.scenario} " + " / ".join(f"{run['rps']:,.0f}" for run in r.runs) for r in results
+    ))  # fmt: skip
     lines.append(f"gunicorn worker peak RSS: {meta['web_peak_rss_mb']:.0f} MB")
     for key, value in meta.get("ratios", {}).items():
         lines.append(f"{key}: {value:.3f}")

@@ -26,3 +26,4 @@ def test_the_benchmark_runs_end_to_end(tmp_path):
     table = next(tmp_path.glob("*-smoke.md")).read_text()
     assert "| ceiling_full |" in table
     assert "| catalogue_cached |" in table
+    assert "req/s of each run: ceiling_full " in table
