@@ -102,8 +102,9 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
         f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
     config["ENGINE"] = "project.dbbackend"  # django-prometheus's backend plus a circuit breaker
-    # With the pool, this makes psycopg_pool check each connection before handing it
-    # out, so connections killed while the database was away are dropped, not used.
+    # With the pool, each connection is checked before it is lent, so connections killed while
+    # the database was away are dropped, not used (project.dbbackend.health: a healthy one costs
+    # no round trip). Without it (workers), Django checks at the start of each request or task.
     config["CONN_HEALTH_CHECKS"] = True
     if DB_POOL:
         options["pool"] = {

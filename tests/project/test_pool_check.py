@@ -1,0 +1,72 @@
+"""The pool's connection check (project.dbbackend.health): no round trip for a healthy connection,
+and a connection whose server went away is dropped before a request can use it."""
+
+import psycopg
+import pytest
+from django.db import connection
+
+from project.dbbackend.health import check_pooled_connection
+from tests.support import other_connection
+
+
+def _last_query(pid: int) -> str:
+    with other_connection(autocommit=True) as watcher:
+        return watcher.execute("SELECT query FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+
+
+def _terminate(pids: list[int]) -> None:
+    with other_connection(autocommit=True) as killer:
+        for pid in pids:
+            # The second argument waits (ms) until the backend has gone, so its socket is closed.
+            killer.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+
+
+@pytest.mark.django_db
+def test_a_healthy_idle_connection_passes_without_a_round_trip():
+    with other_connection(autocommit=True) as conn:
+        conn.execute("SELECT 'the last statement before the check'")
+        check_pooled_connection(conn)
+        check_pooled_connection(conn)
+        # psycopg_pool's own check would have sent an empty query, and the server would show it.
+        assert _last_query(conn.info.backend_pid) == "SELECT 'the last statement before the check'"
+
+
+@pytest.mark.django_db
+def test_a_connection_whose_backend_was_terminated_fails_the_check():
+    with other_connection(autocommit=True) as conn:
+        conn.execute("SELECT 1")
+        _terminate([conn.info.backend_pid])
+        with pytest.raises(psycopg.OperationalError):
+            check_pooled_connection(conn)
+
+
+@pytest.mark.django_db
+def test_a_connection_with_a_harmless_message_waiting_is_checked_the_slow_way_and_passes():
+    with other_connection(autocommit=True) as conn, other_connection(autocommit=True) as sender:
+        conn.execute("LISTEN stockroom_pool_check")
+        sender.execute("NOTIFY stockroom_pool_check")
+        sender.execute("SELECT 1")  # the notification is on conn's socket once NOTIFY has committed
+        check_pooled_connection(conn)
+        assert _last_query(conn.info.backend_pid) == ""
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_django_pool_lends_connections_through_this_check():
+    if not connection.settings_dict["OPTIONS"].get("pool"):
+        pytest.skip("runs with the pool (the test settings keep it on)")
+    connection.close()  # Django's connection back to the pool
+    pool = connection.pool
+    for _ in range(2):
+        held = [pool.getconn() for _ in range(3)]
+        for conn in held:
+            conn.execute("SELECT 'lent by the pool'")
+        for conn in held:
+            pool.putconn(conn)
+    # Every checkout of the second round passed the check; psycopg_pool's own would show "".
+    held = [pool.getconn() for _ in range(3)]
+    try:
+        assert {_last_query(conn.info.backend_pid) for conn in held} == {"SELECT 'lent by the pool'"}
+    finally:
+        for conn in held:
+            pool.putconn(conn)
