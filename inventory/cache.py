@@ -1,9 +1,11 @@
 """Cache-aside for catalogue reads, with versioned keys.
 
 Each product has a version token, and the catalogue list has one. A change to a product's data
-or availability replaces both tokens after commit (never on rollback), so every cached entry
-that depends on them is simply never read again. Stock decisions never read this cache.
-Redis being down makes every read a miss (django-redis IGNORE_EXCEPTIONS).
+or availability replaces both tokens after commit (never on rollback). Every entry keeps the
+tokens it was built under, and a read fetches the entry and the current tokens in one MGET (one
+Redis round trip): an entry whose tokens are not the current ones is a miss, and is overwritten
+by the rebuilt value. Stock decisions never read this cache. Redis being down makes every read
+a miss (django-redis IGNORE_EXCEPTIONS).
 
 Every value built is also kept under a "last good" key that no token changes. When PostgreSQL
 cannot be reached, a read that misses is answered from there and the response is marked
@@ -17,6 +19,7 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, transaction
+from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 
 from project.db import is_lock_error
 from project.degraded import mark_stale
@@ -33,12 +36,15 @@ def _product_token_key(sku: str) -> str:
     return f"catalogue:product:{sku}:token"
 
 
-def _token(key: str) -> str:
-    token = cache.get(key)
-    if token is None:
+def _tokens(keys: list[str], found: dict) -> str:
+    """The current tokens of `keys` from an MGET's result; a token missing (first read, or
+    evicted) is created, and then read back, since another process may have won the race."""
+    missing = [key for key in keys if key not in found]
+    for key in missing:
         cache.add(key, uuid.uuid4().hex, timeout=None)
-        token = cache.get(key) or "no-cache"
-    return token
+    if missing:
+        found = {**found, **cache.get_many(missing)}
+    return ":".join(found.get(key, "no-cache") for key in keys)
 
 
 def _new_tokens(skus: list[str]) -> None:
@@ -50,28 +56,22 @@ def _new_tokens(skus: list[str]) -> None:
     cache.set_many(tokens, timeout=None)
 
 
-def _product_tokens(sku: str) -> str:
-    """The product's own token and the catalogue generation, in one round trip."""
-    keys = [_product_token_key(sku), GENERATION_KEY]
-    found = cache.get_many(keys)
-    missing = [key for key in keys if key not in found]
-    for key in missing:
-        cache.add(key, uuid.uuid4().hex, timeout=None)
-    if missing:
-        found = cache.get_many(keys)
-    return ":".join(found.get(key, "no-cache") for key in keys)
-
-
 def catalogue_changed(skus: Iterable[str]) -> None:
     """Invalidate the cached reads of these products and of the list, once the transaction commits."""
     changed = sorted(set(skus))
     transaction.on_commit(lambda: _new_tokens(changed))
 
 
-def _cached(key: str, last_good_key: str, build: Callable[[], Any]) -> Any:
-    value = cache.get(key)
-    if value is not None:
-        return value
+def _cached(key: str, token_keys: list[str], last_good_key: str, build: Callable[[], Any]) -> Any:
+    found = cache.get_many([*token_keys, key])
+    token = _tokens(token_keys, found)
+    entry = found.get(key)
+    # django-prometheus counts hits and misses in `get` only; this read is one of those.
+    django_cache_get_total.labels(backend="redis").inc()
+    if entry is not None and entry[0] == token:
+        django_cache_hits_total.labels(backend="redis").inc()
+        return entry[1]
+    django_cache_misses_total.labels(backend="redis").inc()
     try:
         value = build()
     except OperationalError as exc:
@@ -83,17 +83,17 @@ def _cached(key: str, last_good_key: str, build: Callable[[], Any]) -> Any:
         mark_stale()
         return last_good
     if value is not None:
-        cache.set_many({key: value}, TTL_SECONDS)
+        cache.set_many({key: (token, value)}, TTL_SECONDS)
         cache.set_many({last_good_key: value}, settings.CATALOGUE_STALE_TTL_SECONDS)
     return value
 
 
 def cached_product(sku: str, build: Callable[[], Any]) -> Any:
-    key = f"catalogue:product:{sku}:{_product_tokens(sku)}"
-    return _cached(key, f"catalogue:last:product:{sku}", build)
+    token_keys = [_product_token_key(sku), GENERATION_KEY]
+    return _cached(f"catalogue:product:{sku}", token_keys, f"catalogue:last:product:{sku}", build)
 
 
 def cached_list(params: str, build: Callable[[], Any]) -> Any:
-    """A list page, keyed by the list token and the normalised request parameters."""
+    """A list page, keyed by the normalised request parameters, valid under the list token."""
     digest = uuid.uuid5(uuid.NAMESPACE_URL, params).hex
-    return _cached(f"catalogue:list:{_token(LIST_TOKEN_KEY)}:{digest}", f"catalogue:last:list:{digest}", build)
+    return _cached(f"catalogue:list:{digest}", [LIST_TOKEN_KEY], f"catalogue:last:list:{digest}", build)

@@ -1,7 +1,10 @@
 import pytest
+from django.core.cache import cache
 from django.db import transaction
+from prometheus_client import REGISTRY
 
 from inventory import services
+from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel
 from tests.factories import ProductFactory, WarehouseFactory
@@ -30,6 +33,53 @@ def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_quer
     with django_assert_num_queries(0):
         assert available(api_client) == 5
         assert listed_available(api_client) == 5
+
+
+class CommandCounter:
+    """Counts the commands the cache's Redis client sends (each one a round trip), passing them on."""
+
+    def __init__(self, monkeypatch):
+        self.commands: list[str] = []
+        client = cache.client.get_client(write=False)
+        send = client.execute_command
+
+        def counted(*args, **options):
+            self.commands.append(str(args[0]))
+            return send(*args, **options)
+
+        monkeypatch.setattr(client, "execute_command", counted)
+
+
+def cache_gets(outcome: str) -> float:
+    name = {"get": "django_cache_get_total", "hits": "django_cache_get_hits_total"}.get(
+        outcome, "django_cache_get_misses_total"
+    )
+    return REGISTRY.get_sample_value(name, {"backend": "redis"}) or 0.0
+
+
+def test_a_cached_read_is_one_redis_round_trip_and_counts_as_one_hit(api_client, mug, monkeypatch):
+    available(api_client)
+    listed_available(api_client)
+    counter = CommandCounter(monkeypatch)
+    gets, hits, misses = cache_gets("get"), cache_gets("hits"), cache_gets("misses")
+
+    assert available(api_client) == 5
+    assert listed_available(api_client) == 5
+
+    assert counter.commands == ["MGET", "MGET"]
+    assert (cache_gets("get") - gets, cache_gets("hits") - hits, cache_gets("misses") - misses) == (2, 2, 0)
+
+
+def test_an_entry_built_under_an_old_token_is_a_miss_and_is_replaced(api_client, mug):
+    assert available(api_client) == 5
+    misses = cache_gets("misses")
+    StockLevel.objects.filter(product=mug).update(on_hand=4)
+    with transaction.atomic():
+        catalogue_changed(["MUG"])
+
+    assert available(api_client) == 4
+    assert cache_gets("misses") - misses == 1
+    assert cache.get("catalogue:product:MUG")[1]["available"] == 4
 
 
 def test_a_committed_change_invalidates_detail_and_list(api_client, mug):
