@@ -77,7 +77,10 @@ BEGIN
       INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_total
       FROM (SELECT e.item->>'sku' AS sku, (e.item->>'quantity')::integer AS quantity, e.ord
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY AS e(item, ord)) AS l
-      LEFT JOIN inventory_product p ON p.sku = l.sku;
+      -- One unique-index probe per line. A plain join lets the planner, which guesses 100 rows
+      -- for jsonb_array_elements, hash the whole product table on every order; the LIMIT (sku
+      -- is unique anyway) keeps it from flattening the lateral subquery back into that join.
+      LEFT JOIN LATERAL (SELECT * FROM inventory_product WHERE sku = l.sku LIMIT 1) AS p ON true;
     IF v_bad THEN
         RETURN jsonb_build_object('refusal', 'invalid', 'fields', jsonb_build_object('lines', v_problems));
     END IF;
