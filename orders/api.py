@@ -16,6 +16,7 @@ from orders.serializers import (
     OrderRequestSerializer,
     OrderSerializer,
     order_payload,
+    order_request_data,
     request_fingerprint,
 )
 from project.errors import InvalidInput, NotFound
@@ -93,9 +94,7 @@ class OrderListView(APIView):
             raise IdempotencyKeyRequired()
         if not IDEMPOTENCY_KEY.match(key):
             raise InvalidInput(fields={"Idempotency-Key": ["1 to 255 printable ASCII characters, no spaces."]})
-        params = OrderRequestSerializer(data=request.data)
-        params.is_valid(raise_exception=True)
-        data = params.validated_data
+        data = order_request_data(request.data)
         result = services.order_place(
             user=request.user,
             lines=[services.OrderLineRequest(line["sku"], line["quantity"]) for line in data["lines"]],

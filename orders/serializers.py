@@ -1,5 +1,6 @@
 import hashlib
 import json
+import re
 
 from django.conf import settings
 from rest_framework import serializers
@@ -43,6 +44,73 @@ class OrderRequestSerializer(serializers.Serializer):
         if len(set(skus)) != len(skus):
             raise serializers.ValidationError("Each SKU may appear on one line only.")
         return lines
+
+
+# The fast path of order_request_data: what a well-formed body holds, field by field.
+_SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_COUNTRY = re.compile(r"[A-Z]{2}")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+_ADDRESS_TEXT = (("name", 100, True), ("line1", 200, True), ("line2", 200, False), ("city", 100, True),
+                 ("postal_code", 20, True))  # fmt: skip
+
+
+def _plain_text(value, max_length: int, *, required: bool) -> bool:
+    """A str that OrderRequestSerializer's CharField takes unchanged: no surrounding whitespace
+    to trim, not too long, not blank where required, no NUL or surrogate characters."""
+    return (
+        type(value) is str
+        and len(value) <= max_length
+        and (bool(value) or not required)
+        and value == value.strip()
+        and "\x00" not in value
+        and not _SURROGATE.search(value)
+    )
+
+
+def _well_formed_order_request(data) -> dict | None:
+    """OrderRequestSerializer's validated data for a body it would take exactly as it is, or None
+    for anything else (which the serializer then judges, with its own error messages). Checking
+    the common case by hand saves the serializer's cost on every order."""
+    if type(data) is not dict:
+        return None
+    lines, address, reference = data.get("lines"), data.get("shipping_address"), data.get("reference", "")
+    if type(lines) is not list or not 0 < len(lines) <= settings.ORDER_MAX_LINES or type(address) is not dict:
+        return None
+    if not _plain_text(reference, 64, required=False):
+        return None
+    parsed = []
+    for line in lines:
+        if type(line) is not dict:
+            return None
+        sku, quantity = line.get("sku"), line.get("quantity")
+        if type(sku) is not str or not _SKU.fullmatch(sku):
+            return None
+        if type(quantity) is not int or not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
+            return None
+        parsed.append({"sku": sku, "quantity": quantity})
+    if len({line["sku"] for line in parsed}) != len(parsed):
+        return None
+    shipping = {}
+    for name, max_length, required in _ADDRESS_TEXT:
+        value = address.get(name, None if required else "")
+        if not _plain_text(value, max_length, required=required):
+            return None
+        shipping[name] = value
+    country = address.get("country")
+    if type(country) is not str or not _COUNTRY.fullmatch(country):
+        return None
+    shipping["country"] = country
+    return {"lines": parsed, "shipping_address": shipping, "reference": reference}
+
+
+def order_request_data(data) -> dict:
+    """The validated body of POST /orders; raises ValidationError (400) as OrderRequestSerializer does."""
+    validated = _well_formed_order_request(data)
+    if validated is None:
+        params = OrderRequestSerializer(data=data)
+        params.is_valid(raise_exception=True)
+        validated = params.validated_data
+    return validated
 
 
 class AllocationOutSerializer(serializers.Serializer):
