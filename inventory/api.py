@@ -40,6 +40,27 @@ class StockPagination(Cursor):
     ordering = "id"
 
 
+def _catalogue_query_defaults() -> tuple[frozenset, dict]:
+    empty = CatalogueQuerySerializer(data={})
+    empty.is_valid(raise_exception=True)
+    return frozenset(empty.fields), dict(empty.validated_data)
+
+
+# CatalogueQuerySerializer's fields, and what it gives for a query that sets none of them.
+CATALOGUE_QUERY_FIELDS, CATALOGUE_QUERY_DEFAULTS = _catalogue_query_defaults()
+
+
+def catalogue_query(query_params) -> dict:
+    """The catalogue list's validated query: the serializer's defaults when the query sets none
+    of its fields (the usual request, without the serializer's cost), else the serializer's
+    answer (400 on bad input)."""
+    if query_params.keys().isdisjoint(CATALOGUE_QUERY_FIELDS):
+        return dict(CATALOGUE_QUERY_DEFAULTS)
+    query = CatalogueQuerySerializer(data=query_params)
+    query.is_valid(raise_exception=True)
+    return query.validated_data
+
+
 def _is_staff(request) -> bool:
     return has_scope(request, "staff")
 
@@ -69,9 +90,7 @@ class ProductListView(APIView):
     )
     def get(self, request):
         """The catalogue, with live availability (cached; invalidated on every change)."""
-        query = CatalogueQuerySerializer(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        params = query.validated_data
+        params = catalogue_query(request.query_params)
         active = {"true": True, "false": False, "all": None}[params["active"]]
         if not _is_staff(request):
             active = True  # shoppers never see inactive products

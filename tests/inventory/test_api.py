@@ -1,8 +1,11 @@
 import pytest
 from django.db import transaction
+from django.http import QueryDict
 
 from inventory import services
+from inventory.api import catalogue_query
 from inventory.models import Product, StockLevel, StockMovement
+from inventory.serializers import CatalogueQuerySerializer
 from tests.factories import ProductFactory, WarehouseFactory
 
 pytestmark = pytest.mark.django_db
@@ -85,6 +88,17 @@ def test_bad_list_parameters_are_400(api_client, db, params):
     if "page_size" not in params:
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "invalid"
+
+
+@pytest.mark.parametrize(
+    "query", ["", "page_size=25", "cursor=abc&page_size=2", "search=mug", "active=all&page_size=5", "search="]
+)
+def test_the_catalogue_query_without_the_serializer_is_what_the_serializer_gives(query):
+    params = QueryDict(query)
+    serializer = CatalogueQuerySerializer(data=params)
+    assert serializer.is_valid()
+
+    assert catalogue_query(params) == serializer.validated_data
 
 
 def test_product_detail_etag_and_304(api_client, stocked):
