@@ -94,9 +94,10 @@ class Allocation(models.Model):
 
 
 class IdempotencyKey(models.Model):
-    """One client key per user: claimed (in flight, with a lease) before the order transaction,
-    completed inside it. Domain 4xx results are stored and replayed too; 5xx never (the claim is
-    dropped so the client's retry runs again). Pruned after 24 h."""
+    """One client key per user: claimed (in flight, with a lease) and completed with the order.
+    The one-round-trip placement claims it inside the order's transaction; the ORM path claims
+    and commits it first. Domain 4xx results are stored and replayed too; 5xx never (no claim is
+    left, so the client's retry runs again). Pruned after 24 h."""
 
     class State(models.TextChoices):
         IN_FLIGHT = "in_flight"

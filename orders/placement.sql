@@ -9,6 +9,13 @@
 -- makes the attempt start over), write the ledger rows and allocations, and complete the
 -- idempotency key with the response body, all in one transaction.
 --
+-- The idempotency key is claimed in the same transaction, first: a twin request still running
+-- holds a transaction-level advisory lock on (user, key) and this one answers at once
+-- {"claim": "in_flight"}; a key already stored answers {"claim": "replay", "status", "body"} or
+-- {"claim": "reused"} (another body); a claim left in flight by a request that died before its
+-- lease ran out is {"claim": "in_flight"} too, and taken over after it. Refusals carry the
+-- claim's id, which is committed with them, so the caller stores the refusal on it.
+--
 -- Refusals are returned, never half-written: {"refusal": "invalid", "fields": ...} or
 -- {"refusal": "insufficient_stock", "items": [...]}; the inner block is rolled back first.
 -- Errors: SQLSTATE SR410 (the key was completed by another request), SR503 (availability kept
@@ -24,7 +31,6 @@ LANGUAGE sql IMMUTABLE AS $fn$
 $fn$;
 
 CREATE OR REPLACE FUNCTION orders_place_order(
-    p_claim_id bigint,
     p_user_id bigint,
     p_email text,
     p_number text,
@@ -36,7 +42,10 @@ CREATE OR REPLACE FUNCTION orders_place_order(
     p_request_id text,
     p_email_task text,
     p_notify_channel text,
-    p_attempts integer
+    p_attempts integer,
+    p_key text,               -- the Idempotency-Key, or NULL for none
+    p_fingerprint text,
+    p_lease_expires_at timestamptz
 ) RETURNS jsonb
 LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -64,7 +73,33 @@ DECLARE
     v_done boolean := false;
     v_body jsonb;
     v_alloc record;
+    v_claim_id bigint;
+    v_key orders_idempotencykey%ROWTYPE;
 BEGIN
+    IF p_key IS NOT NULL THEN
+        IF NOT pg_try_advisory_xact_lock(hashtextextended('orders_idempotency_key:' || p_user_id || ':' || p_key, 0)) THEN
+            RETURN jsonb_build_object('claim', 'in_flight');
+        END IF;
+        INSERT INTO orders_idempotencykey (user_id, key, fingerprint, state, lease_expires_at, created_at)
+        VALUES (p_user_id, p_key, p_fingerprint, 'in_flight', p_lease_expires_at, v_now)
+        ON CONFLICT (user_id, key) DO NOTHING
+        RETURNING id INTO v_claim_id;
+        IF v_claim_id IS NULL THEN
+            SELECT * INTO v_key FROM orders_idempotencykey WHERE user_id = p_user_id AND key = p_key FOR UPDATE;
+            IF NOT FOUND THEN  -- pruned between the two statements: the caller runs it all again
+                RAISE EXCEPTION USING ERRCODE = 'SR503', MESSAGE = 'the idempotency key vanished while claiming it';
+            ELSIF v_key.fingerprint <> p_fingerprint THEN
+                RETURN jsonb_build_object('claim', 'reused');
+            ELSIF v_key.state = 'complete' THEN
+                RETURN jsonb_build_object('claim', 'replay', 'status', v_key.response_status, 'body', v_key.response_body);
+            ELSIF v_key.lease_expires_at >= v_now THEN
+                RETURN jsonb_build_object('claim', 'in_flight');
+            END IF;
+            UPDATE orders_idempotencykey SET lease_expires_at = p_lease_expires_at WHERE id = v_key.id;
+            v_claim_id := v_key.id;
+        END IF;
+    END IF;
+
     SELECT jsonb_agg(
                CASE WHEN p.id IS NULL THEN jsonb_build_object('sku', jsonb_build_array(format('Unknown SKU %s.', quote_literal(l.sku))))
                     WHEN NOT p.active THEN jsonb_build_object('sku', jsonb_build_array(format('%s is no longer sold.', quote_literal(l.sku))))
@@ -82,7 +117,8 @@ BEGIN
       -- is unique anyway) keeps it from flattening the lateral subquery back into that join.
       LEFT JOIN LATERAL (SELECT * FROM inventory_product WHERE sku = l.sku LIMIT 1) AS p ON true;
     IF v_bad THEN
-        RETURN jsonb_build_object('refusal', 'invalid', 'fields', jsonb_build_object('lines', v_problems));
+        RETURN jsonb_build_object('refusal', 'invalid', 'fields', jsonb_build_object('lines', v_problems),
+                                  'claim_id', v_claim_id);
     END IF;
 
     BEGIN
@@ -204,16 +240,16 @@ BEGIN
                    'paid_at', NULL, 'fulfilled_at', NULL, 'returned_at', NULL, 'cancelled_at', NULL, 'expired_at', NULL)
           INTO v_body;
 
-        IF p_claim_id IS NOT NULL THEN
+        IF v_claim_id IS NOT NULL THEN
             UPDATE orders_idempotencykey
                SET state = 'complete', response_status = 201, response_body = v_body, order_id = v_order_id
-             WHERE id = p_claim_id AND state = 'in_flight';
+             WHERE id = v_claim_id AND state = 'in_flight';
             IF NOT FOUND THEN
                 RAISE EXCEPTION USING ERRCODE = 'SR410', MESSAGE = 'This Idempotency-Key was completed by another request.';
             END IF;
         END IF;
     EXCEPTION WHEN SQLSTATE 'SR409' THEN
-        RETURN jsonb_build_object('refusal', 'insufficient_stock', 'items', SQLERRM::jsonb);
+        RETURN jsonb_build_object('refusal', 'insufficient_stock', 'items', SQLERRM::jsonb, 'claim_id', v_claim_id);
     END;
 
     RETURN jsonb_build_object('order_id', v_order_id, 'body', v_body);

@@ -228,35 +228,48 @@ def _check_line_shape(lines: Sequence[OrderLineRequest]) -> None:
         raise InvalidInput(fields={"lines": problems})
 
 
-def _create_order_in_one_round_trip(
-    *, user, lines: Sequence[OrderLineRequest], shipping_address: dict, reference: str, claim_id: int | None
-) -> dict:
-    """The `conditional` strategy's order transaction as one call of orders_place_order
-    (orders/placement.sql): the same steps, checks, ledger rows and lock order as _create_order,
-    without a round trip per step. Runs as its own transaction (autocommit), or in a savepoint
-    inside a caller's. Retries lock timeouts, deadlocks and lost races (SR503) with jitter, then
-    LockTimeout; returns the response body the key stored."""
+PLACE_ORDER_SQL = "SELECT orders_place_order(%s, %s, %s, %s::jsonb, %s::jsonb" + ", %s" * 10 + ")"
+
+
+def _place_in_one_round_trip(
+    *,
+    user,
+    lines: Sequence[OrderLineRequest],
+    shipping_address: dict,
+    reference: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> PlacementResult:
+    """The `conditional` strategy's whole placement as one call of orders_place_order
+    (orders/placement.sql): the key's claim, then the same steps, checks, ledger rows and lock
+    order as _create_order, in one transaction and one round trip. Runs in autocommit, or in a
+    savepoint inside a caller's transaction. Retries lock timeouts, deadlocks and lost races
+    (SR503) with jitter, then LockTimeout; an order number drawn twice is drawn again."""
     from orders.emails import SEND_ORDER_EMAIL
     from project.logs import request_id_var
     from project.outbox import outbox_notify_channel
 
     _check_line_shape(lines)
+    now = timezone.now()
     arguments = [
-        claim_id, user.pk, user.email, new_order_number(),
+        user.pk, user.email, None,
         json.dumps([{"sku": line.sku, "quantity": line.quantity} for line in lines]),
         json.dumps(shipping_address), reference, settings.SHOP_CURRENCY,
-        timezone.now() + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
+        now + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
         request_id_var.get() or "", SEND_ORDER_EMAIL, outbox_notify_channel(), PLACEMENT_ATTEMPTS,
+        idempotency_key, fingerprint, now + timedelta(seconds=settings.IDEMPOTENCY_LEASE_SECONDS),
     ]  # fmt: skip
 
     def place() -> dict:
+        arguments[2] = new_order_number()
         try:
             with transaction.atomic() if connection.in_atomic_block else nullcontext(), connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT orders_place_order(%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s, %s, %s, %s, %s, %s)",
-                    arguments,
-                )
+                cursor.execute(PLACE_ORDER_SQL, arguments)
                 return json.loads(cursor.fetchone()[0])  # Django has psycopg hand jsonb over as text
+        except IntegrityError as exc:
+            if "orders_order_number_key" in str(exc):
+                raise Retry("An order number was drawn twice.") from exc
+            raise
         except DatabaseError as exc:
             sqlstate = getattr(exc.__cause__, "sqlstate", None)
             if sqlstate == "SR410":
@@ -266,15 +279,24 @@ def _create_order_in_one_round_trip(
             raise
 
     result = retry_lock_errors(place, name="orders_place_order")
-    if result.get("refusal") == "invalid":
-        raise InvalidInput(fields=result["fields"])
-    if result.get("refusal") == "insufficient_stock":
-        raise InsufficientStock(result["items"])
+    claim = result.get("claim")
+    if claim == "replay":
+        return PlacementResult(result["status"], result["body"], replayed=True)
+    if claim == "reused":
+        raise IdempotencyKeyReused()
+    if claim == "in_flight":
+        raise RequestInFlight()
+    refusal = result.get("refusal")
+    if refusal is not None:
+        error = InvalidInput(fields=result["fields"]) if refusal == "invalid" else InsufficientStock(result["items"])
+        if result["claim_id"] is not None:  # committed with the refusal: store it for replays
+            _store_refusal(result["claim_id"], error)
+        raise error
     body = result["body"]
     # One reservation ledger row per allocation, written by the SQL function: count them here.
     record_stock_changes("reservation", sum(len(line["allocations"]) for line in body["lines"]))
     body["lines"] = [{key: line[key] for key in LINE_FIELDS} for line in body["lines"]]
-    return {key: body[key] for key in ORDER_FIELDS}
+    return PlacementResult(201, {key: body[key] for key in ORDER_FIELDS}, replayed=False)
 
 
 @observe_order_placement
@@ -290,38 +312,37 @@ def order_place(
 ) -> PlacementResult:
     """Place an order: reserve every line across warehouses by priority, or reserve nothing.
 
-    Idempotent per (user, key): the key is claimed and committed first; the order and the key's
-    stored response commit together. Domain refusals (4xx) are stored and replayed; anything
-    else drops the claim so a retry runs again. Raises InsufficientStock (409), InvalidInput
+    Idempotent per (user, key): the order and the key's stored response commit together. Domain
+    refusals (4xx) are stored and replayed; anything else leaves no claim, so a retry runs again.
+    The `conditional` strategy claims the key inside its one transaction (orders/placement.sql);
+    the others claim and commit it first, and drop the claim on failure. Raises InsufficientStock (409), InvalidInput
     (400), IdempotencyKeyReused (422), RequestInFlight (409), LockTimeout (503).
     """
+    if settings.ORDER_PLACEMENT_IN_SQL and settings.STOCK_RESERVATION_STRATEGY == "conditional":
+        return _place_in_one_round_trip(
+            user=user,
+            lines=lines,
+            shipping_address=shipping_address,
+            reference=reference,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+        )
     claim_id = None
     if idempotency_key is not None:
         claim_id, replay = _claim_idempotency_key(user=user, key=idempotency_key, fingerprint=fingerprint)
         if replay is not None:
             return replay
-    in_one_round_trip = settings.ORDER_PLACEMENT_IN_SQL and settings.STOCK_RESERVATION_STRATEGY == "conditional"
-    order = None
     try:
         for attempt in range(3):
             try:
-                if in_one_round_trip:
-                    body = _create_order_in_one_round_trip(
-                        user=user,
-                        lines=lines,
-                        shipping_address=shipping_address,
-                        reference=reference,
-                        claim_id=claim_id,
-                    )
-                else:
-                    order, body = _create_order(
-                        user=user,
-                        lines=lines,
-                        shipping_address=shipping_address,
-                        reference=reference,
-                        claim_id=claim_id,
-                        render=render,
-                    )
+                order, body = _create_order(
+                    user=user,
+                    lines=lines,
+                    shipping_address=shipping_address,
+                    reference=reference,
+                    claim_id=claim_id,
+                    render=render,
+                )
                 break
             except IntegrityError as exc:  # an order number drawn twice: draw again
                 if attempt == 2 or "orders_order_number_key" not in str(exc):

@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -10,6 +11,7 @@ from tests.conftest import bearer
 from tests.factories import UserFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import ADDRESS, order_body, place
+from tests.support import other_connection
 from users.services import api_key_create
 
 
@@ -171,6 +173,45 @@ def test_an_abandoned_claim_is_taken_over_after_its_lease(customer_client, shop,
 
     assert response.status_code == 201
     assert IdempotencyKey.objects.get(key="crashed").state == "complete"
+
+
+def test_a_twin_still_running_in_sql_is_409_at_once_and_leaves_no_claim(customer_client, shop, customer, settings):
+    """In one round trip the claim and the order share a transaction: a twin holds the key's
+    advisory lock while it runs (held here from another session), and this request stops there."""
+    settings.ORDER_PLACEMENT_IN_SQL = True
+    with other_connection(autocommit=True) as twin:
+        twin.execute(
+            "SELECT pg_advisory_lock(hashtextextended('orders_idempotency_key:' || %s || ':' || %s, 0))",
+            [customer.pk, "twin"],
+        )
+        response = place(customer_client, ("MUG", 1), key="twin")
+
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "request_in_flight"
+    assert not IdempotencyKey.objects.filter(key="twin").exists()
+    assert place(customer_client, ("MUG", 1), key="twin").status_code == 201
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_order_that_fails_with_a_5xx_in_sql_leaves_no_claim_so_the_retry_runs_again(customer_client, shop, settings):
+    settings.ORDER_PLACEMENT_IN_SQL = True
+    level = StockLevel.objects.filter(product__sku="MUG").order_by("id").first()
+    with connection.cursor() as cursor:
+        cursor.execute("SET lock_timeout = '20ms'")
+    try:
+        with other_connection() as holder:
+            holder.execute("SELECT 1 FROM inventory_stocklevel WHERE id = %s FOR UPDATE", [level.pk])
+            refused = place(customer_client, ("MUG", 1), key="retry-me")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET lock_timeout")
+
+    assert refused.status_code == 503
+    assert not IdempotencyKey.objects.filter(key="retry-me").exists()
+    retried = place(customer_client, ("MUG", 1), key="retry-me")
+    assert retried.status_code == 201
+    assert "Idempotent-Replayed" not in retried
+    assert Order.objects.count() == 1
 
 
 def test_keys_are_per_user(customer_client, shop):
