@@ -91,7 +91,8 @@ class StockMovement(models.Model):
         RETURN = "return"
         EXPIRY = "expiry"
 
-    level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="movements")
+    # No index of its own: movement_level_id (level, id) covers it, and every stock change writes here.
+    level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="movements", db_index=False)
     delta_on_hand = models.BigIntegerField(default=0)
     delta_reserved = models.BigIntegerField(default=0)
     reason = models.CharField(max_length=16, choices=Reason.choices)
