@@ -1,13 +1,13 @@
 -- orders_place_order: the whole order transaction of the `conditional` strategy in one round trip.
 --
--- It does exactly what orders.services._create_order does through the ORM, in the same order and
--- with the same lock order (the new order row, its lines, then stock levels by id ascending):
--- resolve the SKUs, insert the order and its lines, write the confirmation email to the outbox,
--- plan each line over active warehouses by priority (a line may split), reserve each level with a
+-- It writes exactly the rows orders.services._create_order writes through the ORM, with the same
+-- lock order (the new order row, its lines, then stock levels by id ascending): resolve the SKUs,
+-- insert the order and its lines, write the confirmation email to the outbox, plan each line over
+-- active warehouses by priority (a line may split), write the ledger rows and allocations and
+-- complete the idempotency key with the response body, then, last, reserve each level with a
 -- conditional UPDATE (PostgreSQL re-checks `on_hand - reserved >= n` on the newest row version
--- after any lock wait), re-read the warehouses used in a new statement (a concurrent deactivation
--- makes the attempt start over), write the ledger rows and allocations, and complete the
--- idempotency key with the response body, all in one transaction.
+-- after any lock wait) and re-read the warehouses used in a new statement (a concurrent
+-- deactivation makes the attempt start over), all in one transaction.
 --
 -- The idempotency key is claimed in the same transaction, first: a twin request still running
 -- holds a transaction-level advisory lock on (user, key) and this one answers at once
@@ -182,9 +182,52 @@ BEGIN
                 RAISE EXCEPTION USING ERRCODE = 'SR409', MESSAGE = v_short::text;
             END IF;
 
-            -- Reserve level by level in id order (the system's lock order); a lost race undoes
-            -- only this attempt (the block is a subtransaction) and plans again.
+            -- Write everything the plan decides first, then reserve level by level in id order
+            -- (the system's lock order) as the last statements: a level's row lock is held only
+            -- from its UPDATE to the commit, which is what bounds orders per second on one hot
+            -- SKU. A lost race undoes this whole attempt (the block is a subtransaction) and
+            -- plans again.
             BEGIN
+                INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
+                SELECT u.level_id, 0, u.qty, 'reservation', p_number, '', p_user_id, v_now
+                  FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty)
+                 ORDER BY u.level_id;
+
+                INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
+                SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
+                  FROM unnest(v_a_level, v_a_pid, v_a_qty) AS u(level_id, pid, qty)
+                 ORDER BY u.level_id;
+
+                SELECT jsonb_build_object(
+                           'number', p_number, 'status', 'reserved', 'customer', p_email, 'reference', p_reference,
+                           'lines', (
+                               SELECT jsonb_agg(jsonb_build_object(
+                                          'sku', v_skus[n], 'name', v_names[n], 'quantity', v_qtys[n],
+                                          'unit_price', v_prices[n]::numeric(12, 2)::text,
+                                          'allocations', coalesce((
+                                              SELECT jsonb_agg(jsonb_build_object('warehouse', a.code, 'quantity', a.qty) ORDER BY a.level_id)
+                                                FROM unnest(v_a_level, v_a_pid, v_a_code, v_a_qty) AS a(level_id, pid, code, qty)
+                                               WHERE a.pid = v_pids[n]), '[]'::jsonb))
+                                      ORDER BY n)
+                                 FROM generate_subscripts(v_pids, 1) AS n),
+                           'total', v_total::text, 'currency', p_currency, 'paid_amount', NULL,
+                           'shipping_address', jsonb_build_object(
+                               'name', p_address->>'name', 'line1', p_address->>'line1', 'line2', coalesce(p_address->>'line2', ''),
+                               'city', p_address->>'city', 'postal_code', p_address->>'postal_code', 'country', p_address->>'country'),
+                           'version', 1, 'expires_at', orders_iso_time(p_expires_at),
+                           'created_at', orders_iso_time(v_now), 'updated_at', orders_iso_time(v_now),
+                           'paid_at', NULL, 'fulfilled_at', NULL, 'returned_at', NULL, 'cancelled_at', NULL, 'expired_at', NULL)
+                  INTO v_body;
+
+                IF v_claim_id IS NOT NULL THEN
+                    UPDATE orders_idempotencykey
+                       SET state = 'complete', response_status = 201, response_body = v_body, order_id = v_order_id
+                     WHERE id = v_claim_id AND state = 'in_flight';
+                    IF NOT FOUND THEN
+                        RAISE EXCEPTION USING ERRCODE = 'SR410', MESSAGE = 'This Idempotency-Key was completed by another request.';
+                    END IF;
+                END IF;
+
                 FOR v_alloc IN
                     SELECT u.level_id, u.qty FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty) ORDER BY u.level_id
                 LOOP
@@ -207,46 +250,6 @@ BEGIN
         END LOOP;
         IF NOT v_done THEN
             RAISE EXCEPTION USING ERRCODE = 'SR503', MESSAGE = 'available units kept changing while reserving';
-        END IF;
-
-        INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
-        SELECT u.level_id, 0, u.qty, 'reservation', p_number, '', p_user_id, v_now
-          FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty)
-         ORDER BY u.level_id;
-
-        INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
-        SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
-          FROM unnest(v_a_level, v_a_pid, v_a_qty) AS u(level_id, pid, qty)
-         ORDER BY u.level_id;
-
-        SELECT jsonb_build_object(
-                   'number', p_number, 'status', 'reserved', 'customer', p_email, 'reference', p_reference,
-                   'lines', (
-                       SELECT jsonb_agg(jsonb_build_object(
-                                  'sku', v_skus[n], 'name', v_names[n], 'quantity', v_qtys[n],
-                                  'unit_price', v_prices[n]::numeric(12, 2)::text,
-                                  'allocations', coalesce((
-                                      SELECT jsonb_agg(jsonb_build_object('warehouse', a.code, 'quantity', a.qty) ORDER BY a.level_id)
-                                        FROM unnest(v_a_level, v_a_pid, v_a_code, v_a_qty) AS a(level_id, pid, code, qty)
-                                       WHERE a.pid = v_pids[n]), '[]'::jsonb))
-                              ORDER BY n)
-                         FROM generate_subscripts(v_pids, 1) AS n),
-                   'total', v_total::text, 'currency', p_currency, 'paid_amount', NULL,
-                   'shipping_address', jsonb_build_object(
-                       'name', p_address->>'name', 'line1', p_address->>'line1', 'line2', coalesce(p_address->>'line2', ''),
-                       'city', p_address->>'city', 'postal_code', p_address->>'postal_code', 'country', p_address->>'country'),
-                   'version', 1, 'expires_at', orders_iso_time(p_expires_at),
-                   'created_at', orders_iso_time(v_now), 'updated_at', orders_iso_time(v_now),
-                   'paid_at', NULL, 'fulfilled_at', NULL, 'returned_at', NULL, 'cancelled_at', NULL, 'expired_at', NULL)
-          INTO v_body;
-
-        IF v_claim_id IS NOT NULL THEN
-            UPDATE orders_idempotencykey
-               SET state = 'complete', response_status = 201, response_body = v_body, order_id = v_order_id
-             WHERE id = v_claim_id AND state = 'in_flight';
-            IF NOT FOUND THEN
-                RAISE EXCEPTION USING ERRCODE = 'SR410', MESSAGE = 'This Idempotency-Key was completed by another request.';
-            END IF;
         END IF;
     EXCEPTION WHEN SQLSTATE 'SR409' THEN
         RETURN jsonb_build_object('refusal', 'insufficient_stock', 'items', SQLERRM::jsonb, 'claim_id', v_claim_id);
