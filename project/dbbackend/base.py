@@ -2,13 +2,28 @@
 pool check that costs no round trip (project.dbbackend.health)."""
 
 import psycopg
+from django.db.backends.postgresql import base as django_base
 from django_prometheus.db.backends.postgresql import base
+from django_prometheus.db.common import ExportingCursorWrapper
 
 from project.circuit import CircuitOpen, breaker_for
 from project.dbbackend.health import check_pooled_connection
 
+# django-prometheus's instrumented cursor class, one per (cursor class, alias, vendor).
+_cursor_classes: dict[tuple, type] = {}
+
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    def get_connection_params(self):
+        """django-prometheus's parameters, without building a new cursor class on every call:
+        Django asks for them on every connect, which with the pool is every request."""
+        params = django_base.DatabaseWrapper.get_connection_params(self)
+        key = (params["cursor_factory"], self.alias, self.vendor)
+        if key not in _cursor_classes:
+            _cursor_classes[key] = ExportingCursorWrapper(*key)
+        params["cursor_factory"] = _cursor_classes[key]
+        return params
+
     @property
     def pool(self):
         pool = super().pool

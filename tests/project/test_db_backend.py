@@ -1,9 +1,11 @@
-"""The pool's connection check (project.dbbackend.health): no round trip for a healthy connection,
-and a connection whose server went away is dropped before a request can use it."""
+"""project.dbbackend: the pool's connection check (no round trip for a healthy connection, and a
+connection whose server went away is dropped before a request can use it), and the
+instrumented cursor class built once, still counting every statement."""
 
 import psycopg
 import pytest
 from django.db import connection
+from prometheus_client import REGISTRY
 
 from project.dbbackend.health import check_pooled_connection
 from tests.support import other_connection
@@ -70,3 +72,17 @@ def test_the_django_pool_lends_connections_through_this_check():
     finally:
         for conn in held:
             pool.putconn(conn)
+
+
+@pytest.mark.django_db
+def test_the_instrumented_cursor_class_is_built_once_and_still_counts_statements():
+    first = connection.get_connection_params()["cursor_factory"]
+    assert connection.get_connection_params()["cursor_factory"] is first
+    labels = {"alias": "default", "vendor": "postgresql"}
+    before = REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
+
+    with connection.cursor() as cursor:
+        assert isinstance(cursor.cursor, first)
+        cursor.execute("SELECT 1")
+
+    assert REGISTRY.get_sample_value("django_db_execute_total", labels) - before == 1
