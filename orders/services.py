@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from inventory import services as stock
+from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel, StockMovement, Warehouse
 from orders import locks
@@ -293,8 +294,10 @@ def _place_in_one_round_trip(
             _store_refusal(result["claim_id"], error)
         raise error
     body = result["body"]
-    # One reservation ledger row per allocation, written by the SQL function: count them here.
+    # What inventory.services does for the ORM path: the ledger rows the SQL function wrote are
+    # counted, and the cached availability of what it reserved is replaced after commit.
     record_stock_changes("reservation", sum(len(line["allocations"]) for line in body["lines"]))
+    catalogue_changed([line.sku for line in lines])
     body["lines"] = [{key: line[key] for key in LINE_FIELDS} for line in body["lines"]]
     return PlacementResult(201, {key: body[key] for key in ORDER_FIELDS}, replayed=False)
 

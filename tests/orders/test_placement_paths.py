@@ -103,3 +103,20 @@ def test_the_sku_lookup_probes_the_index_however_the_planner_guesses(customer_cl
     lookups = [plan for plan in plans if "jsonb_array_elements" in plan and "inventory_product" in plan]
     assert lookups, plans
     assert all("Index Scan" in plan and "Seq Scan on inventory_product" not in plan for plan in lookups), lookups
+
+
+@pytest.mark.parametrize("in_sql", [True, False])
+@pytest.mark.django_db(transaction=True)
+def test_an_order_refreshes_the_cached_availability_of_what_it_reserved(
+    customer_client, api_client, shop, settings, in_sql
+):
+    settings.ORDER_PLACEMENT_IN_SQL = in_sql
+    before = api_client.get("/api/v1/products/MUG").json()["available"]
+    listed = {p["sku"]: p["available"] for p in api_client.get("/api/v1/products").json()["results"]}
+    assert listed["MUG"] == before
+
+    assert place(customer_client, ("MUG", 2)).status_code == 201
+
+    assert api_client.get("/api/v1/products/MUG").json()["available"] == before - 2
+    listed = {p["sku"]: p["available"] for p in api_client.get("/api/v1/products").json()["results"]}
+    assert listed["MUG"] == before - 2
