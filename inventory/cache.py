@@ -12,6 +12,7 @@ cannot be reached, a read that misses is answered from there and the response is
 `X-Stale: true` (project.degraded); with nothing kept, the outage surfaces as a 503.
 """
 
+import logging
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -20,9 +21,12 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, transaction
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
+from redis.exceptions import RedisError
 
 from project.db import is_lock_error
 from project.degraded import mark_stale
+
+logger = logging.getLogger("stockroom.cache")
 
 LIST_TOKEN_KEY = "catalogue:list:token"  # noqa: S105 - a cache key name, not a secret
 # Part of every product key too: a change touching many products (an import, the expiry sweep)
@@ -53,7 +57,15 @@ def _new_tokens(skus: list[str]) -> None:
     else:
         tokens = {_product_token_key(sku): uuid.uuid4().hex for sku in skus}
     tokens[LIST_TOKEN_KEY] = uuid.uuid4().hex
-    cache.set_many(tokens, timeout=None)
+    # One MSET (tokens never expire), in django-redis's key and value format. Its set_many sends
+    # a MULTI/EXEC pipeline of SETs instead, which cost every order twice as much.
+    client = cache.client
+    try:
+        client.get_client(write=True).mset(
+            {client.make_key(key): client.encode(value) for key, value in tokens.items()}
+        )
+    except RedisError as exc:  # as IGNORE_EXCEPTIONS does: entries then live out their TTL
+        logger.error("catalogue invalidation failed: %s", exc)
 
 
 def catalogue_changed(skus: Iterable[str]) -> None:

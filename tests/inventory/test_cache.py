@@ -38,9 +38,9 @@ def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_quer
 class CommandCounter:
     """Counts the commands the cache's Redis client sends (each one a round trip), passing them on."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, monkeypatch, *, write: bool = False):
         self.commands: list[str] = []
-        client = cache.client.get_client(write=False)
+        client = cache.client.get_client(write=write)
         send = client.execute_command
 
         def counted(*args, **options):
@@ -68,6 +68,20 @@ def test_a_cached_read_is_one_redis_round_trip_and_counts_as_one_hit(api_client,
 
     assert counter.commands == ["MGET", "MGET"]
     assert (cache_gets("get") - gets, cache_gets("hits") - hits, cache_gets("misses") - misses) == (2, 2, 0)
+
+
+def test_an_invalidation_is_one_mset_of_new_tokens(api_client, mug, monkeypatch):
+    before = cache.get_many(["catalogue:product:MUG:token", "catalogue:list:token"])
+    counter = CommandCounter(monkeypatch, write=True)
+
+    with transaction.atomic():
+        catalogue_changed(["MUG", "MUG"])
+        assert counter.commands == []  # nothing before the commit
+
+    assert counter.commands == ["MSET"]
+    after = cache.get_many(["catalogue:product:MUG:token", "catalogue:list:token"])
+    assert set(after) == {"catalogue:product:MUG:token", "catalogue:list:token"}
+    assert all(after[key] != before.get(key) for key in after)
 
 
 def test_an_entry_built_under_an_old_token_is_a_miss_and_is_replaced(api_client, mug):
