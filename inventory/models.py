@@ -96,7 +96,7 @@ class StockMovement(models.Model):
     delta_on_hand = models.BigIntegerField(default=0)
     delta_reserved = models.BigIntegerField(default=0)
     reason = models.CharField(max_length=16, choices=Reason.choices)
-    reference = models.CharField(max_length=64, blank=True, db_index=True)
+    reference = models.CharField(max_length=64, blank=True)  # indexed in Meta: no LIKE index beside it
     note = models.CharField(max_length=200, blank=True)
     # PROTECT: the ledger is append-only, so an actor who changed stock cannot be deleted.
     actor = models.ForeignKey(
@@ -106,7 +106,12 @@ class StockMovement(models.Model):
 
     class Meta:
         ordering = ["-id"]
-        indexes = [models.Index(fields=["level", "id"], name="movement_level_id")]
+        indexes = [
+            models.Index(fields=["level", "id"], name="movement_level_id"),
+            # Looked up by equality only (an order's or an import's rows); db_index=True on a
+            # CharField would add a varchar_pattern_ops twin that every stock change also writes.
+            models.Index(fields=["reference"], name="movement_reference"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.reason} {self.delta_on_hand:+}/{self.delta_reserved:+} on {self.level_id}"
