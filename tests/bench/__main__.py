@@ -233,22 +233,25 @@ class Gunicorn:
             env, GUNICORN_BIND=f"127.0.0.1:{self.port}", PROMETHEUS_MULTIPROC_DIR=str(tmp / f"prom-{self.port}")
         )
         self.proc: subprocess.Popen | None = None
+        # Its log goes to a file: a pipe nobody reads fills up (64 KB of slow-query warnings under
+        # lock contention) and then every thread that logs blocks for good.
+        self.log_path = tmp / f"gunicorn-{self.port}.log"
 
     def __enter__(self) -> Gunicorn:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         import urllib.request
 
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gunicorn exited: {self.proc.stderr.read()[-2000:]}")
+                raise RuntimeError(f"gunicorn exited: {self.log_path.read_text()[-2000:]}")
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1)
                 return self
@@ -303,6 +306,9 @@ def measure(port: int, scenario: Scenario, args, extra_env: dict) -> Result:
         ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
         conflicts = statuses.get(409, 0)
         errors = raw["socket_errors"] + sum(n for status, n in statuses.items() if status >= 300 and status != 409)
+        if not statuses:  # not one answer in the whole run: every connection's request failed
+            log(f"{scenario.name}: no response at all in {args.duration}s")
+            errors += args.connections
         runs.append(
             {"rps": ok / raw["seconds"], "p50_ms": raw["p50_ms"], "p99_ms": raw["p99_ms"], "errors": errors,
              "conflicts": conflicts, "statuses": statuses}
