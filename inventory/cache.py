@@ -33,6 +33,11 @@ LIST_TOKEN_KEY = "catalogue:list:token"  # noqa: S105 - a cache key name, not a 
 # replaces this one token instead of one per product.
 GENERATION_KEY = "catalogue:generation"
 MANY_PRODUCTS = 100
+# django-prometheus's cache counters, which its backend bumps in `get` only: catalogue reads (one
+# MGET each) bump them here. Created at import, so every series is scraped from the start at 0.
+_READS = django_cache_get_total.labels(backend="redis")
+_HITS = django_cache_hits_total.labels(backend="redis")
+_MISSES = django_cache_misses_total.labels(backend="redis")
 TTL_SECONDS = 300
 
 
@@ -79,11 +84,11 @@ def _cached(key: str, token_keys: list[str], last_good_key: str, build: Callable
     token = _tokens(token_keys, found)
     entry = found.get(key)
     # django-prometheus counts hits and misses in `get` only; this read is one of those.
-    django_cache_get_total.labels(backend="redis").inc()
+    _READS.inc()
     if entry is not None and entry[0] == token:
-        django_cache_hits_total.labels(backend="redis").inc()
+        _HITS.inc()
         return entry[1]
-    django_cache_misses_total.labels(backend="redis").inc()
+    _MISSES.inc()
     try:
         value = build()
     except OperationalError as exc:
