@@ -11,10 +11,13 @@ MULTIPROC_DIR = os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(ROOT / "va
 
 wsgi_app = "project.wsgi:application"
 bind = os.environ.get("GUNICORN_BIND", f"127.0.0.1:{os.environ.get('PORT', '8000')}")
-# Two per core on the 2-core machine. With two, wrk's 16 keep-alive connections all landed on one
-# worker in about a third of the runs (its accept loop wins the race for the whole burst): that
-# worker held one core's worth of GIL while the other core idled, at 40% of the throughput.
+# Two per core on the 2-core machine.
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
+# Each worker listens on its own socket (SO_REUSEPORT) and the kernel spreads new connections over
+# them. On one shared socket a burst of keep-alive connections (wrk's 16) often all landed on one
+# worker, whose accept loop won every race: it held one core's worth of GIL while the other core
+# idled, at 40% of the throughput. Linux balances; on macOS one socket takes all (set it to 0 there).
+reuse_port = os.environ.get("GUNICORN_REUSE_PORT", "1") == "1"
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gthread")
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
