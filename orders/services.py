@@ -318,8 +318,9 @@ def order_place(
     Idempotent per (user, key): the order and the key's stored response commit together. Domain
     refusals (4xx) are stored and replayed; anything else leaves no claim, so a retry runs again.
     The `conditional` strategy claims the key inside its one transaction (orders/placement.sql);
-    the others claim and commit it first, and drop the claim on failure. Raises InsufficientStock (409), InvalidInput
-    (400), IdempotencyKeyReused (422), RequestInFlight (409), LockTimeout (503).
+    the others claim and commit it first, and drop the claim on failure. Raises
+    InsufficientStock (409), InvalidInput (400), IdempotencyKeyReused (422), RequestInFlight
+    (409), LockTimeout (503).
     """
     if settings.ORDER_PLACEMENT_IN_SQL and settings.STOCK_RESERVATION_STRATEGY == "conditional":
         return _place_in_one_round_trip(
