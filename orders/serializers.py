@@ -21,6 +21,9 @@ class LineRequestSerializer(serializers.Serializer):
         return value
 
 
+COUNTRY_CODE = r"^[A-Z]{2}$"
+
+
 class ShippingAddressSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     line1 = serializers.CharField(max_length=200)
@@ -28,7 +31,7 @@ class ShippingAddressSerializer(serializers.Serializer):
     city = serializers.CharField(max_length=100)
     postal_code = serializers.CharField(max_length=20)
     country = serializers.RegexField(
-        r"^[A-Z]{2}$", max_length=2, error_messages={"invalid": "An ISO 3166-1 alpha-2 code, like FR or US."}
+        COUNTRY_CODE, max_length=2, error_messages={"invalid": "An ISO 3166-1 alpha-2 code, like FR or US."}
     )
 
 
@@ -46,12 +49,16 @@ class OrderRequestSerializer(serializers.Serializer):
         return lines
 
 
-# The fast path of order_request_data: what a well-formed body holds, field by field.
-_SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_COUNTRY = re.compile(r"[A-Z]{2}")
+# The fast path of order_request_data: what a well-formed body holds, taken from the serializers
+# above, so the two cannot drift apart.
+_COUNTRY = re.compile(COUNTRY_CODE)
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_ADDRESS_TEXT = (("name", 100, True), ("line1", 200, True), ("line2", 200, False), ("city", 100, True),
-                 ("postal_code", 20, True))  # fmt: skip
+_ADDRESS_TEXT = tuple(
+    (name, field.max_length, field.required)
+    for name, field in ShippingAddressSerializer().fields.items()
+    if name != "country"
+)
+_REFERENCE_MAX_LENGTH = OrderRequestSerializer().fields["reference"].max_length
 
 
 def _plain_text(value, max_length: int, *, required: bool) -> bool:
@@ -76,14 +83,14 @@ def _well_formed_order_request(data) -> dict | None:
     lines, address, reference = data.get("lines"), data.get("shipping_address"), data.get("reference", "")
     if type(lines) is not list or not 0 < len(lines) <= settings.ORDER_MAX_LINES or type(address) is not dict:
         return None
-    if not _plain_text(reference, 64, required=False):
+    if not _plain_text(reference, _REFERENCE_MAX_LENGTH, required=False):
         return None
     parsed = []
     for line in lines:
         if type(line) is not dict:
             return None
         sku, quantity = line.get("sku"), line.get("quantity")
-        if type(sku) is not str or not _SKU.fullmatch(sku):
+        if type(sku) is not str or not SKU_VALIDATOR.regex.fullmatch(sku):
             return None
         if type(quantity) is not int or not 1 <= quantity <= settings.ORDER_MAX_QUANTITY:
             return None
