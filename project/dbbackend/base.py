@@ -1,13 +1,16 @@
-"""PostgreSQL backend: django-prometheus's instrumented wrapper plus the circuit breaker, and a
-pool check that costs no round trip (project.dbbackend.health)."""
+"""PostgreSQL backend: django-prometheus's instrumented wrapper plus the circuit breaker, a pool
+check that costs no round trip (project.dbbackend.health) and a pool whose reconnection attempts
+stay close together (project.dbbackend.pool)."""
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql import base as django_base
 from django_prometheus.db.backends.postgresql import base
 from django_prometheus.db.common import ExportingCursorWrapper
 
 from project.circuit import CircuitOpen, breaker_for
 from project.dbbackend.health import check_pooled_connection
+from project.dbbackend.pool import ReconnectingPool
 
 # django-prometheus's instrumented cursor class, one per (cursor class, alias, vendor).
 _cursor_classes: dict[tuple, type] = {}
@@ -26,12 +29,27 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     @property
     def pool(self):
-        pool = super().pool
-        # Django builds the pool with psycopg_pool's own check when CONN_HEALTH_CHECKS is on, and
-        # passes `check` itself, so OPTIONS["pool"] cannot name another: swap it in once here.
-        if pool is not None and pool._check is not check_pooled_connection:
-            pool._check = check_pooled_connection
-        return pool
+        """Django's pool property, building project.dbbackend.pool.ReconnectingPool (reconnection
+        attempts at most DB_POOL_MAX_RECONNECT_DELAY apart) lending through the check of
+        project.dbbackend.health. Django names both the class and psycopg_pool's own check."""
+        pool_options = self.settings_dict["OPTIONS"].get("pool")
+        if self.alias == django_base.NO_DB_ALIAS or not pool_options:
+            return None
+        if self.alias not in self._connection_pools:
+            if self.settings_dict.get("CONN_MAX_AGE", 0) != 0:
+                raise ImproperlyConfigured("Pooling doesn't support persistent connections.")
+            connect_kwargs = self.get_connection_params()
+            connect_kwargs["autocommit"] = True  # as Django does; it sets autocommit later on
+            pool = ReconnectingPool(
+                kwargs=connect_kwargs,
+                open=False,  # opened on first use, as Django does
+                configure=self._configure_connection,
+                check=check_pooled_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
+                **pool_options,
+            )
+            # Threads racing here each build a pool; the first one stored wins, as in Django.
+            self._connection_pools.setdefault(self.alias, pool)
+        return self._connection_pools[self.alias]
 
     def get_new_connection(self, conn_params):
         breaker = breaker_for(self.alias)

@@ -85,6 +85,9 @@ DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8)
 # dead database fails fast instead of holding a worker for 30 s.
 DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 2.0)
 DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 2)
+# Longest wait between a pool's attempts to reconnect (project.dbbackend.pool): a web worker
+# serves again at most this long after the database is back.
+DB_POOL_MAX_RECONNECT_DELAY = env_float("DB_POOL_MAX_RECONNECT_DELAY", 2.0)
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15_000)
 DB_LOCK_TIMEOUT_MS = env_int("DB_LOCK_TIMEOUT_MS", 3_000)
 DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)
@@ -111,6 +114,7 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
             "min_size": DB_POOL_MIN_SIZE,
             "max_size": DB_POOL_MAX_SIZE,
             "timeout": DB_POOL_TIMEOUT,
+            "max_reconnect_delay": DB_POOL_MAX_RECONNECT_DELAY,
             "name": "stockroom",
         }
         config["CONN_MAX_AGE"] = 0

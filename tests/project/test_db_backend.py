@@ -1,14 +1,17 @@
 """project.dbbackend: the pool's connection check (no round trip for a healthy connection, and a
-connection whose server went away is dropped before a request can use it), and the
-instrumented cursor class built once, still counting every statement."""
+connection whose server went away is dropped before a request can use it), the pool's
+reconnection attempts kept at most their ceiling apart, and the instrumented cursor class built
+once, still counting every statement."""
 
 import psycopg
 import pytest
+from django.conf import settings
 from django.db import connection
 from prometheus_client import REGISTRY
 
 from project.dbbackend.health import check_pooled_connection
-from tests.support import other_connection
+from project.dbbackend.pool import ReconnectingPool
+from tests.support import TcpProxy, other_connection, wait_for
 
 
 def _last_query(pid: int) -> str:
@@ -59,6 +62,8 @@ def test_the_django_pool_lends_connections_through_this_check():
         pytest.skip("runs with the pool (the test settings keep it on)")
     connection.close()  # Django's connection back to the pool
     pool = connection.pool
+    assert isinstance(pool, ReconnectingPool)
+    assert pool.max_reconnect_delay == settings.DB_POOL_MAX_RECONNECT_DELAY
     idle = max(pool.get_stats()["pool_available"], 1)  # earlier tests may have grown the pool
     held = [pool.getconn() for _ in range(idle)]  # every idle connection, so all get marked
     for conn in held:
@@ -72,6 +77,32 @@ def test_the_django_pool_lends_connections_through_this_check():
     finally:
         for conn in held:
             pool.putconn(conn)
+
+
+@pytest.mark.django_db
+def test_the_pool_tries_to_reconnect_at_most_its_ceiling_apart_and_serves_once_the_database_is_back():
+    params = connection.get_connection_params()
+    proxy = TcpProxy(params["host"] or "127.0.0.1", int(params["port"] or 5432)).start()
+    proxy.cut()  # the database is away: every connection attempt is refused
+    pool = ReconnectingPool(
+        kwargs={**params, "host": "127.0.0.1", "port": proxy.port, "autocommit": True},
+        min_size=1,
+        max_size=1,
+        open=False,
+        name="reconnect-test",
+        max_reconnect_delay=0.5,
+    )
+    try:
+        pool.open(wait=False)
+        # Attempts at 0, 1, 1.5, 2, 2.5 ... s. psycopg_pool alone doubles the wait (0, 1, 3, 7,
+        # 15, 31 ... s): it fails its seventh attempt only after a minute.
+        wait_for(lambda: pool.get_stats().get("connections_errors", 0) >= 7, timeout=20, what="seven attempts")
+        proxy.restore()
+        with pool.connection(timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
+        proxy.close()
 
 
 @pytest.mark.django_db
