@@ -3,6 +3,8 @@ connection whose server went away is dropped before a request can use it), the p
 reconnection attempts kept at most their ceiling apart, and the instrumented cursor class built
 once, still counting every statement."""
 
+import select
+
 import psycopg
 import pytest
 from django.conf import settings
@@ -50,7 +52,9 @@ def test_a_connection_with_a_harmless_message_waiting_is_checked_the_slow_way_an
     with other_connection(autocommit=True) as conn, other_connection(autocommit=True) as sender:
         conn.execute("LISTEN stockroom_pool_check")
         sender.execute("NOTIFY stockroom_pool_check")
-        sender.execute("SELECT 1")  # the notification is on conn's socket once NOTIFY has committed
+        # The listening backend sends the notification on its own time after NOTIFY commits (on a
+        # busy machine, after the sender's next statement): wait until it is on conn's socket.
+        wait_for(lambda: select.select([conn.fileno()], [], [], 0.1)[0], timeout=10, what="the notification")
         check_pooled_connection(conn)
         assert _last_query(conn.info.backend_pid) == ""
         assert conn.execute("SELECT 2").fetchone() == (2,)
