@@ -242,6 +242,7 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["project.renderers.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "project.negotiation.RememberingContentNegotiation",
     "DEFAULT_PARSER_CLASSES": ["project.parsers.JSONParser"],  # DRF's, deep nesting refused as 400
     "EXCEPTION_HANDLER": "project.error_views.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
