@@ -2,6 +2,7 @@
 
 from urllib.parse import urlencode
 
+import orjson
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -28,6 +29,7 @@ from inventory.serializers import (
 from project.errors import NotFound, PreconditionFailed, VersionConflict
 from project.http import etag, if_match_version, if_none_match_hits
 from project.pagination import Cursor
+from project.renderers import OrjsonRenderer
 from project.schema import errors, paginated
 from users.permissions import IsStaff, has_scope
 
@@ -95,16 +97,18 @@ class ProductListView(APIView):
         if not _is_staff(request):
             active = True  # shoppers never see inactive products
 
-        def build():
+        def build() -> bytes:
             products = selectors.catalogue_list(
                 search=params["search"], active=active, updated_since=params.get("updated_since")
             )
             paginator = CataloguePagination()
             page = paginator.paginate_queryset(products, request, view=self)
-            return paginator.get_paginated_response([product_payload(p) for p in page]).data
+            return OrjsonRenderer().render(paginator.get_paginated_response([product_payload(p) for p in page]).data)
 
+        # The page is cached as its JSON: a hit neither unpickles 25 products nor encodes them again.
+        # ("json:" keeps these entries apart from the dicts that releases before 2026-12 cached.)
         cache_params = urlencode(sorted({**request.query_params.dict(), "_active": str(active)}.items()))
-        return Response(cached_list(f"{request.get_host()}?{cache_params}", build))
+        return Response(orjson.Fragment(cached_list(f"json:{request.get_host()}?{cache_params}", build)))
 
     @extend_schema(
         request=ProductCreateSerializer, responses={201: ProductSerializer, **errors(400, 401, 403, 413, 415, 429, 503)}

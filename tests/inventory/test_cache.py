@@ -35,6 +35,25 @@ def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_quer
         assert listed_available(api_client) == 5
 
 
+def test_a_catalogue_page_is_cached_as_its_json_and_a_hit_answers_the_same_bytes(api_client, mug, monkeypatch):
+    stored = []
+    set_many = cache.set_many
+
+    def recorded(data, *args, **kwargs):
+        stored.append(data)
+        return set_many(data, *args, **kwargs)
+
+    monkeypatch.setattr(cache, "set_many", recorded)
+    miss = api_client.get("/api/v1/products?page_size=10")
+    hit = api_client.get("/api/v1/products?page_size=10")
+
+    assert hit.content == miss.content
+    assert hit["Content-Type"] == miss["Content-Type"] == "application/json"
+    assert miss.json()["results"][0]["sku"] == "MUG"
+    entry, last_good = (next(iter(data.values())) for data in stored)
+    assert entry[1] == last_good == miss.content  # the JSON itself, under its token
+
+
 class CommandCounter:
     """Counts the commands the cache's Redis client sends (each one a round trip), passing them on."""
 
