@@ -5,7 +5,8 @@ or availability replaces both tokens after commit (never on rollback). Every ent
 tokens it was built under, and a read fetches the entry and the current tokens in one MGET (one
 Redis round trip): an entry whose tokens are not the current ones is a miss, and is overwritten
 by the rebuilt value. Stock decisions never read this cache. Redis being down makes every read
-a miss (django-redis IGNORE_EXCEPTIONS).
+a miss (django-redis IGNORE_EXCEPTIONS, and the same for the reads and invalidations that go
+through project.redis_connections: the MGET of every read and the MSET of every change).
 
 Every value built is also kept under a "last good" key that no token changes. When PostgreSQL
 cannot be reached, a read that misses is answered from there and the response is marked
@@ -13,18 +14,22 @@ cannot be reached, a read that misses is answered from there and the response is
 """
 
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.signals import setting_changed
 from django.db import OperationalError, transaction
+from django.dispatch import receiver
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 from redis.exceptions import RedisError
 
 from project.db import is_lock_error
 from project.degraded import mark_stale
+from project.redis_connections import RedisConnections
 
 logger = logging.getLogger("stockroom.cache")
 
@@ -39,6 +44,45 @@ _READS = django_cache_get_total.labels(backend="redis")
 _HITS = django_cache_hits_total.labels(backend="redis")
 _MISSES = django_cache_misses_total.labels(backend="redis")
 TTL_SECONDS = 300
+# Connections per process for the MGET and MSET (a gunicorn worker runs GUNICORN_THREADS threads).
+CONNECTIONS = 16
+
+_connections: RedisConnections | None = None
+_connections_lock = threading.Lock()
+
+
+def redis_connections() -> RedisConnections:
+    """This process's connections to the cache's Redis, made on first use (after the fork)."""
+    global _connections
+    if _connections is None:
+        with _connections_lock:
+            if _connections is None:
+                _connections = RedisConnections(
+                    settings.CACHES["default"]["LOCATION"], size=CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT
+                )
+    return _connections
+
+
+@receiver(setting_changed, dispatch_uid="stockroom.cache.reset")
+def _reset_on_setting_change(setting, **kwargs):
+    global _connections
+    if setting in {"CACHES", "REDIS_SOCKET_TIMEOUT"}:
+        with _connections_lock:
+            if _connections is not None:
+                _connections.close()
+            _connections = None
+
+
+def _read(keys: list[str]) -> dict:
+    """The values found under `keys` in one MGET, decoded as django-redis does; nothing found
+    when Redis cannot answer."""
+    client = cache.client
+    try:
+        values = redis_connections().execute("MGET", *[client.make_key(key) for key in keys])
+    except RedisError as exc:
+        logger.error("catalogue read from Redis failed: %s", exc)
+        return {}
+    return {key: client.decode(value) for key, value in zip(keys, values, strict=True) if value is not None}
 
 
 def _product_token_key(sku: str) -> str:
@@ -65,10 +109,9 @@ def _new_tokens(skus: list[str]) -> None:
     # One MSET (tokens never expire), in django-redis's key and value format. Its set_many sends
     # a MULTI/EXEC pipeline of SETs instead, which cost every order twice as much.
     client = cache.client
+    pairs = [part for key, value in tokens.items() for part in (client.make_key(key), client.encode(value))]
     try:
-        client.get_client(write=True).mset(
-            {client.make_key(key): client.encode(value) for key, value in tokens.items()}
-        )
+        redis_connections().execute("MSET", *pairs)
     except RedisError as exc:  # as IGNORE_EXCEPTIONS does: entries then live out their TTL
         logger.error("catalogue invalidation failed: %s", exc)
 
@@ -80,7 +123,7 @@ def catalogue_changed(skus: Iterable[str]) -> None:
 
 
 def _cached(key: str, token_keys: list[str], last_good_key: str, build: Callable[[], Any]) -> Any:
-    found = cache.get_many([*token_keys, key])
+    found = _read([*token_keys, key])
     token = _tokens(token_keys, found)
     entry = found.get(key)
     # django-prometheus counts hits and misses in `get` only; this read is one of those.

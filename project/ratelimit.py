@@ -29,15 +29,11 @@ then one every `window/limit` seconds.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import ipaddress
 import logging
 import math
 import os
-import queue
-import socket
-import struct
 import threading
 import time
 from dataclasses import dataclass
@@ -55,6 +51,7 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import Counter
 
 from project.errors import envelope
+from project.redis_connections import RedisConnections, call
 from users.keys import split_prefix
 
 logger = logging.getLogger("stockroom.ratelimit")
@@ -151,90 +148,22 @@ class RedisUnavailable(Exception):
     pass
 
 
-class KernelTimeoutConnection(redis.Connection):
-    """A blocking TCP socket whose sends and receives time out in the kernel (SO_SNDTIMEO, SO_RCVTIMEO).
-
-    With Python's socket timeout every send and receive is preceded by a poll(), and each system
-    call hands the GIL to the worker's other threads and waits to get it back: a script call took
-    seven of them. Here it takes one send and one receive. A receive that times out fails with
-    EAGAIN, which redis-py raises as ConnectionError.
-    """
-
-    def __init__(self, *, io_timeout: float, **kwargs):
-        self.io_timeout = io_timeout
-        super().__init__(socket_timeout=None, **kwargs)
-
-    def _connect(self):
-        sock = super()._connect()  # connected under socket_connect_timeout, then left blocking
-        seconds, fraction = divmod(self.io_timeout, 1)
-        timeval = struct.pack("@ll", int(seconds), int(fraction * 1_000_000))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
-        return sock
-
-
-class ScriptConnections:
-    """The limiter's own small pool of Redis connections, and its one script call on them.
-
-    Leaner than redis-py's client for the one command sent with every request: no health check
-    (a poll) before each use, no retry wrapper. A connection that failed in any way is
-    disconnected before it goes back, so none is ever handed out with an unread answer on it; it
-    connects again on its next use. Waiting for a free connection, connecting, sending and
-    receiving each take at most `timeout` seconds.
-    """
+class ScriptConnections(RedisConnections):
+    """The limiter's own small pool of Redis connections (project.redis_connections), and its one
+    script call on them."""
 
     def __init__(self, url: str, *, size: int, timeout: float, script: str):
-        self.timeout = timeout
+        super().__init__(url, size=size, timeout=timeout)
         self.script = script
         self.sha = hashlib.sha1(script.encode(), usedforsecurity=False).hexdigest()  # the name Redis knows it by
-        options = redis.connection.parse_url(url)
-        connection_class = options.pop("connection_class", None)
-        if connection_class is None:  # plain TCP
-            self._make = functools.partial(
-                KernelTimeoutConnection, io_timeout=timeout, socket_connect_timeout=timeout, **options
-            )
-        else:  # TLS or a Unix socket: Python's own socket timeout
-            self._make = functools.partial(
-                connection_class, socket_timeout=timeout, socket_connect_timeout=timeout, **options
-            )
-        # Last in, first out: a quiet process keeps reusing its warmest connections. None is a
-        # free slot without a connection yet.
-        self._free: queue.LifoQueue = queue.LifoQueue()
-        for _ in range(size):
-            self._free.put(None)
 
     def evalsha(self, keys: list[str], args: list[int]) -> list:
         """Run the script; loads it (EVAL) when Redis does not know it, e.g. after a restart."""
-        try:
-            connection = self._free.get(timeout=self.timeout)
-        except queue.Empty:
-            raise redis.ConnectionError("no connection to Redis free in time") from None
-        if connection is None:
-            connection = self._make()
-        try:
+        with self.connection() as connection:
             try:
-                return self._call(connection, "EVALSHA", self.sha, keys, args)
+                return call(connection, "EVALSHA", self.sha, len(keys), *keys, *args)
             except redis.exceptions.NoScriptError:
-                return self._call(connection, "EVAL", self.script, keys, args)
-        except BaseException:
-            connection.disconnect()
-            raise
-        finally:
-            self._free.put(connection)
-
-    @staticmethod
-    def _call(connection, command: str, script: str, keys: list[str], args: list[int]) -> list:
-        connection.send_packed_command(connection.pack_command(command, script, len(keys), *keys, *args), False)
-        return connection.read_response()
-
-    def close(self) -> None:
-        while True:
-            try:
-                connection = self._free.get_nowait()
-            except queue.Empty:
-                return
-            if connection is not None:
-                connection.disconnect()
+                return call(connection, "EVAL", self.script, len(keys), *keys, *args)
 
 
 class RateLimiter:

@@ -4,10 +4,11 @@ from django.db import transaction
 from prometheus_client import REGISTRY
 
 from inventory import services
-from inventory.cache import catalogue_changed
+from inventory.cache import catalogue_changed, redis_connections
 from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel
 from tests.factories import ProductFactory, WarehouseFactory
+from tests.support import closed_port
 
 
 @pytest.fixture
@@ -55,18 +56,23 @@ def test_a_catalogue_page_is_cached_as_its_json_and_a_hit_answers_the_same_bytes
 
 
 class CommandCounter:
-    """Counts the commands the cache's Redis client sends (each one a round trip), passing them on."""
+    """Counts the commands the cache sends (each one a round trip), through django-redis's client
+    and through its own connections (inventory.cache.redis_connections), passing them on."""
 
-    def __init__(self, monkeypatch, *, write: bool = False):
+    def __init__(self, monkeypatch):
         self.commands: list[str] = []
-        client = cache.client.get_client(write=write)
-        send = client.execute_command
+        clients = {id(client): client for client in (cache.client.get_client(write=w) for w in (False, True))}
+        for client in clients.values():
+            monkeypatch.setattr(client, "execute_command", self._counting(client.execute_command))
+        connections = redis_connections()
+        monkeypatch.setattr(connections, "execute", self._counting(connections.execute))
 
+    def _counting(self, send):
         def counted(*args, **options):
             self.commands.append(str(args[0]))
             return send(*args, **options)
 
-        monkeypatch.setattr(client, "execute_command", counted)
+        return counted
 
 
 def cache_gets(outcome: str) -> float:
@@ -91,7 +97,7 @@ def test_a_cached_read_is_one_redis_round_trip_and_counts_as_one_hit(api_client,
 
 def test_an_invalidation_is_one_mset_of_new_tokens(api_client, mug, monkeypatch):
     before = cache.get_many(["catalogue:product:MUG:token", "catalogue:list:token"])
-    counter = CommandCounter(monkeypatch, write=True)
+    counter = CommandCounter(monkeypatch)
 
     with transaction.atomic():
         catalogue_changed(["MUG", "MUG"])
@@ -172,3 +178,20 @@ def test_a_change_to_many_products_invalidates_them_all_with_one_token(api_clien
         services.reserve_stock(lines=[(p, 1) for p in products], reference="BIG")
 
     assert (available(api_client, first), available(api_client, last)) == (4, 4)
+
+
+def test_with_the_caches_redis_unreachable_reads_come_from_the_database_and_changes_commit(
+    api_client, mug, settings, caplog
+):
+    location = f"redis://127.0.0.1:{closed_port()}/0"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": location}}
+
+    assert available(api_client) == 5
+    assert listed_available(api_client) == 5
+    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=2)  # its invalidation fails, logged
+
+    assert available(api_client) == 7
+    assert listed_available(api_client) == 7
+    failures = [record.getMessage() for record in caplog.records if record.name == "stockroom.cache"]
+    assert any(message.startswith("catalogue read from Redis failed") for message in failures)
+    assert any(message.startswith("catalogue invalidation failed") for message in failures)

@@ -1,0 +1,101 @@
+"""A small pool of plain Redis connections for the commands sent on every request.
+
+redis-py's client wraps each command in a health check (a poll) before the connection is used,
+a retry helper, deprecated-argument checks and its own observability hooks: measured on this
+machine, an MGET cost 172 µs of CPU through it and 89 µs here, an MSET 181 and 59. The rate
+limiter's script call and the catalogue cache's MGET and MSET go through this pool instead.
+
+A connection that failed in any way is disconnected before it goes back, so none is ever handed
+out with an unread answer on it; it connects again on its next use. Waiting for a free
+connection, connecting, sending and receiving each take at most `timeout` seconds. Errors are
+redis-py's (redis.RedisError and its subclasses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import queue
+import socket
+import struct
+from collections.abc import Iterator
+
+import redis
+
+
+class KernelTimeoutConnection(redis.Connection):
+    """A blocking TCP socket whose sends and receives time out in the kernel (SO_SNDTIMEO, SO_RCVTIMEO).
+
+    With Python's socket timeout every send and receive is preceded by a poll(), and each system
+    call hands the GIL to the worker's other threads and waits to get it back: a script call took
+    seven of them. Here it takes one send and one receive. A receive that times out fails with
+    EAGAIN, which redis-py raises as ConnectionError.
+    """
+
+    def __init__(self, *, io_timeout: float, **kwargs):
+        self.io_timeout = io_timeout
+        super().__init__(socket_timeout=None, **kwargs)
+
+    def _connect(self):
+        sock = super()._connect()  # connected under socket_connect_timeout, then left blocking
+        seconds, fraction = divmod(self.io_timeout, 1)
+        timeval = struct.pack("@ll", int(seconds), int(fraction * 1_000_000))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+        return sock
+
+
+class RedisConnections:
+    def __init__(self, url: str, *, size: int, timeout: float):
+        self.timeout = timeout
+        options = redis.connection.parse_url(url)
+        connection_class = options.pop("connection_class", None)
+        if connection_class is None:  # plain TCP
+            self._make = functools.partial(
+                KernelTimeoutConnection, io_timeout=timeout, socket_connect_timeout=timeout, **options
+            )
+        else:  # TLS or a Unix socket: Python's own socket timeout
+            self._make = functools.partial(
+                connection_class, socket_timeout=timeout, socket_connect_timeout=timeout, **options
+            )
+        # Last in, first out: a quiet process keeps reusing its warmest connections. None is a
+        # free slot without a connection yet.
+        self._free: queue.LifoQueue = queue.LifoQueue()
+        for _ in range(size):
+            self._free.put(None)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[redis.Connection]:
+        """A connection for one or more commands, disconnected if anything failed while it was lent."""
+        try:
+            connection = self._free.get(timeout=self.timeout)
+        except queue.Empty:
+            raise redis.ConnectionError("no connection to Redis free in time") from None
+        if connection is None:
+            connection = self._make()
+        try:
+            yield connection
+        except BaseException:
+            connection.disconnect()
+            raise
+        finally:
+            self._free.put(connection)
+
+    def execute(self, *args):
+        """Send one command and return Redis' answer."""
+        with self.connection() as connection:
+            return call(connection, *args)
+
+    def close(self) -> None:
+        while True:
+            try:
+                connection = self._free.get_nowait()
+            except queue.Empty:
+                return
+            if connection is not None:
+                connection.disconnect()
+
+
+def call(connection: redis.Connection, *args):
+    connection.send_packed_command(connection.pack_command(*args), False)
+    return connection.read_response()
