@@ -296,26 +296,23 @@ def wrk(port: int, scenario: Scenario, seconds: float, connections: int, extra_e
     return json.loads(line.removeprefix("BENCH_JSON "))
 
 
-def measure(port: int, scenario: Scenario, args, extra_env: dict) -> Result:
-    if args.warmup:
-        wrk(port, scenario, args.warmup, args.connections, extra_env)
-    runs = []
-    for _ in range(args.runs):
-        raw = wrk(port, scenario, args.duration, args.connections, extra_env)
-        statuses = {int(k): v for k, v in raw["statuses"].items()}
-        ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
-        conflicts = statuses.get(409, 0)
-        errors = raw["socket_errors"] + sum(n for status, n in statuses.items() if status >= 300 and status != 409)
-        if not statuses:  # not one answer in the whole run: every connection's request failed
-            log(f"{scenario.name}: no response at all in {args.duration}s")
-            errors += args.connections
-        runs.append(
-            {"rps": ok / raw["seconds"], "p50_ms": raw["p50_ms"], "p99_ms": raw["p99_ms"], "errors": errors,
-             "conflicts": conflicts, "statuses": statuses}
-        )  # fmt: skip
+def run_once(port: int, scenario: Scenario, args, extra_env: dict) -> dict:
+    raw = wrk(port, scenario, args.duration, args.connections, extra_env)
+    statuses = {int(k): v for k, v in raw["statuses"].items()}
+    ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
+    conflicts = statuses.get(409, 0)
+    errors = raw["socket_errors"] + sum(n for status, n in statuses.items() if status >= 300 and status != 409)
+    if not statuses:  # not one answer in the whole run: every connection's request failed
+        log(f"{scenario.name}: no response at all in {args.duration}s")
+        errors += args.connections
+    return {"rps": ok / raw["seconds"], "p50_ms": raw["p50_ms"], "p99_ms": raw["p99_ms"], "errors": errors,
+            "conflicts": conflicts, "statuses": statuses}  # fmt: skip
+
+
+def summarise(name: str, runs: list[dict]) -> Result:
     middle = sorted(runs, key=lambda run: run["rps"])[len(runs) // 2]
     return Result(
-        scenario=scenario.name,
+        scenario=name,
         rps=middle["rps"],
         p50_ms=middle["p50_ms"],
         p99_ms=middle["p99_ms"],
@@ -323,6 +320,20 @@ def measure(port: int, scenario: Scenario, args, extra_env: dict) -> Result:
         conflicts=sum(run["conflicts"] for run in runs),
         runs=runs,
     )
+
+
+def measure_group(port: int, members: list[Scenario], args, extra_env: dict) -> dict[str, list[dict]]:
+    """Every scenario on one server: each warmed up, then run in rounds (one run of each scenario per
+    round), so that a slow spell of the shared host falls on all of them alike, not on one."""
+    for scenario in members:
+        if args.warmup:
+            wrk(port, scenario, args.warmup, args.connections, extra_env)
+    runs: dict[str, list[dict]] = {scenario.name: [] for scenario in members}
+    for round_number in range(1, args.runs + 1):
+        log(f"round {round_number} of {args.runs}: {', '.join(runs)} ({args.duration}s each)")
+        for scenario in members:
+            runs[scenario.name].append(run_once(port, scenario, args, extra_env))
+    return runs
 
 
 def scenarios(products: int) -> list[Scenario]:
@@ -567,13 +578,14 @@ def main() -> int:
         env = bench_env(database_url, redis_url, settings=settings_module,
                         STOCK_RESERVATION_STRATEGY=strategy or "conditional")  # fmt: skip
         with Gunicorn(env, tmp) as server_proc:
+            log(f"{', '.join(s.name for s in members)}: {args.warmup}s warm-up each, then {args.runs} rounds")
+            runs = measure_group(server_proc.port, members, args, extra)
+            count = invariant_breaches(database_url) if any(s.writes for s in members) else 0
+            broken += count
             for scenario in members:
-                log(f"{scenario.name}: {args.runs} x {args.duration}s after {args.warmup}s warm-up")
-                result = measure(server_proc.port, scenario, args, extra)
-                if scenario.writes:
-                    count = invariant_breaches(database_url)
+                result = summarise(scenario.name, runs[scenario.name])
+                if scenario.writes:  # after every run of the group's writers
                     result.invariants = "ok" if count == 0 else f"BROKEN ({count})"
-                    broken += count
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
