@@ -4,7 +4,8 @@ Route groups (limits are `RATELIMIT_<GROUP>` settings, "requests/seconds"):
 
 - `read`: GET, HEAD and OPTIONS anywhere (API and pages);
 - `write`: every other method, e.g. order placement;
-- `auth`: unsafe methods on `RATELIMIT_AUTH_PATHS` (token creation, browser login, password reset);
+- `auth`: unsafe methods on `RATELIMIT_AUTH_PATHS` (token creation, browser login, sign-up,
+  password reset);
 - `admin_login`: unsafe methods on `RATELIMIT_ADMIN_LOGIN_PATH`.
 
 `RATELIMIT_EXEMPT_PATHS` and static files are never limited.

@@ -354,7 +354,8 @@ RATELIMIT_ADMIN_LOGIN = env_str("RATELIMIT_ADMIN_LOGIN", "10/60")
 RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 0)
 # Unsafe requests under these path prefixes are the `auth` group (fails closed without Redis).
 RATELIMIT_AUTH_PATHS = env_list(
-    "RATELIMIT_AUTH_PATHS", ["/api/v1/auth/tokens", "/accounts/login/", "/accounts/password-reset/"]
+    "RATELIMIT_AUTH_PATHS",
+    ["/api/v1/auth/tokens", "/accounts/login/", "/accounts/signup/", "/accounts/password-reset/"],
 )
 RATELIMIT_ADMIN_LOGIN_PATH = env_str("RATELIMIT_ADMIN_LOGIN_PATH", "/admin/login/")
 RATELIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/metrics"]  # and STATIC_URL

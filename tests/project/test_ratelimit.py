@@ -215,6 +215,21 @@ def test_token_creation_is_limited_by_address_whatever_key_the_request_carries(l
     assert other_address.status_code == 401
 
 
+def test_sign_up_is_limited_by_address_with_the_other_auth_forms(limits, client):
+    limits.RATELIMIT_AUTH = "2/60"
+    form = {"email": "not an address", "password1": "x", "password2": "y"}
+
+    attempts = [client.post("/accounts/signup/", form).status_code for _ in range(2)]
+    refused = client.post("/accounts/signup/", form)
+    other_address = Client(REMOTE_ADDR="198.51.100.9").post("/accounts/signup/", form)
+
+    assert attempts == [400, 400]  # the form again, with its errors
+    assert refused.status_code == 429
+    assert policy(refused) == {"group": "auth", "q": 2, "w": 60}
+    assert other_address.status_code == 400
+    assert client.get("/accounts/signup/").status_code == 200  # reading the form is the read group
+
+
 def test_admin_login_is_rate_limited(limits, client, staff_user):
     limits.RATELIMIT_ADMIN_LOGIN = "3/60"
     form = {"username": staff_user.email, "password": "guess", "next": "/admin/"}
