@@ -98,6 +98,10 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
     config = parse_database_url(name, url)
     options = config.setdefault("OPTIONS", {})
     options["connect_timeout"] = DB_CONNECT_TIMEOUT
+    # psycopg prepares a statement after its fifth run on a connection. Only the cursors of
+    # project.dbbackend's prepared_cursor can be prepared (Django's bind on the client); Django
+    # passes None, which turns preparing off altogether.
+    options["prepare_threshold"] = 5
     # Per-connection limits, set at connect time so pooled connections carry them.
     options["options"] = (
         f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"

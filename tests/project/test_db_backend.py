@@ -1,7 +1,7 @@
 """project.dbbackend: the pool's connection check (no round trip for a healthy connection, and a
 connection whose server went away is dropped before a request can use it), the pool's
-reconnection attempts kept at most their ceiling apart, and the instrumented cursor class built
-once, still counting every statement."""
+reconnection attempts kept at most their ceiling apart, the instrumented cursor class built
+once, still counting every statement, and the prepared cursor."""
 
 import select
 
@@ -121,3 +121,19 @@ def test_the_instrumented_cursor_class_is_built_once_and_still_counts_statements
         cursor.execute("SELECT 1")
 
     assert REGISTRY.get_sample_value("django_db_execute_total", labels) - before == 1
+
+
+@pytest.mark.django_db
+def test_a_prepared_cursor_s_statement_is_prepared_after_five_runs_and_each_run_is_counted():
+    labels = {"alias": "default", "vendor": "postgresql"}
+    before = REGISTRY.get_sample_value("django_db_execute_total", labels) or 0.0
+
+    for n in range(6):
+        with connection.prepared_cursor() as cursor:
+            cursor.execute("SELECT %s::int + 1 AS stockroom_prepared_probe", [n])
+            assert cursor.fetchone() == (n + 1,)
+
+    assert REGISTRY.get_sample_value("django_db_execute_total", labels) - before == 6
+    with connection.cursor() as cursor:  # Django's own cursor binds on the client: never prepared
+        cursor.execute("SELECT statement FROM pg_prepared_statements WHERE statement LIKE %s", ["%_probe%"])
+        assert [row[0] for row in cursor.fetchall()] == ["SELECT $1::int + 1 AS stockroom_prepared_probe"]

@@ -170,3 +170,16 @@ def test_the_bearer_lookup_loads_the_key_and_its_user_as_the_orm_would_in_one_st
     assert found.get_deferred_fields() == set() and user.get_deferred_fields() == set()
     assert not found._state.adding and not user._state.adding
     assert found.scopes == ["read", "write"]
+
+
+def test_the_bearer_lookup_is_prepared_on_its_connection_and_still_sees_a_revocation(db, customer):
+    api_key, key = api_key_create(user=customer)
+    for _ in range(6):  # prepared on its fifth run on this connection
+        assert api_key_for_bearer(key=key) is not None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%FROM users_apikey k%"])
+        assert cursor.fetchone() == (1,)
+
+    ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
+
+    assert api_key_for_bearer(key=key) is None
