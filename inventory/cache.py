@@ -14,7 +14,6 @@ cannot be reached, a read that misses is answered from there and the response is
 """
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,7 +28,7 @@ from redis.exceptions import RedisError
 
 from project.db import is_lock_error
 from project.degraded import mark_stale
-from project.redis_connections import RedisConnections
+from project.redis_connections import PerProcess, RedisConnections
 
 logger = logging.getLogger("stockroom.cache")
 
@@ -47,30 +46,23 @@ TTL_SECONDS = 300
 # Connections per process for the MGET and MSET (a gunicorn worker runs GUNICORN_THREADS threads).
 CONNECTIONS = 16
 
-_connections: RedisConnections | None = None
-_connections_lock = threading.Lock()
+_connections = PerProcess(
+    lambda: RedisConnections(
+        settings.CACHES["default"]["LOCATION"], size=CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT
+    ),
+    RedisConnections.close,
+)
 
 
 def redis_connections() -> RedisConnections:
-    """This process's connections to the cache's Redis, made on first use (after the fork)."""
-    global _connections
-    if _connections is None:
-        with _connections_lock:
-            if _connections is None:
-                _connections = RedisConnections(
-                    settings.CACHES["default"]["LOCATION"], size=CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT
-                )
-    return _connections
+    """This process's connections to the cache's Redis, made on first use."""
+    return _connections.get()
 
 
 @receiver(setting_changed, dispatch_uid="stockroom.cache.reset")
 def _reset_on_setting_change(setting, **kwargs):
-    global _connections
     if setting in {"CACHES", "REDIS_SOCKET_TIMEOUT"}:
-        with _connections_lock:
-            if _connections is not None:
-                _connections.close()
-            _connections = None
+        _connections.reset()
 
 
 def _read(keys: list[str]) -> dict:

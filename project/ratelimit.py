@@ -34,7 +34,6 @@ import hashlib
 import ipaddress
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from django.http import HttpResponse, JsonResponse
 from prometheus_client import Counter
 
 from project.errors import envelope
-from project.redis_connections import RedisConnections, call
+from project.redis_connections import PerProcess, RedisConnections, call
 from users.keys import split_prefix
 
 logger = logging.getLogger("stockroom.ratelimit")
@@ -315,36 +314,17 @@ class SessionMiddleware(DjangoSessionMiddleware):
             super().process_request(request)
 
 
-_limiter: RateLimiter | None = None
-_limiter_lock = threading.Lock()
+_limiter = PerProcess(RateLimiter, RateLimiter.close)
 
 
 def limiter() -> RateLimiter:
-    global _limiter
-    if _limiter is None:
-        with _limiter_lock:
-            if _limiter is None:
-                _limiter = RateLimiter()
-    return _limiter
-
-
-def _forget_in_child() -> None:
-    """A forked child builds its own limiter: the parent's sockets are not its to use (nor to shut down)."""
-    global _limiter
-    _limiter = None
-
-
-os.register_at_fork(after_in_child=_forget_in_child)
+    return _limiter.get()
 
 
 @receiver(setting_changed, dispatch_uid="stockroom.ratelimit.reset")
 def _reset_on_setting_change(setting, **kwargs):
-    global _limiter
     if setting.startswith("RATELIMIT_") or setting in {"CACHE_KEY_PREFIX", "STATIC_URL"}:
-        with _limiter_lock:
-            if _limiter is not None:
-                _limiter.close()
-            _limiter = None
+        _limiter.reset()
 
 
 def _policy_header(group: str, rate: Rate) -> str:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import queue
 import socket
 import struct
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 import redis
 
@@ -96,6 +99,39 @@ class RedisConnections:
                 connection.disconnect()
 
 
+T = TypeVar("T")
+
+
 def call(connection: redis.Connection, *args):
     connection.send_packed_command(connection.pack_command(*args), False)
     return connection.read_response()
+
+
+class PerProcess(Generic[T]):
+    """One `T` per process, made by `make` on first use. A forked child makes its own (the parent's
+    sockets are not the child's to use, nor to shut down); `reset` closes it so the next use makes
+    it anew, e.g. when a setting it was made from changes."""
+
+    def __init__(self, make: Callable[[], T], close: Callable[[T], None]):
+        self._make = make
+        self._close = close
+        self._value: T | None = None
+        self._lock = threading.Lock()
+        os.register_at_fork(after_in_child=self._forget)
+
+    def get(self) -> T:
+        if self._value is None:
+            with self._lock:
+                if self._value is None:
+                    self._value = self._make()
+        return self._value
+
+    def reset(self) -> None:
+        with self._lock:
+            if self._value is not None:
+                self._close(self._value)
+            self._value = None
+
+    def _forget(self) -> None:
+        self._value = None
+        self._lock = threading.Lock()  # another thread may have held it at the fork
