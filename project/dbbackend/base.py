@@ -24,11 +24,15 @@ class DatabaseWrapper(base.DatabaseWrapper):
         """django-prometheus's parameters, without building a new cursor class on every call:
         Django asks for them on every connect, which with the pool is every request."""
         params = django_base.DatabaseWrapper.get_connection_params(self)
-        key = (params["cursor_factory"], self.alias, self.vendor)
+        params["cursor_factory"] = self._instrumented(params["cursor_factory"])
+        return params
+
+    def _instrumented(self, cursor_class: type) -> type:
+        """django-prometheus's instrumented subclass of `cursor_class` for this alias, built once."""
+        key = (cursor_class, self.alias, self.vendor)
         if key not in _cursor_classes:
             _cursor_classes[key] = ExportingCursorWrapper(*key)
-        params["cursor_factory"] = _cursor_classes[key]
-        return params
+        return _cursor_classes[key]
 
     @property
     def pool(self):
@@ -65,11 +69,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
         statements like any other."""
         self.close_if_health_check_failed()
         self.ensure_connection()
-        key = (django_base.ServerBindingCursor, self.alias, self.vendor)
-        if key not in _cursor_classes:
-            _cursor_classes[key] = ExportingCursorWrapper(*key)
         with self.wrap_database_errors:
-            cursor = _cursor_classes[key](self.connection)
+            cursor = self._instrumented(django_base.ServerBindingCursor)(self.connection)
             # As Django's create_cursor: the cursor's time zone, if the connection's differs.
             if self.timezone != self.connection.adapters.get_loader(django_base.TIMESTAMPTZ_OID, Format.TEXT).timezone:
                 register_tzloader(self.timezone, cursor)
