@@ -5,10 +5,14 @@ from django.db.models import Prefetch, QuerySet
 from orders.models import Allocation, Order, OrderLine
 
 
-def orders_visible_to(user) -> QuerySet[Order]:
-    """Staff see every order; anyone else only their own (another user's order is a 404)."""
+def orders_visible_to(user, *, as_staff: bool = False) -> QuerySet[Order]:
+    """With staff rights every order; otherwise only the user's own (another user's order is a 404).
+
+    `as_staff` is the request's effective right (users.permissions.acts_as_staff: a staff session,
+    or a staff user's key with the `staff` scope), never `user.is_staff` alone; it defaults to the
+    narrower view so that a caller who forgets it shows too little, not too much."""
     orders = Order.objects.select_related("user")
-    if not user.is_staff:
+    if not as_staff:
         orders = orders.filter(user=user)
     return orders
 
@@ -21,20 +25,27 @@ def with_lines(orders: QuerySet[Order]) -> QuerySet[Order]:
 
 
 def order_list(
-    *, user, status: str | None = None, updated_since: datetime | None = None, owner_email: str | None = None
+    *,
+    user,
+    as_staff: bool = False,
+    status: str | None = None,
+    updated_since: datetime | None = None,
+    owner_email: str | None = None,
 ) -> QuerySet[Order]:
-    orders = orders_visible_to(user)
+    """Orders `user` may see (see orders_visible_to); `owner_email` narrows staff's view to one
+    customer and means nothing without staff rights (a customer always sees only their own)."""
+    orders = orders_visible_to(user, as_staff=as_staff)
     if status:
         orders = orders.filter(status=status)
     if updated_since:
         orders = orders.filter(updated_at__gte=updated_since)
-    if owner_email and user.is_staff:
+    if owner_email and as_staff:
         orders = orders.filter(user__email=owner_email.lower())
     return with_lines(orders)
 
 
-def order_for(*, user, number: str) -> Order | None:
-    return with_lines(orders_visible_to(user)).filter(number=number).first()
+def order_for(*, user, number: str, as_staff: bool = False) -> Order | None:
+    return with_lines(orders_visible_to(user, as_staff=as_staff)).filter(number=number).first()
 
 
 RESERVED_VS_ALLOCATIONS_SQL = """

@@ -1,7 +1,9 @@
 """`?profile=1` on any page or API request: a pyinstrument profile of it, for staff only.
 
-Who may: a signed-in staff user (session), or a bearer API key with the `staff` scope whose user
-is staff (checked here, before DRF authenticates, so the whole view is inside the profile). For
+Who may: whoever `settings.PROFILING_ALLOWED` (a dotted path to `may_profile(request) -> bool`)
+says: in this shop users.permissions.may_profile, staff rights from the session or from a bearer
+key with the `staff` scope (checked before DRF authenticates, so the whole view is inside the
+profile). For
 anyone else the parameter is ignored: the request runs unprofiled and gets its normal response,
 so the parameter neither slows the shop down for strangers nor tells them it exists.
 
@@ -18,6 +20,7 @@ import logging
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.utils.module_loading import import_string
 
 logger = logging.getLogger("stockroom.profiling")
 
@@ -29,28 +32,13 @@ PROFILE_CSP = (
 SAMPLE_INTERVAL = 0.001  # seconds: fine enough for a 20 ms request
 
 
-def _staff_by_bearer(request) -> bool:
-    from users.models import ApiKey
-    from users.selectors import api_key_for_bearer
-
-    keyword, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if keyword.lower() != "bearer" or not key.strip():
-        return False
-    api_key = api_key_for_bearer(key=key.strip())
-    return api_key is not None and api_key.user.is_staff and ApiKey.Scope.STAFF in api_key.scopes
-
-
-def may_profile(request) -> bool:
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated:
-        return bool(user.is_staff)
-    return _staff_by_bearer(request)
-
-
 class ProfileMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
         self.enabled = settings.PROFILING_ENABLED
+        # Who may profile is the apps' decision (staff rights live in users.permissions); the
+        # platform only learns it through the callable the setting names.
+        self.may_profile = import_string(settings.PROFILING_ALLOWED)
 
     def __call__(self, request):
         # The substring test first: most requests have no query string to parse at all.
@@ -58,7 +46,7 @@ class ProfileMiddleware:
             self.enabled
             and PROFILE_PARAM in request.META.get("QUERY_STRING", "")
             and request.GET.get(PROFILE_PARAM) == "1"
-            and may_profile(request)
+            and self.may_profile(request)
         ):
             return self.get_response(request)
         from pyinstrument import Profiler

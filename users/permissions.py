@@ -3,17 +3,50 @@
 from rest_framework.permissions import BasePermission
 
 from users.models import ApiKey
+from users.selectors import api_key_for_bearer
+
+
+def grants_staff(user, api_key: ApiKey | None) -> bool:
+    """The one rule for staff rights: a signed-in staff user, and when the request came with an
+    API key, a key holding the `staff` scope. A staff member's read or write key is an ordinary
+    customer's key: it sees and changes only that member's own orders."""
+    if not (user and user.is_authenticated and user.is_staff):
+        return False
+    return api_key is None or ApiKey.Scope.STAFF in api_key.scopes
+
+
+def acts_as_staff(request) -> bool:
+    """Whether this request may do what only staff may (see every order, filter by customer, ...).
+    Every staff-dependent decision asks this, never `user.is_staff`."""
+    return grants_staff(request.user, _request_key(request))
+
+
+def may_profile(request) -> bool:
+    """project.profiling's question (settings.PROFILING_ALLOWED), asked before DRF authenticates:
+    staff rights from the session, else from a bearer key read here."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return grants_staff(user, None)
+    keyword, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if keyword.lower() != "bearer" or not key.strip():
+        return False
+    api_key = api_key_for_bearer(key=key.strip())
+    return api_key is not None and grants_staff(api_key.user, api_key)
 
 
 def has_scope(request, scope: str) -> bool:
     user = request.user
     if not (user and user.is_authenticated):
         return False
-    if scope == ApiKey.Scope.STAFF and not user.is_staff:
-        return False
-    if isinstance(request.auth, ApiKey):
-        return scope in request.auth.scopes
-    return True
+    if scope == ApiKey.Scope.STAFF:
+        return acts_as_staff(request)
+    api_key = _request_key(request)
+    return api_key is None or scope in api_key.scopes
+
+
+def _request_key(request) -> ApiKey | None:
+    auth = getattr(request, "auth", None)
+    return auth if isinstance(auth, ApiKey) else None
 
 
 class ReadScope(BasePermission):
