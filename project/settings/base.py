@@ -346,6 +346,8 @@ OUTBOX_BACKLOG_SECONDS = env_float("OUTBOX_BACKLOG_SECONDS", 10.0)
 DB_POOL_STATS_SECONDS = env_float("DB_POOL_STATS_SECONDS", 1.0)
 # Staff may append ?profile=1 to a request for a pyinstrument profile of it.
 PROFILING_ENABLED = env_bool("PROFILING_ENABLED", True)
+# Who may profile: a callable taking the request (staff rights are the users app's to decide).
+PROFILING_ALLOWED = "users.permissions.may_profile"
 
 # --- Rate limits and other request guards (project.ratelimit, project.middleware) ----
 # Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).
