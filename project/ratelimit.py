@@ -12,11 +12,18 @@ Route groups (limits are `RATELIMIT_<GROUP>` settings, "requests/seconds"):
 
 Who is counted: `auth` and `admin_login` always by client address (a guessed password is
 counted against the guesser, whatever credentials the request carries). `read` and `write` by
-API key prefix on /api/ (a bearer key), else by the signed-in user's id (read from the session),
-else by client address. A bearer prefix is read before authentication, so it is a claim: a
-request whose claim DRF does not confirm is charged afterwards to a per-address `unverified`
-bucket, and every claimed-key request first needs room there. So invented prefixes get no more
-than the address would, while real keys behind a shared address keep their own budgets.
+API key on /api/ (a bearer key), else by the signed-in user's id (read from the session), else by
+client address.
+
+A bearer key is charged only once its secret matched, without asking PostgreSQL: the request is
+reduced (by the callable `RATELIMIT_BEARER_CLAIM` names, so the platform never imports the app
+that owns keys) to the key's prefix and a proof, an HMAC of the whole key. The script charges the
+key's bucket only when that proof equals the one it holds for the prefix, learnt from an earlier
+request that DRF authenticated with this key; anything else (an invented key, a victim's prefix
+with a wrong secret, a real key not yet learnt) is charged to the client address. When DRF then
+accepts a key that was not yet learnt, one more script call learns its proof and moves that
+request's charge from the address to the key. So knowing a prefix (shown on account pages and in
+the admin) spends nobody's budget, and real keys behind a shared address keep their own budgets.
 
 Failure policy when Redis cannot answer: `read` and `write` fail open (counted in
 `stockroom_ratelimit_redis_failures_total`, one warning per `FAILURE_LOG_INTERVAL` per process);
@@ -48,11 +55,11 @@ from django.core.signals import setting_changed
 from django.db import DatabaseError
 from django.dispatch import receiver
 from django.http import HttpResponse, JsonResponse
+from django.utils.module_loading import import_string
 from prometheus_client import Counter
 
 from project.errors import envelope
 from project.redis_connections import PerProcess, RedisConnections, call
-from users.keys import split_prefix
 
 logger = logging.getLogger("stockroom.ratelimit")
 
@@ -73,41 +80,60 @@ REDIS_FAILURES = Counter(
 )
 LIMITED = Counter("stockroom_ratelimit_limited_total", "Requests refused with 429.", ["group"])
 
-# KEYS: buckets; ARGV: per bucket (emission interval µs, capacity µs, cost 0 or 1).
-# A request passes only if every bucket has room for one more; then buckets with cost 1 are
-# charged. Cost 0 is a look without charging (the per-address `unverified` bucket).
-# Returns {allowed, remaining in KEYS[1], µs until KEYS[1] is full again, µs until a retry can pass}.
+# How long the script remembers a key's proof after the key last authenticated an unlearnt request.
+PROOF_TTL_MS = 86_400_000
+
+# ARGV[1] is the mode, ARGV[2] and ARGV[3] the rate (emission interval and capacity, µs).
+# 'hit': charge KEYS[1] one request if it has room. With a bearer claim, KEYS[2] is the address
+#   bucket, KEYS[3] the key's learnt proof and ARGV[4] the presented proof: KEYS[1] (the key's
+#   bucket) is charged only when the proofs are equal, else KEYS[2] is.
+#   Returns {allowed, remaining, µs until the bucket is full again, µs until a retry can pass,
+#   whether the key's own bucket was the one charged}.
+# 'learn': a request charged to the address (KEYS[2]) turned out to carry a valid key: remember
+#   its proof ARGV[4] for ARGV[5] ms in KEYS[3], charge the key's bucket KEYS[1] and give the
+#   address back its request. Returns 1.
 GCRA_SCRIPT = """
+local interval = tonumber(ARGV[2])
+local capacity = tonumber(ARGV[3])
 local now_parts = redis.call('TIME')
 local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
-local allowed = 1
-local retry = 0
-local tats = {}
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[i * 3 - 2])
-  local capacity = tonumber(ARGV[i * 3 - 1])
-  local tat = tonumber(redis.call('GET', key) or now)
+local function store(key, tat)
+  if tat > now then
+    redis.call('SET', key, tat, 'PX', math.ceil((tat - now) / 1000))
+  else
+    redis.call('DEL', key)
+  end
+end
+if ARGV[1] == 'learn' then
+  redis.call('SET', KEYS[3], ARGV[4], 'PX', tonumber(ARGV[5]))
+  local tat = tonumber(redis.call('GET', KEYS[1]) or now)
   if tat < now then tat = now end
-  tats[i] = tat
-  local allow_at = tat + interval - capacity
-  if allow_at > now then
-    allowed = 0
-    if allow_at - now > retry then retry = allow_at - now end
-  end
+  store(KEYS[1], tat + interval)
+  local address_tat = tonumber(redis.call('GET', KEYS[2]))
+  if address_tat then store(KEYS[2], address_tat - interval) end
+  return 1
 end
-if allowed == 1 then
-  for i, key in ipairs(KEYS) do
-    if tonumber(ARGV[i * 3]) == 1 then
-      tats[i] = tats[i] + tonumber(ARGV[i * 3 - 2])
-      redis.call('SET', key, tats[i], 'PX', math.ceil((tats[i] - now) / 1000))
-    end
-  end
+local key = KEYS[1]
+local own = 1
+if #KEYS == 3 and redis.call('GET', KEYS[3]) ~= ARGV[4] then
+  key = KEYS[2]
+  own = 0
 end
-local interval = tonumber(ARGV[1])
-local capacity = tonumber(ARGV[2])
-local remaining = math.floor((now + capacity - tats[1]) / interval)
+local tat = tonumber(redis.call('GET', key) or now)
+if tat < now then tat = now end
+local allow_at = tat + interval - capacity
+local allowed = 0
+local retry = 0
+if allow_at <= now then
+  allowed = 1
+  tat = tat + interval
+  store(key, tat)
+else
+  retry = allow_at - now
+end
+local remaining = math.floor((now + capacity - tat) / interval)
 if remaining < 0 then remaining = 0 end
-return {allowed, remaining, tats[1] - now, retry}
+return {allowed, remaining, tat - now, retry, own}
 """
 
 
@@ -137,11 +163,28 @@ class Rate:
 
 
 @dataclass(frozen=True)
+class Charge:
+    """Where one request is charged: `bucket`, or for a bearer key whose proof the script does not
+    hold, `address_bucket` instead (`prefix` and `proof` come from RATELIMIT_BEARER_CLAIM)."""
+
+    bucket: str
+    rate: Rate
+    prefix: str | None = None
+    proof: str | None = None
+    address_bucket: str | None = None
+
+    @property
+    def proof_key(self) -> str:
+        return f"proof:{self.prefix}"
+
+
+@dataclass(frozen=True)
 class Decision:
     allowed: bool
     remaining: int
     reset: int  # seconds until the bucket is full again
     retry_after: int  # seconds until a refused request may pass
+    own_bucket: bool = True  # False: a bearer claim was charged to its address
 
 
 class RedisUnavailable(Exception):
@@ -183,6 +226,7 @@ class RateLimiter:
         self.exempt_paths = frozenset(settings.RATELIMIT_EXEMPT_PATHS)
         self.static_prefix = "/" + settings.STATIC_URL.lstrip("/") if settings.STATIC_URL else None
         self.session_store = import_module(settings.SESSION_ENGINE).SessionStore
+        self.bearer_claim = import_string(settings.RATELIMIT_BEARER_CLAIM)
         self.key_prefix = f"{settings.CACHE_KEY_PREFIX}:rl:"
         # Its own small pool with short timeouts: a slow Redis costs a request 0.3 s at most,
         # and never takes connections from the cache. No retries: a retry would double that.
@@ -210,28 +254,33 @@ class RateLimiter:
             return AUTH
         return WRITE
 
-    def buckets_for(self, request, group: str) -> tuple[list[tuple[str, Rate, int]], str | None]:
-        """The buckets this request is charged to, and the key prefix it claims (if any)."""
+    def charge_for(self, request, group: str) -> Charge:
+        """Where this request is charged."""
         rate = self.rates[group]
         address = client_address(request, self.trusted_proxies)
+        address_bucket = f"{group}:addr:{address}"
         if group in FAIL_CLOSED:
-            return [(f"{group}:addr:{address}", rate, 1)], None
-        if request.path_info.startswith("/api/") and (prefix := _claimed_key_prefix(request)):
-            return [(f"{group}:key:{prefix}", rate, 1), (f"{group}:unverified:{address}", rate, 0)], prefix
+            return Charge(address_bucket, rate)
+        if request.path_info.startswith("/api/") and (
+            claim := self.bearer_claim(request.META.get("HTTP_AUTHORIZATION", ""))
+        ):
+            prefix, proof = claim
+            return Charge(f"{group}:key:{prefix}", rate, prefix=prefix, proof=proof, address_bucket=address_bucket)
         user_id = _session_user_id(request, self.session_store)
         if user_id is not None:
-            return [(f"{group}:user:{user_id}", rate, 1)], None
-        return [(f"{group}:addr:{address}", rate, 1)], None
+            return Charge(f"{group}:user:{user_id}", rate)
+        return Charge(address_bucket, rate)
 
-    def hit(self, buckets: list[tuple[str, Rate, int]]) -> Decision:
-        """Charge a request to `buckets` (key, rate, cost) in one script call; the first is reported."""
-        args = []
-        for _, rate, cost in buckets:
-            args += [rate.interval_us, rate.capacity_us, cost]
+    def hit(self, charge: Charge) -> Decision:
+        """Charge one request (one script call)."""
+        rate, prefix = charge.rate, self.key_prefix
+        keys = [prefix + charge.bucket]
+        args = ["hit", rate.interval_us, rate.capacity_us]
+        if charge.prefix is not None:
+            keys += [prefix + charge.address_bucket, prefix + charge.proof_key]
+            args.append(charge.proof)
         try:
-            allowed, remaining, reset_us, retry_us = self.redis.evalsha(
-                [self.key_prefix + key for key, _, _ in buckets], args
-            )
+            allowed, remaining, reset_us, retry_us, own = self.redis.evalsha(keys, args)
         except (redis.RedisError, OSError) as exc:
             raise RedisUnavailable(str(exc)) from exc
         return Decision(
@@ -239,7 +288,18 @@ class RateLimiter:
             remaining=int(remaining) if allowed else 0,
             reset=math.ceil(int(reset_us) / 1_000_000),
             retry_after=max(1, math.ceil(int(retry_us) / 1_000_000)),
+            own_bucket=bool(own),
         )
+
+    def learn(self, charge: Charge) -> None:
+        """The key `charge` claimed was accepted by DRF: remember its proof, and move this
+        request's charge from the address to the key."""
+        rate, prefix = charge.rate, self.key_prefix
+        keys = [prefix + charge.bucket, prefix + charge.address_bucket, prefix + charge.proof_key]
+        try:
+            self.redis.evalsha(keys, ["learn", rate.interval_us, rate.capacity_us, charge.proof, PROOF_TTL_MS])
+        except (redis.RedisError, OSError) as exc:
+            raise RedisUnavailable(str(exc)) from exc
 
     def redis_failed(self, group: str, exc: Exception) -> None:
         REDIS_FAILURES.labels(group=group).inc()
@@ -274,14 +334,6 @@ def _bucket_address(address: str) -> str:
         # One IPv6 subscriber usually holds a whole /64: count it as one address.
         return str(ipaddress.ip_network(f"{ip}/64", strict=False))
     return str(ip)
-
-
-def _claimed_key_prefix(request) -> str | None:
-    header = request.META.get("HTTP_AUTHORIZATION", "")
-    keyword, _, key = header.partition(" ")
-    if keyword.lower() != "bearer":
-        return None
-    return split_prefix(key.strip())
 
 
 def _session_user_id(request, session_store) -> str | None:
@@ -356,9 +408,9 @@ class RateLimitMiddleware:
         if group is None:
             return self.get_response(request)
         rate = rl.rates[group]
-        buckets, claimed_prefix = rl.buckets_for(request, group)
+        charge = rl.charge_for(request, group)
         try:
-            decision = rl.hit(buckets)
+            decision = rl.hit(charge)
         except RedisUnavailable as exc:
             rl.redis_failed(group, exc)
             if group in FAIL_CLOSED:
@@ -374,8 +426,11 @@ class RateLimitMiddleware:
         if decision.allowed:
             response = self.get_response(request)
             # DRF sets request.auth on the Django request once it has accepted a key.
-            if claimed_prefix and getattr(getattr(request, "auth", None), "prefix", None) != claimed_prefix:
-                self._charge_unverified(rl, group, buckets[1])
+            if not decision.own_bucket and getattr(getattr(request, "auth", None), "prefix", None) == charge.prefix:
+                try:
+                    rl.learn(charge)
+                except RedisUnavailable as exc:
+                    rl.redis_failed(group, exc)
         else:
             LIMITED.labels(group=group).inc()
             response = _refusal(
@@ -385,12 +440,3 @@ class RateLimitMiddleware:
         response["RateLimit-Policy"] = _policy_header(group, rate)
         response["RateLimit"] = _state_header(group, decision)
         return response
-
-    @staticmethod
-    def _charge_unverified(rl: RateLimiter, group: str, bucket: tuple[str, Rate, int]) -> None:
-        """The key this request claimed was not accepted: count it against its address."""
-        key, rate, _ = bucket
-        try:
-            rl.hit([(key, rate, 1)])
-        except RedisUnavailable as exc:
-            rl.redis_failed(group, exc)

@@ -365,6 +365,9 @@ RATELIMIT_AUTH_PATHS = env_list(
 )
 RATELIMIT_ADMIN_LOGIN_PATH = env_str("RATELIMIT_ADMIN_LOGIN_PATH", "/admin/login/")
 RATELIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/metrics"]  # and STATIC_URL
+# Turns an Authorization header into (key prefix, proof of the whole key), or None: a bearer key's
+# own budget is charged only once its proof matched (project.ratelimit).
+RATELIMIT_BEARER_CLAIM = "users.keys.ratelimit_claim"
 RATELIMIT_REDIS_URL = env_str("RATELIMIT_REDIS_URL", REDIS_URL)
 RATELIMIT_REDIS_TIMEOUT = env_float("RATELIMIT_REDIS_TIMEOUT", 0.3)
 # Bodies larger than this are refused with 413 from Content-Length, before anything reads them.

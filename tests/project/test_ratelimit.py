@@ -157,6 +157,48 @@ def test_invented_key_prefixes_get_no_more_than_their_address(limits, db, custom
     assert elsewhere.status_code == 200
 
 
+def test_a_wrong_secret_with_a_victims_prefix_spends_the_callers_address_not_the_victims_key(limits, customer):
+    limits.RATELIMIT_READ = "3/60"
+    victim_key, secret = api_key_create(user=customer)
+    victim = bearer(APIClient(REMOTE_ADDR="198.51.100.10"), secret)
+    attacker = bearer(APIClient(REMOTE_ADDR="203.0.113.66"), f"sr_{victim_key.prefix}_not-the-secret")
+
+    first = victim.get("/api/v1/auth/keys").status_code
+    attacks = [attacker.get("/api/v1/auth/keys").status_code for _ in range(6)]
+    rest = [victim.get("/api/v1/auth/keys").status_code for _ in range(3)]
+
+    assert first == 200
+    assert attacks == [401, 401, 401, 429, 429, 429]  # the attacker's address ran dry
+    assert rest == [200, 200, 429]  # the victim kept its whole budget of three
+
+
+def test_a_key_s_first_request_is_moved_from_its_address_to_the_key(limits, customer):
+    limits.RATELIMIT_READ = "2/60"
+    _, secret = api_key_create(user=customer)
+    keyed = bearer(APIClient(REMOTE_ADDR="198.51.100.11"), secret)
+    anonymous = APIClient(REMOTE_ADDR="198.51.100.11")
+
+    first = keyed.get("/api/v1/auth/keys")
+    anonymous_statuses = [anonymous.get("/api/v1/nothing-here").status_code for _ in range(3)]
+
+    assert first.status_code == 200
+    assert anonymous_statuses == [404, 404, 429]  # the address has its whole budget back
+    assert keyed.get("/api/v1/auth/keys").status_code == 200
+    assert keyed.get("/api/v1/auth/keys").status_code == 429  # the key was charged for both
+
+
+def test_the_limiter_never_asks_postgresql_about_a_learnt_key(limits, customer):
+    _, secret = api_key_create(user=customer)
+    request = RequestFactory().get("/api/v1/auth/keys", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    middleware = RateLimitMiddleware(lambda request: HttpResponse("ok"))
+
+    with CaptureQueriesContext(connection) as queries:
+        response = middleware(request)
+
+    assert response.status_code == 200
+    assert len(queries) == 0
+
+
 def test_a_signed_in_browser_is_counted_by_user_not_by_address(limits, client, customer):
     limits.RATELIMIT_READ = "2/60"
     client.force_login(customer)
@@ -320,9 +362,9 @@ def test_a_redis_that_does_not_know_the_script_is_sent_it_with_the_call(limits):
     key = f"{limits.CACHE_KEY_PREFIX}:rl:read:addr:192.0.2.50"
     try:
         assert client.script_exists(connections.sha) == [False]
-        first = connections.evalsha([key], [1_000_000, 2_000_000, 1])
-        second = connections.evalsha([key], [1_000_000, 2_000_000, 1])
-        third = connections.evalsha([key], [1_000_000, 2_000_000, 1])
+        first = connections.evalsha([key], ["hit", 1_000_000, 2_000_000])
+        second = connections.evalsha([key], ["hit", 1_000_000, 2_000_000])
+        third = connections.evalsha([key], ["hit", 1_000_000, 2_000_000])
         assert client.script_exists(connections.sha) == [True]
     finally:
         connections.close()
@@ -366,7 +408,7 @@ class SlowRedis:
                     delay = self.delays.pop(0) if self.delays else 0.0
                     time.sleep(delay)
                     allowed = 0 if delay else 1  # a late answer says "refused": it must never be read
-                    reply = f"*4\r\n:{allowed}\r\n:5\r\n:1\r\n:{0 if allowed else 60_000_000}\r\n".encode()
+                    reply = f"*5\r\n:{allowed}\r\n:5\r\n:1\r\n:{0 if allowed else 60_000_000}\r\n:1\r\n".encode()
                 elif b"HELLO" in command:
                     reply = b"%1\r\n$5\r\nproto\r\n:3\r\n"
                 else:
