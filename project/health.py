@@ -1,11 +1,63 @@
-"""Liveness (`/healthz`, no I/O) and readiness (`/readyz`: database, cache, broker, each named)."""
+"""Liveness (`/healthz`, no I/O) and readiness (`/readyz`: database, cache, broker, each named).
+
+`/readyz` is not rate-limited (load balancers poll it), so it is kept cheap: each process pings
+Redis over a few connections of its own, kept between calls, and a failure is named by its check
+and exception class only (the message would show hosts and ports; it goes to the log).
+"""
+
+import logging
+import threading
 
 import redis
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db import connection
+from django.dispatch import receiver
 from django.http import JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+
+from project.redis_connections import PerProcess, RedisConnections
+
+logger = logging.getLogger("stockroom.health")
+
+# Connections per Redis URL per process: a probe from each gunicorn thread at once at most; made on
+# first use, so a process polled by one load balancer keeps one.
+PROBE_CONNECTIONS = 4
+
+
+class RedisProbes:
+    """This process's connections for pinging each Redis URL the checks name."""
+
+    def __init__(self):
+        self._by_url: dict[str, RedisConnections] = {}
+        self._lock = threading.Lock()
+
+    def ping(self, url: str) -> None:
+        connections = self._by_url.get(url)
+        if connections is None:
+            with self._lock:
+                connections = self._by_url.setdefault(
+                    url, RedisConnections(url, size=PROBE_CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT)
+                )
+        try:
+            connections.execute("PING")
+        except redis.ConnectionError:
+            # A kept connection that Redis (or a proxy) closed meanwhile fails once: try a new one.
+            connections.execute("PING")
+
+    def close(self) -> None:
+        for connections in self._by_url.values():
+            connections.close()
+
+
+_probes = PerProcess(RedisProbes, RedisProbes.close)
+
+
+@receiver(setting_changed, dispatch_uid="stockroom.health.reset")
+def _reset_on_setting_change(setting, **kwargs):
+    if setting in {"REDIS_URL", "CELERY_BROKER_URL", "REDIS_SOCKET_TIMEOUT"}:
+        _probes.reset()
 
 
 @require_GET
@@ -20,20 +72,10 @@ def _check_database() -> None:
         cursor.fetchone()
 
 
-def _ping_redis(url: str) -> None:
-    client = redis.Redis.from_url(
-        url, socket_connect_timeout=settings.REDIS_SOCKET_TIMEOUT, socket_timeout=settings.REDIS_SOCKET_TIMEOUT
-    )
-    try:
-        client.ping()
-    finally:
-        client.close()
-
-
 CHECKS = {
     "database": _check_database,
-    "cache": lambda: _ping_redis(settings.REDIS_URL),
-    "broker": lambda: _ping_redis(settings.CELERY_BROKER_URL),
+    "cache": lambda: _probes.get().ping(settings.REDIS_URL),
+    "broker": lambda: _probes.get().ping(settings.CELERY_BROKER_URL),
 }
 
 
@@ -45,7 +87,8 @@ def readyz(request):
         try:
             check()
         except Exception as exc:  # a readiness probe reports every failure, whatever its type
-            results[name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+            logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+            results[name] = {"ok": False, "error": type(exc).__name__}
         else:
             results[name] = {"ok": True}
     ready = all(result["ok"] for result in results.values())
