@@ -15,7 +15,9 @@ from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from inventory import exports, imports, selectors, services
 from inventory.admin_forms import STOCK_OPERATIONS, NewReceiptForm, ProductAdminForm, WarehouseAdminForm
@@ -485,7 +487,8 @@ class ImportJobAdmin(admin.ModelAdmin):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
         custom = [
-            path("upload/", wrap(self.upload_view), name=f"{prefix}_upload"),
+            # csrf_exempt here only to move the check: upload_view runs it after the staff check.
+            path("upload/", wrap(csrf_exempt(self.upload_view)), name=f"{prefix}_upload"),
             path("exports/products.csv", wrap(exports.products_csv_view), name=f"{prefix}_export_products"),
             path("exports/stock.csv", wrap(exports.stock_csv_view), name=f"{prefix}_export_stock"),
             path("exports/orders.csv", wrap(orders_csv_view), name=f"{prefix}_export_orders"),
@@ -499,8 +502,15 @@ class ImportJobAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(self._url("upload"))
 
     def upload_view(self, request: HttpRequest) -> HttpResponse:
+        """Staff first, then CSRF, then the form. The CSRF check reads request.POST, which parses
+        the whole multipart body into temporary files: it must not run for a non-staff caller
+        (admin_view has refused one by the time this runs)."""
         if not self.has_add_permission(request):
             raise PermissionDenied
+        return self._upload_csrf_checked(request)
+
+    @method_decorator(csrf_protect)
+    def _upload_csrf_checked(self, request: HttpRequest) -> HttpResponse:
         form = ImportUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             job = imports.import_create(upload=form.cleaned_data["file"], actor=request.user)

@@ -47,9 +47,25 @@ def request_too_large(request, limit: int | None = None) -> HttpResponse:
     return HttpResponse(detail + "\n", status=413, content_type="text/plain; charset=utf-8")
 
 
+def carries_credentials(request) -> bool:
+    """Whether the request presents credentials: an `Authorization: Bearer <key>` header or a
+    session cookie. Presence only, never checked here (that is authentication's work, later):
+    no app is imported and no database or cache is asked on this path."""
+    keyword, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if keyword.lower() == "bearer" and key.strip():
+        return True
+    return bool(request.COOKIES.get(settings.SESSION_COOKIE_NAME))
+
+
 class RequestBodyLimitMiddleware:
-    """Refuse bodies above MAX_REQUEST_BODY_BYTES (IMPORT_MAX_UPLOAD_BYTES for CSV imports) with 413,
-    from Content-Length, before anything reads them.
+    """Refuse bodies above MAX_REQUEST_BODY_BYTES with 413, from Content-Length, before anything
+    reads them.
+
+    The CSV upload paths (IMPORT_UPLOAD_PATHS) allow IMPORT_MAX_UPLOAD_BYTES, but only to a request
+    that carries credentials (`carries_credentials`): an anonymous caller gets the ordinary limit,
+    so it cannot make the server take a large body it will refuse anyway. A caller with a made-up
+    key or cookie passes this check and is refused by authentication, which the upload views run
+    before they read the body (the admin's upload view checks staff before CSRF reads its form).
 
     A body sent without Content-Length (chunked) is never read by Django's WSGI request, so the
     header is the whole story. Django's own RequestDataTooBig (form fields above
@@ -66,7 +82,7 @@ class RequestBodyLimitMiddleware:
             length = 0  # Django reads no body at all then
         if length:
             limit = settings.MAX_REQUEST_BODY_BYTES
-            if request.path_info.startswith(tuple(settings.IMPORT_UPLOAD_PATHS)):
+            if request.path_info.startswith(tuple(settings.IMPORT_UPLOAD_PATHS)) and carries_credentials(request):
                 limit = settings.IMPORT_MAX_UPLOAD_BYTES
             if length > limit:
                 return request_too_large(request, limit)
