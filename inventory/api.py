@@ -1,11 +1,13 @@
 """REST endpoints of the catalogue and stock: parse, call a selector or service, shape the output."""
 
+import re
 from urllib.parse import urlencode
 
 import orjson
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import NotFound as InvalidCursor
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -33,9 +35,19 @@ from project.renderers import OrjsonRenderer
 from project.schema import errors, paginated
 from users.permissions import IsStaff, has_scope
 
+# A cursor's position in the catalogue list: a product id.
+_POSITION = re.compile(r"[0-9]{1,19}")
+
 
 class CataloguePagination(Cursor):
     ordering = "id"
+
+    def decode_cursor(self, request):
+        """DRF's, with the position checked too: the list is ordered by id, so it is a number."""
+        cursor = super().decode_cursor(request)
+        if cursor is not None and cursor.position is not None and not _POSITION.fullmatch(cursor.position):
+            raise InvalidCursor(self.invalid_cursor_message)
+        return cursor
 
 
 class StockPagination(Cursor):
@@ -61,6 +73,31 @@ def catalogue_query(query_params) -> dict:
     query = CatalogueQuerySerializer(data=query_params)
     query.is_valid(raise_exception=True)
     return query.validated_data
+
+
+def catalogue_list_key(request, params: dict, active: bool | None) -> tuple[str, str, bool]:
+    """The list page's cache key, the query its links carry, and whether a "last good" copy of it
+    is kept. Both are built from the validated query only, in one spelling: unknown parameters
+    are ignored (as DRF ignores them), so they neither make new entries nor ride in the cached
+    links; a cursor is decoded (404 when mangled) and spelt again. Last good copies are kept for
+    first pages of the whole catalogue only, a set bounded by the page sizes and `active`."""
+    query = []
+    if params["search"]:
+        query.append(("search", params["search"]))
+    if active is not True:
+        query.append(("active", "false" if active is False else "all"))
+    if params.get("updated_since") is not None:
+        query.append(("updated_since", params["updated_since"].isoformat()))
+    pagination = CataloguePagination()
+    page_size = pagination.get_page_size(request) if "page_size" in request.query_params else pagination.page_size
+    if page_size != pagination.page_size:
+        query.append(("page_size", str(page_size)))
+    links_query = urlencode(query) if query else ""
+    cursor = pagination.decode_cursor(request) if "cursor" in request.query_params else None
+    at = "" if cursor is None else f"#o={cursor.offset}&r={int(cursor.reverse)}&p={cursor.position or ''}"
+    key = f"json:{request.scheme}://{request.get_host()}?{links_query}{at}"
+    whole_catalogue = not params["search"] and params.get("updated_since") is None
+    return key, links_query, whole_catalogue and cursor is None
 
 
 def _is_staff(request) -> bool:
@@ -97,18 +134,21 @@ class ProductListView(APIView):
         if not _is_staff(request):
             active = True  # shoppers never see inactive products
 
+        key, links_query, keep_last_good = catalogue_list_key(request, params, active)
+
         def build() -> bytes:
             products = selectors.catalogue_list(
                 search=params["search"], active=active, updated_since=params.get("updated_since")
             )
             paginator = CataloguePagination()
             page = paginator.paginate_queryset(products, request, view=self)
+            # The links are shared by every request with this key: only the validated query in them.
+            paginator.base_url = request.build_absolute_uri(f"{request.path}?{links_query}".rstrip("?"))
             return OrjsonRenderer().render(paginator.get_paginated_response([product_payload(p) for p in page]).data)
 
         # The page is cached as its JSON: a hit neither unpickles 25 products nor encodes them again.
         # ("json:" keeps these entries apart from the dicts that releases before 2026-12 cached.)
-        cache_params = urlencode(sorted({**request.query_params.dict(), "_active": str(active)}.items()))
-        return Response(orjson.Fragment(cached_list(f"json:{request.get_host()}?{cache_params}", build)))
+        return Response(orjson.Fragment(cached_list(key, build, keep_last_good=keep_last_good)))
 
     @extend_schema(
         request=ProductCreateSerializer, responses={201: ProductSerializer, **errors(400, 401, 403, 413, 415, 429, 503)}

@@ -8,9 +8,15 @@ by the rebuilt value. Stock decisions never read this cache. Redis being down ma
 a miss (django-redis IGNORE_EXCEPTIONS, and the same for the reads and invalidations that go
 through project.redis_connections: the MGET of every read and the MSET of every change).
 
-Every value built is also kept under a "last good" key that no token changes. When PostgreSQL
+Every product built is also kept under a "last good" key that no token changes, and so is every
+list page its caller names as one to keep (a bounded set: the API keeps first pages of the whole
+catalogue, not searches or later pages, which anyone can vary without end). When PostgreSQL
 cannot be reached, a read that misses is answered from there and the response is marked
 `X-Stale: true` (project.degraded); with nothing kept, the outage surfaces as a 503.
+
+What a read may leave behind is bounded: list keys are built by their callers from validated
+parameters only, and a product that does not exist leaves nothing (its token, created before the
+build as every token is, is deleted again), so well-formed unknown SKUs cannot fill Redis.
 """
 
 import logging
@@ -114,7 +120,10 @@ def catalogue_changed(skus: Iterable[str]) -> None:
     transaction.on_commit(lambda: _new_tokens(changed))
 
 
-def _cached(key: str, token_keys: list[str], last_good_key: str, build: Callable[[], Any]) -> Any:
+def _cached(key: str, token_keys: list[str], last_good_key: str | None, build: Callable[[], Any]) -> Any:
+    """The entry under `key` if built under the current tokens, else `build()` stored under them.
+    Nothing is stored for None; the first token key is the entry's own, deleted again then if this
+    read created it (deleting a token is always safe: entries built under it become misses)."""
     found = _read([*token_keys, key])
     token = _tokens(token_keys, found)
     entry = found.get(key)
@@ -129,13 +138,17 @@ def _cached(key: str, token_keys: list[str], last_good_key: str, build: Callable
     except OperationalError as exc:
         if is_lock_error(exc):
             raise
-        last_good = cache.get(last_good_key)
+        last_good = cache.get(last_good_key) if last_good_key else None
         if last_good is None:
             raise
         mark_stale()
         return last_good
-    if value is not None:
-        cache.set_many({key: (token, value)}, TTL_SECONDS)
+    if value is None:
+        if token_keys[0] not in found:
+            cache.delete(token_keys[0])
+        return None
+    cache.set_many({key: (token, value)}, TTL_SECONDS)
+    if last_good_key:
         cache.set_many({last_good_key: value}, settings.CATALOGUE_STALE_TTL_SECONDS)
     return value
 
@@ -145,7 +158,10 @@ def cached_product(sku: str, build: Callable[[], Any]) -> Any:
     return _cached(f"catalogue:product:{sku}", token_keys, f"catalogue:last:product:{sku}", build)
 
 
-def cached_list(params: str, build: Callable[[], Any]) -> Any:
-    """A list page, keyed by the normalised request parameters, valid under the list token."""
+def cached_list(params: str, build: Callable[[], Any], *, keep_last_good: bool = True) -> Any:
+    """A list page, keyed by `params`, valid under the list token. `params` must be built from
+    validated parameters only (each distinct string is an entry), and `keep_last_good` be true for
+    a bounded set of pages only (each keeps a copy for CATALOGUE_STALE_TTL_SECONDS)."""
     digest = uuid.uuid5(uuid.NAMESPACE_URL, params).hex
-    return _cached(f"catalogue:list:{digest}", [LIST_TOKEN_KEY], f"catalogue:last:list:{digest}", build)
+    last_good_key = f"catalogue:last:list:{digest}" if keep_last_good else None
+    return _cached(f"catalogue:list:{digest}", [LIST_TOKEN_KEY], last_good_key, build)
