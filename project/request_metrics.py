@@ -7,12 +7,29 @@ and the metrics are the library's), with three savings on the path every request
   names and takes a lock on every call, about three times the price of the increment itself;
 - the transport (`is_secure()`) is worked out once per request, not in two hooks;
 - two headers are read from `META`, so the request never builds `request.headers` for them.
+
+And one difference: every label comes from a known set, since each new value is a new series kept
+by every worker until it restarts, scraped ever after. The library labels latency with the
+method as the client sent it, so one request with a made-up method made new series; here a method,
+a status or a charset outside its set is `other` in every series (the library says
+`<invalid method>` in some). View names come from the URL conf, transports are http or https.
 """
+
+from http import HTTPStatus
 
 from django_prometheus import middleware as django_prometheus
 from django_prometheus.utils import Time, TimeSince
 
 UNNAMED_VIEW = "<unnamed view>"
+OTHER = "other"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "TRACE", "OPTIONS", "CONNECT", "PATCH"})
+STATUSES = {status.value: str(status.value) for status in HTTPStatus}
+CHARSETS = frozenset({"utf-8", "us-ascii", "iso-8859-1"})
+
+
+def _charset(charset) -> str:
+    charset = str(charset).lower()
+    return charset if charset in CHARSETS else OTHER
 
 
 class PrometheusAfterMiddleware(django_prometheus.PrometheusAfterMiddleware):
@@ -28,6 +45,10 @@ class PrometheusAfterMiddleware(django_prometheus.PrometheusAfterMiddleware):
         if series is None:
             series = self._series[key] = metric.labels(*values)
         return series
+
+    def _method(self, request):
+        method = request.method
+        return method if method in METHODS else OTHER
 
     def process_request(self, request):
         metrics = self.metrics
@@ -57,19 +78,35 @@ class PrometheusAfterMiddleware(django_prometheus.PrometheusAfterMiddleware):
         metrics = self.metrics
         method = self._method(request)
         view = self._get_view_name(request)
-        status = str(response.status_code)
+        status = STATUSES.get(response.status_code, OTHER)
         self._series_of(metrics.responses_by_status, status).inc()
         self._series_of(metrics.responses_by_status_view_method, status, view, method).inc()
         if hasattr(response, "charset"):
-            self._series_of(metrics.responses_by_charset, str(response.charset)).inc()
+            self._series_of(metrics.responses_by_charset, _charset(response.charset)).inc()
         if getattr(response, "streaming", False):
             metrics.responses_streaming.inc()
         if hasattr(response, "content"):
             metrics.responses_body_bytes.observe(len(response.content))
         started = getattr(request, "prometheus_after_middleware_event", None)
         if started is not None:
-            # The library labels latency with the method as sent, not the normalised one.
-            self._series_of(metrics.requests_latency_by_view_method, view, request.method).observe(TimeSince(started))
+            self._series_of(metrics.requests_latency_by_view_method, view, method).observe(TimeSince(started))
         else:
             metrics.requests_unknown_latency.inc()
         return response
+
+    def process_exception(self, request, exception):
+        """The library's, with the method from its known set (the library labels the latency with
+        the method as sent, like its process_response)."""
+        metrics = self.metrics
+        self._series_of(metrics.exceptions_by_type, type(exception).__name__).inc()
+        resolver_match = getattr(request, "resolver_match", None)
+        if resolver_match is not None:
+            self._series_of(metrics.exceptions_by_view, resolver_match.view_name or UNNAMED_VIEW).inc()
+        started = getattr(request, "prometheus_after_middleware_event", None)
+        if started is not None:
+            series = self._series_of(
+                metrics.requests_latency_by_view_method, self._get_view_name(request), self._method(request)
+            )
+            series.observe(TimeSince(started))
+        else:
+            metrics.requests_unknown_latency.inc()

@@ -2,8 +2,11 @@
 
 import pytest
 from django.conf import settings
-from django.test import Client, override_settings
+from django.http import HttpResponse
+from django.test import Client, RequestFactory, override_settings
 from prometheus_client import REGISTRY
+
+from project.request_metrics import PrometheusAfterMiddleware
 
 LIBRARY = "django_prometheus.middleware.PrometheusAfterMiddleware"
 OURS = "project.request_metrics.PrometheusAfterMiddleware"
@@ -49,7 +52,6 @@ def recorded(middleware_path: str, send) -> dict:
             ),
             id="an ajax POST with a body",
         ),
-        pytest.param(lambda client: client.generic("BREW", "/healthz"), id="an unknown method"),
     ],
 )
 def test_a_request_changes_the_same_series_by_the_same_amounts_as_the_library_middleware(db, send):
@@ -58,3 +60,49 @@ def test_a_request_changes_the_same_series_by_the_same_amounts_as_the_library_mi
 
     assert ours == library
     assert any(name == "django_http_responses_total_by_status_view_method_total" for name, _ in ours)
+
+
+def series() -> set:
+    """Every labelled series in the registry (name and labels), whatever its value."""
+    return {(s.name, tuple(sorted(s.labels.items()))) for family in REGISTRY.collect() for s in family.samples}
+
+
+def test_invented_methods_add_no_series(db):
+    client = Client()
+    for path in ("/healthz", "/api/v1/no-such-route"):
+        client.generic("BREW", path)  # the first ones may add the series for "other"
+    before = series()
+
+    for n in range(50):
+        client.generic(f"INVENTED{n}", "/healthz")
+        client.generic(f"INVENTED{n}", "/api/v1/no-such-route")
+
+    assert series() == before
+
+
+def test_every_method_label_of_an_invented_method_is_other(db):
+    Client().generic("BREW", "/healthz")
+
+    methods = {
+        dict(labels)["method"]
+        for name, labels in series()
+        if name.startswith("django_http_") and "method" in dict(labels)
+    }
+    assert "BREW" not in methods
+    assert "other" in methods
+    assert methods <= {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT", "other"}
+
+
+def test_odd_statuses_charsets_and_methods_in_exceptions_are_labelled_other(db):
+    def respond(request):
+        return HttpResponse(status=599, content_type="text/plain; charset=x-made-up")
+
+    middleware = PrometheusAfterMiddleware(respond)
+    request = RequestFactory().generic("BREW", "/healthz")
+    middleware(request)
+    middleware.process_exception(request, RuntimeError("boom"))
+
+    labels = {(name, key, value) for name, pairs in series() for key, value in pairs}
+    assert not any(value in {"599", "x-made-up", "BREW"} for _, _, value in labels)
+    assert ("django_http_responses_total_by_status_total", "status", "other") in labels
+    assert ("django_http_responses_total_by_charset_total", "charset", "other") in labels
