@@ -57,6 +57,7 @@ from prometheus_client import Counter
 
 from inventory.cache import catalogue_changed
 from inventory.models import ImportJob, ImportWarehouse, Product, StockMovement, Warehouse
+from inventory.services import import_file_delete
 from project.db import Retry, atomic_with_retry
 from project.errors import NotFound
 from project.observability import STOCK_CHANGES
@@ -626,6 +627,7 @@ def _finish(import_id: int) -> None:
             status = Status.FAILED  # every row was refused
         ImportJob.objects.filter(pk=import_id).update(status=status, finished_at=timezone.now())
         _release_and_wake_waiting(import_id)
+    import_file_delete(import_id=import_id)
     logger.info(
         "import %s %s: %s rows, %s ok, %s failed",
         import_id,
@@ -700,4 +702,5 @@ def import_fail(*, import_id: int, message: str, line: int | None = None) -> Non
         )
         _release_and_wake_waiting(import_id)
     _drop_staging(import_id)
+    import_file_delete(import_id=import_id)
     logger.warning("import %s failed: %s", import_id, message, extra={"import_id": import_id})

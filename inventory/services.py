@@ -9,6 +9,7 @@ transaction, and invalidates the catalogue cache after commit.
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -18,7 +19,7 @@ from django.utils import timezone
 from inventory import locks
 from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
-from inventory.models import Product, StockLevel, StockMovement, Warehouse
+from inventory.models import ImportJob, Product, StockLevel, StockMovement, Warehouse
 from inventory.reservation import Allocation, reserve_levels
 from project.db import atomic_with_retry, require_transaction
 from project.errors import NotFound
@@ -30,6 +31,8 @@ MAX_QUANTITY = 1_000_000_000
 __all__ = [
     "Allocation",
     "consume_stock",
+    "import_file_delete",
+    "import_files_prune",
     "product_create",
     "product_update",
     "release_stock",
@@ -471,3 +474,50 @@ def low_stock_alerts_send(*, recipients: Sequence[str]) -> list[str]:
         )
         Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
     return [p.sku for p in crossing]
+
+
+# --- uploaded import files ---------------------------------------------------------------------
+
+IMPORT_FILES_FOLDER = "imports"
+
+
+def import_file_delete(*, import_id: int) -> bool:
+    """Delete a finished import's uploaded file; True if the import is finished (the file is gone).
+
+    Called after the finishing transaction commits. A file is needed until then: a run resumed
+    after a crash may stage it again. A crash in between leaves the file to import_files_prune.
+    """
+    job = ImportJob.objects.filter(pk=import_id, status__in=ImportJob.FINISHED).first()
+    if job is None:
+        return False
+    if job.file.name:
+        job.file.storage.delete(job.file.name)  # a file already gone is no error
+    return True
+
+
+def import_files_prune(*, older_than_days: int) -> int:
+    """Delete files under MEDIA_ROOT/imports/ last changed more than `older_than_days` ago, except
+    those of unfinished imports; returns how many. Leftovers are files of imports that finished
+    just before a crash, and uploads whose job was never saved (or was deleted)."""
+    if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 1:
+        raise InvalidInput(fields={"older_than_days": ["Must be a whole number of days, at least 1."]})
+    storage = ImportJob._meta.get_field("file").storage
+    try:
+        _, names = storage.listdir(IMPORT_FILES_FOLDER)
+    except FileNotFoundError:
+        return 0
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    old = {f"{IMPORT_FILES_FOLDER}/{name}" for name in names}
+    old = {name for name in old if _modified_before(storage, name, cutoff)}
+    # Read after the ages: an import created meanwhile names a file younger than the cutoff.
+    old -= set(ImportJob.objects.exclude(status__in=ImportJob.FINISHED).values_list("file", flat=True))
+    for name in sorted(old):
+        storage.delete(name)
+    return len(old)
+
+
+def _modified_before(storage, name: str, cutoff) -> bool:
+    try:
+        return storage.get_modified_time(name) < cutoff
+    except FileNotFoundError:
+        return False  # deleted meanwhile

@@ -4,7 +4,8 @@ import time
 from celery import shared_task
 from django.conf import settings
 
-from inventory.services import low_stock_alerts_send
+from inventory.errors import InvalidInput
+from inventory.services import import_files_prune, low_stock_alerts_send
 from project.outbox import OutboxTask
 
 logger = logging.getLogger("stockroom.inventory")
@@ -83,3 +84,17 @@ def import_stock(import_id) -> str | None:
         imports.import_fail(import_id=import_id, message=f"Internal error ({type(exc).__name__}).")
         return imports.Status.FAILED
     return job.status
+
+
+@shared_task(name="inventory.prune_import_files")
+def prune_import_files(older_than_days: int | None = None) -> int:
+    """Daily: delete uploaded import files left over for more than IMPORT_FILES_KEEP_DAYS (a finished
+    import deletes its own; these are what a crash or an unsaved upload left behind)."""
+    days = settings.IMPORT_FILES_KEEP_DAYS if older_than_days is None else older_than_days
+    try:
+        pruned = import_files_prune(older_than_days=days)
+    except InvalidInput as exc:
+        logger.error("prune_import_files refused: %s", exc.fields)
+        return 0
+    logger.info("pruned %d import files", pruned, extra={"pruned": pruned})
+    return pruned

@@ -15,6 +15,8 @@ SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
     "daily sales report": ("orders.daily_sales_report", "crontab", {"minute": "10", "hour": "0"}, "{}"),
     "prune idempotency keys": ("orders.prune_idempotency_keys", "crontab", {"minute": "40"}, "{}"),
     "prune outbox": ("project.prune_outbox", "crontab", {"minute": "50", "hour": "3"}, "{}"),
+    "clear expired sessions": ("project.clear_sessions", "crontab", {"minute": "20", "hour": "4"}, "{}"),
+    "prune import files": ("inventory.prune_import_files", "crontab", {"minute": "35", "hour": "4"}, "{}"),
 }
 
 

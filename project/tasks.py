@@ -1,4 +1,5 @@
 import logging
+from importlib import import_module
 
 from celery import shared_task
 from django.conf import settings
@@ -20,3 +21,9 @@ def prune_outbox(older_than_days: int | None = None) -> int:
         return 0
     logger.info("pruned %d outbox messages", pruned, extra={"pruned": pruned})
     return pruned
+
+
+@shared_task(name="project.clear_sessions")
+def clear_sessions() -> None:
+    """Daily: delete expired sessions (`manage.py clearsessions`); every anonymous cart makes one."""
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

@@ -309,6 +309,9 @@ IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
 
+# An import's file is deleted when the import finishes; a daily job deletes what is left in
+# MEDIA_ROOT/imports/ after this many days (a crash before the deletion, an upload without a job).
+IMPORT_FILES_KEEP_DAYS = env_int("IMPORT_FILES_KEEP_DAYS", 7)
 # --- Logging: JSON lines, each with the request id ---------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
