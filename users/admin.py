@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 
-from users.forms import AdminUserChangeForm, AdminUserCreationForm
+from users.forms import AdminPasswordChangeForm, AdminUserChangeForm, AdminUserCreationForm
 from users.models import ApiKey, User
 
 
@@ -9,6 +9,9 @@ from users.models import ApiKey, User
 class UserAdmin(DjangoUserAdmin):
     add_form = AdminUserCreationForm
     form = AdminUserChangeForm
+    # Also offers to revoke the user's API keys (ticked), as the shopper's own form does.
+    change_password_form = AdminPasswordChangeForm
+    change_user_password_template = "users/admin_change_password.html"  # noqa: S105 (a template name)
     ordering = ["email"]
     list_display = ["email", "full_name", "is_staff", "is_active", "date_joined"]
     list_filter = ["is_staff", "is_superuser", "is_active"]

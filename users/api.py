@@ -1,5 +1,6 @@
 import re
 
+from django.conf import settings
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers, status
@@ -25,7 +26,7 @@ class TokenRequestSerializer(serializers.Serializer):
     scopes = serializers.ListField(
         child=serializers.ChoiceField(choices=ApiKey.Scope.choices), required=False, allow_empty=False, max_length=3
     )
-    expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
+    expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=settings.API_KEY_MAX_DAYS)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -42,13 +43,15 @@ class NewApiKeySerializer(ApiKeySerializer):
 
 
 class TokenCreateView(APIView):
-    """Exchange email and password for a new API key, shown once."""
+    """Exchange email and password for a new API key, shown once. A user holds at most
+    API_KEYS_MAX_PER_USER live keys (409 `too_many_keys`: revoke one first)."""
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
-        request=TokenRequestSerializer, responses={201: NewApiKeySerializer, **errors(400, 401, 413, 415, 429, 503)}
+        request=TokenRequestSerializer,
+        responses={201: NewApiKeySerializer, **errors(400, 401, 409, 413, 415, 429, 503)},
     )
     def post(self, request):
         params = TokenRequestSerializer(data=request.data)

@@ -1,3 +1,4 @@
+import unicodedata
 from datetime import timedelta
 
 from django.db import connection, connections, router
@@ -51,3 +52,14 @@ def api_key_for_bearer(*, key: str) -> ApiKey | None:
 
 def api_keys_of(*, user: User) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(user=user).order_by("-created_at", "-id")
+
+
+def _same_email(a: str, b: str) -> bool:
+    # As Django's PasswordResetForm compares: Unicode-aware, case-insensitive.
+    return unicodedata.normalize("NFKC", a).casefold() == unicodedata.normalize("NFKC", b).casefold()
+
+
+def users_for_password_reset(*, email: str) -> list[User]:
+    """The active users at `email` (any case) with a usable password: who may get a reset email."""
+    users = User.objects.filter(email__iexact=email, is_active=True)
+    return [user for user in users if user.has_usable_password() and _same_email(email, user.email)]

@@ -3,13 +3,14 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from project.errors import DomainError, InvalidInput, NotFound
+from users.emails import password_reset_email_enqueue
 from users.keys import hash_key, new_key
 from users.models import ApiKey, User
-from users.selectors import LAST_USED_RESOLUTION
+from users.selectors import LAST_USED_RESOLUTION, users_for_password_reset
 
 
 class InvalidCredentials(DomainError):
@@ -18,12 +19,26 @@ class InvalidCredentials(DomainError):
     default_detail = "Email or password is wrong."
 
 
+class TooManyKeys(DomainError):
+    code = "too_many_keys"
+    default_detail = "You hold as many live API keys as allowed; revoke one first."
+
+
+def _live_keys(*, user: User) -> QuerySet[ApiKey]:
+    now = timezone.now()
+    return ApiKey.objects.filter(Q(expires_at__isnull=True) | Q(expires_at__gt=now), user=user, revoked_at__isnull=True)
+
+
 def api_key_create(
     *, user: User, name: str = "", scopes: list[str] | None = None, expires_in_days: int | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key for `user`; returns the row and the full key, which is never stored.
 
-    Scopes default to read + write; `staff` is refused for non-staff users.
+    Scopes default to read + write; `staff` is refused for non-staff users. A key lives at most
+    API_KEY_MAX_DAYS (longer is InvalidInput; the default is capped to it). A user holds at most
+    API_KEYS_MAX_PER_USER live keys (TooManyKeys): each key has its own rate budget, so the cap
+    bounds what one user can spend. The user's row is locked while counting, so two requests
+    racing at the cap create one key between them.
     """
     scopes = sorted(set(scopes or [ApiKey.Scope.READ, ApiKey.Scope.WRITE]))
     unknown = [scope for scope in scopes if scope not in ApiKey.Scope.values]
@@ -31,9 +46,19 @@ def api_key_create(
         raise InvalidInput(fields={"scopes": [f"Unknown scope: {', '.join(unknown)}"]})
     if ApiKey.Scope.STAFF in scopes and not user.is_staff:
         raise InvalidInput(fields={"scopes": ["Only staff can hold the staff scope."]})
-    days = settings.API_KEY_DEFAULT_DAYS if expires_in_days is None else expires_in_days
+    longest = settings.API_KEY_MAX_DAYS
+    days = min(settings.API_KEY_DEFAULT_DAYS, longest) if expires_in_days is None else expires_in_days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= longest:
+        raise InvalidInput(fields={"expires_in_days": [f"Must be a whole number of days from 1 to {longest}."]})
     prefix, key = new_key()
     with transaction.atomic():
+        # The user's row is the lock of its set of keys (a password change takes it too).
+        list(User.objects.select_for_update(of=("self",)).filter(pk=user.pk).values_list("pk"))
+        if _live_keys(user=user).count() >= settings.API_KEYS_MAX_PER_USER:
+            raise TooManyKeys(
+                f"You already hold the most live API keys allowed (at most {settings.API_KEYS_MAX_PER_USER}); "
+                "revoke one first."
+            )
         api_key = ApiKey.objects.create(
             user=user,
             name=name,
@@ -94,3 +119,31 @@ def user_ensure(*, email: str, password: str, is_staff: bool = False, is_superus
                 email=email, password=password, is_staff=is_staff, is_superuser=is_superuser
             )
     return user
+
+
+def user_password_set(*, user: User, password: str | None, revoke_api_keys: bool) -> int:
+    """Set `user`'s password (None: an unusable one) and, if asked, revoke every key of theirs not yet
+    revoked, in one transaction: keys end with the password change meant to end them, or neither
+    happens. Locks the user's row (as api_key_create does, so no key is created meanwhile). Returns
+    how many keys were revoked."""
+    with transaction.atomic():
+        if password is None:
+            user.set_unusable_password()
+        else:
+            user.set_password(password)
+        user.save(update_fields=["password"])
+        if not revoke_api_keys:
+            return 0
+        return ApiKey.objects.filter(user=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def password_reset_request(*, email: str, domain: str, use_https: bool) -> int:
+    """Ask for a reset email to each active user with a usable password at `email` (the outbox, in
+    this transaction); returns how many. Nothing is sent here and the same query runs whether the
+    address has an account or not, so the answer's timing does not tell. The outbox row holds the
+    user id and the link's domain and protocol, never the token: the task makes it when it sends."""
+    with transaction.atomic():
+        users = users_for_password_reset(email=email)
+        for user in users:
+            password_reset_email_enqueue(user_id=user.pk, domain=domain, use_https=use_https)
+    return len(users)

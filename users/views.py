@@ -18,9 +18,16 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from project.errors import InvalidInput, NotFound
-from users.forms import ApiKeyCreateForm, EmailAuthenticationForm, SignupForm
+from users.forms import (
+    ApiKeyCreateForm,
+    EmailAuthenticationForm,
+    PasswordChangeForm,
+    PasswordResetForm,
+    SetPasswordForm,
+    SignupForm,
+)
 from users.selectors import api_keys_of
-from users.services import api_key_create, api_key_revoke
+from users.services import TooManyKeys, api_key_create, api_key_revoke
 
 
 def _safe_next(request, fallback: str = "/") -> str:
@@ -79,7 +86,14 @@ class LogoutPage(auth_views.LogoutView):
 
 class PasswordChangePage(auth_views.PasswordChangeView):
     template_name = "users/password_change_form.html"
+    form_class = PasswordChangeForm
     success_url = reverse_lazy("password_change_done")
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        if form.revoked:
+            messages.info(self.request, f"Your API keys are revoked ({form.revoked}); create new ones as needed.")
+        return response
 
 
 class PasswordChangeDonePage(auth_views.PasswordChangeDoneView):
@@ -87,11 +101,11 @@ class PasswordChangeDonePage(auth_views.PasswordChangeDoneView):
 
 
 class PasswordResetPage(auth_views.PasswordResetView):
-    """Always answers "sent", whether the address has an account or not (no account probing)."""
+    """Always answers "sent", whether the address has an account or not (no account probing); the
+    email goes through the outbox, so the answer's time does not tell either."""
 
     template_name = "users/password_reset_form.html"
-    email_template_name = "users/password_reset_email.txt"
-    subject_template_name = "users/password_reset_subject.txt"
+    form_class = PasswordResetForm
     success_url = reverse_lazy("password_reset_done")
 
 
@@ -100,7 +114,10 @@ class PasswordResetSentPage(auth_views.PasswordResetDoneView):
 
 
 class PasswordResetConfirmPage(auth_views.PasswordResetConfirmView):
+    """The new password also revokes every API key of the account."""
+
     template_name = "users/password_reset_confirm.html"
+    form_class = SetPasswordForm
     success_url = reverse_lazy("password_reset_complete")
 
 
@@ -145,9 +162,9 @@ def api_key_create_page(request):
             scopes=form.cleaned_data["scopes"],
             expires_in_days=form.cleaned_data["expires_in_days"],
         )
-    except InvalidInput as error:
+    except (InvalidInput, TooManyKeys) as error:
         messages.error(request, f"No key was created: {error.detail}")
-        return _account_page(request, form=form, status=400)
+        return _account_page(request, form=form, status=error.status_code)
     messages.success(request, f"Key {api_key.prefix} created. Copy it now: it is shown only this once.")
     return _account_page(request, new_key=key, status=201)
 

@@ -227,6 +227,10 @@ LOGIN_REDIRECT_URL = "/"
 # The pepper keeps a leaked api-key table useless without the server's secret.
 API_KEY_PEPPER = env_str("API_KEY_PEPPER", SECRET_KEY)
 API_KEY_DEFAULT_DAYS = env_int("API_KEY_DEFAULT_DAYS", 365)
+# No key lives longer than this (a longer request is refused; the default is capped to it).
+API_KEY_MAX_DAYS = env_int("API_KEY_MAX_DAYS", 365)
+# Live keys (not revoked, not expired) one user may hold: each key has its own rate budget.
+API_KEYS_MAX_PER_USER = env_int("API_KEYS_MAX_PER_USER", 10)
 PASSWORD_HASHERS = [
     "django.contrib.auth.hashers.Argon2PasswordHasher",
     "django.contrib.auth.hashers.PBKDF2PasswordHasher",

@@ -1,15 +1,19 @@
+import threading
 from datetime import timedelta
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from project.errors import InvalidInput
+from tests.concurrency.support import WAITING_LOCKS_SQL
 from tests.conftest import bearer
+from tests.support import wait_for
 from users.keys import hash_key
 from users.models import ApiKey, User
 from users.selectors import api_key_for_bearer
-from users.services import api_key_create
+from users.services import TooManyKeys, api_key_create, api_key_revoke
 
 PASSWORD = "correct horse battery staple"
 
@@ -183,3 +187,112 @@ def test_the_bearer_lookup_is_prepared_on_its_connection_and_still_sees_a_revoca
     ApiKey.objects.filter(pk=api_key.pk).update(revoked_at=timezone.now())
 
     assert api_key_for_bearer(key=key) is None
+
+
+# --- how many keys, for how long -------------------------------------------------------------------------------
+
+
+def _ask_for_a_key(client: APIClient, **extra):
+    return client.post(
+        "/api/v1/auth/tokens", {"email": "customer@example.com", "password": PASSWORD, **extra}, format="json"
+    )
+
+
+def test_a_user_holds_at_most_the_configured_number_of_live_keys(api_client, customer, settings):
+    settings.API_KEYS_MAX_PER_USER = 3
+    revoked, _ = api_key_create(user=customer)
+    api_key_revoke(user=customer, prefix=revoked.prefix)
+    expired, _ = api_key_create(user=customer)
+    ApiKey.objects.filter(pk=expired.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+
+    created = [_ask_for_a_key(api_client).status_code for _ in range(3)]
+    refused = _ask_for_a_key(api_client)
+
+    assert created == [201, 201, 201]  # revoked and expired keys are not live: they do not count
+    assert refused.status_code == 409
+    error = refused.json()["error"]
+    assert error["code"] == "too_many_keys" and "3" in error["detail"]
+    assert ApiKey.objects.filter(user=customer).count() == 5
+
+    live = ApiKey.objects.filter(user=customer, revoked_at__isnull=True, expires_at__gt=timezone.now()).first()
+    api_key_revoke(user=customer, prefix=live.prefix)
+    assert _ask_for_a_key(api_client).status_code == 201  # revoking one makes room again
+
+
+def test_the_cap_is_per_user(api_client, customer, staff_user, settings):
+    settings.API_KEYS_MAX_PER_USER = 1
+    api_key_create(user=staff_user)
+
+    assert _ask_for_a_key(api_client).status_code == 201
+    with pytest.raises(TooManyKeys):
+        api_key_create(user=staff_user)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.slow
+def test_two_key_requests_racing_at_the_cap_create_one(settings):
+    settings.API_KEYS_MAX_PER_USER = 1
+    user = User.objects.create_user(email="racer@example.com", password=PASSWORD)
+    created, release = threading.Event(), threading.Event()
+    results: dict[str, object] = {}
+
+    def first():
+        # Creates the last allowed key and keeps its transaction open until the second request is seen
+        # waiting (or has finished without waiting, which is the bug).
+        try:
+            with transaction.atomic():
+                results["first"] = api_key_create(user=user)
+                created.set()
+                release.wait(timeout=30)
+        except Exception as exc:  # the test inspects every outcome
+            results["first"] = exc
+        finally:
+            created.set()
+            connection.close()
+
+    def second():
+        try:
+            results["second"] = api_key_create(user=user)
+        except Exception as exc:
+            results["second"] = exc
+        finally:
+            connection.close()
+
+    def second_waits_or_is_done() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(WAITING_LOCKS_SQL)
+            return cursor.fetchone()[0] > 0 or not racer.is_alive()
+
+    holder, racer = threading.Thread(target=first), threading.Thread(target=second)
+    holder.start()
+    assert created.wait(timeout=30)
+    racer.start()
+    wait_for(second_waits_or_is_done, timeout=30, interval=0.01, what="the second request to wait or finish")
+    release.set()
+    holder.join(timeout=30)
+    racer.join(timeout=30)
+
+    assert isinstance(results["first"], tuple), results["first"]
+    assert isinstance(results["second"], TooManyKeys), results["second"]
+    assert ApiKey.objects.filter(user=user).count() == 1
+
+
+def test_a_key_lives_at_most_api_key_max_days(api_client, customer, settings):
+    settings.API_KEY_MAX_DAYS = 30
+    settings.API_KEY_DEFAULT_DAYS = 365
+
+    too_long = _ask_for_a_key(api_client, expires_in_days=31)
+    longest = _ask_for_a_key(api_client, expires_in_days=30)
+    default, _ = api_key_create(user=customer)
+
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "invalid" and "expires_in_days" in too_long.json()["error"]["fields"]
+    assert longest.status_code == 201
+    assert default.expires_at <= timezone.now() + timedelta(days=30)  # the default is capped too
+    with pytest.raises(InvalidInput):
+        api_key_create(user=customer, expires_in_days=31)
+
+
+def test_the_default_limit_on_a_keys_life_is_a_year(api_client, customer):
+    assert _ask_for_a_key(api_client, expires_in_days=366).status_code == 400
+    assert _ask_for_a_key(api_client, expires_in_days=365).status_code == 201

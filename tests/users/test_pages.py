@@ -118,24 +118,7 @@ def test_password_change_with_a_wrong_old_password_changes_nothing(client, custo
     assert customer.check_password(PASSWORD)
 
 
-def reset_link(body: str) -> str:
-    return re.search(r"https?://[^/\s]+(/accounts/password-reset/\S+/)", body).group(1)
-
-
-def test_password_reset_by_email(client, customer):
-    response = client.post("/accounts/password-reset/", {"email": "CUSTOMER@example.com"})
-    assert response.status_code == 302 and response["Location"] == "/accounts/password-reset/sent/"
-    [message] = mail.outbox
-    assert message.to == [customer.email] and "Reset your Stockroom password" in message.subject
-    link = reset_link(message.body)
-    form_page = client.get(link, follow=True)
-    assert form_page.status_code == 200 and form_page.context["validlink"]
-    done = client.post(form_page.redirect_chain[-1][0], {"new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD})
-    assert done.status_code == 302 and done["Location"] == "/accounts/password-reset/done/"
-    customer.refresh_from_db()
-    assert customer.check_password(NEW_PASSWORD)
-    # the link works once
-    assert not client.get(link, follow=True).context["validlink"]
+# The reset email itself (sent through the outbox): tests/users/test_passwords.py.
 
 
 def test_password_reset_for_an_unknown_address_looks_the_same(client, db):
@@ -180,6 +163,7 @@ def test_account_page_lists_keys_and_creates_one_shown_once(client, customer):
         {"scopes": ["read"], "expires_in_days": 0},
         {"scopes": ["read"], "expires_in_days": "soon"},
         {"scopes": ["read"], "expires_in_days": 30, "name": "x" * 101},
+        {"scopes": ["read"], "expires_in_days": 366},  # over API_KEY_MAX_DAYS
     ],
 )
 def test_bad_key_forms_create_nothing(client, customer, data):
@@ -187,6 +171,18 @@ def test_bad_key_forms_create_nothing(client, customer, data):
     response = client.post("/accounts/keys/", data)
     assert response.status_code == 400
     assert ApiKey.objects.count() == 0
+
+
+def test_the_account_page_refuses_a_key_over_the_cap(client, customer, settings):
+    settings.API_KEYS_MAX_PER_USER = 1
+    api_key_create(user=customer)
+    client.force_login(customer)
+
+    response = client.post("/accounts/keys/", {"scopes": ["read"], "expires_in_days": 30})
+
+    assert response.status_code == 409
+    assert any("at most 1" in text for text in texts(response))
+    assert ApiKey.objects.count() == 1
 
 
 def test_staff_may_create_a_staff_key_and_see_the_admin_link(client, staff_user):
