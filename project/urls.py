@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from project import health, metrics
@@ -17,6 +18,9 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    # One password-change page for everyone: the account page's, which revokes the user's API keys
+    # unless they untick it (the admin's own form would leave them valid).
+    path("admin/password_change/", RedirectView.as_view(pattern_name="password_change")),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -214,3 +214,23 @@ def test_a_reset_email_goes_out_once_through_the_relay_and_a_worker(client, cust
 
     [email] = mail.outbox
     assert email.to == [customer.email] and reset_link(email.body)
+
+
+def test_the_admins_own_password_change_leads_to_the_page_that_revokes_keys(client, staff_user):
+    client.force_login(staff_user)
+    api_key_create(user=staff_user, scopes=["read"])
+
+    response = client.get("/admin/password_change/", follow=True)
+    changed = client.post(
+        "/accounts/password-change/",
+        {
+            "old_password": "correct horse battery staple",
+            "new_password1": "an entirely new passphrase 42",
+            "new_password2": "an entirely new passphrase 42",
+            "revoke_api_keys": "on",
+        },
+    )
+
+    assert response.redirect_chain[0][0] == "/accounts/password-change/"
+    assert changed.status_code == 302
+    assert not ApiKey.objects.filter(user=staff_user, revoked_at__isnull=True).exists()
