@@ -37,6 +37,17 @@ def on_starting(server):
     os.makedirs(MULTIPROC_DIR, exist_ok=True)
 
 
+def post_worker_init(worker):
+    """Refuse to serve under a configuration that a security check calls an error (e.g. /metrics
+    with neither a token nor loopback allowed): manage.py runs the checks, gunicorn does not. The
+    exception makes this a boot failure, which stops the whole server (exit code 3)."""
+    from django.core.checks import ERROR, Tags, run_checks
+
+    errors = [message for message in run_checks(tags=[Tags.security]) if message.level >= ERROR]
+    if errors:
+        raise RuntimeError("refusing to start: " + "; ".join(str(message) for message in errors))
+
+
 def child_exit(server, worker):
     from prometheus_client import multiprocess
 

@@ -1,4 +1,7 @@
 from django.apps import AppConfig
+from django.core.checks import Tags, register
+
+from project.checks import metrics_access
 
 
 class ProjectConfig(AppConfig):
@@ -12,3 +15,4 @@ class ProjectConfig(AppConfig):
         observability.initialise_series()
         slow_queries.install()
         db_pool_metrics.install()
+        register(metrics_access, Tags.security)

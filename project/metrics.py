@@ -1,4 +1,10 @@
-"""`/metrics` for Prometheus: from loopback, or with `Authorization: Bearer <METRICS_TOKEN>`."""
+"""`/metrics` for Prometheus: with `Authorization: Bearer <METRICS_TOKEN>`, or from loopback where
+`METRICS_ALLOW_LOOPBACK` says the scraper is on this host with no proxy in front (DESIGN.md §6).
+
+A proxy on the same host makes every client it forwards loopback (`REMOTE_ADDR` is the proxy's),
+so loopback is off in the production profile, a request carrying a proxy's forwarding header is
+never taken for loopback, and project.checks refuses a configuration with neither way in.
+"""
 
 import hmac
 import ipaddress
@@ -7,8 +13,13 @@ from django.conf import settings
 from django.http import HttpResponseForbidden
 from django_prometheus.exports import ExportToDjangoView
 
+# Headers a proxy adds: a request carrying one came through a proxy, whatever REMOTE_ADDR says.
+PROXY_HEADERS = ("HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP")
+
 
 def _from_loopback(request) -> bool:
+    if not settings.METRICS_ALLOW_LOOPBACK or any(header in request.META for header in PROXY_HEADERS):
+        return False
     try:
         return ipaddress.ip_address(request.META.get("REMOTE_ADDR", "")).is_loopback
     except ValueError:
@@ -23,6 +34,6 @@ def _has_token(request) -> bool:
 
 def metrics(request):
     if not (_from_loopback(request) or _has_token(request)):
-        return HttpResponseForbidden("metrics are served to loopback or with the metrics token\n")
+        return HttpResponseForbidden("metrics are served with the metrics token (or to loopback where allowed)\n")
     # In gunicorn's multiprocess mode (PROMETHEUS_MULTIPROC_DIR set) this sums every worker.
     return ExportToDjangoView(request)

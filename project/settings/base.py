@@ -280,6 +280,9 @@ ORDER_PLACEMENT_IN_SQL = env_bool("ORDER_PLACEMENT_IN_SQL", True)
 STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional")
 STAFF_ALERT_EMAILS = env_list("STAFF_ALERT_EMAILS", [])
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
+# /metrics without the token from loopback: only where the scraper is on this host and no proxy is
+# in front (a proxy on this host makes every client loopback). Off in production (project.checks).
+METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", True)
 # Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 

@@ -38,4 +38,7 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 # address is the last X-Forwarded-For entry it appends (REMOTE_ADDR would be the proxy's, and
 # everyone would share one rate-limit budget). Set 0 if clients reach gunicorn directly.
 RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 1)
+# Behind that proxy every client would be loopback to /metrics: the scraper brings METRICS_TOKEN,
+# unless this says it is on this host with no proxy in front (project.checks refuses neither).
+METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", False)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

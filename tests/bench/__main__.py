@@ -217,6 +217,8 @@ def bench_env(database_url: str, redis_url: str, *, settings: str = "project.set
         ALLOWED_HOSTS="127.0.0.1,localhost",
         BENCH_ENDPOINTS="1",
         DEBUG="0",
+        # The production profile refuses to start without a way into /metrics (project.checks).
+        METRICS_TOKEN=f"bench-metrics-{BENCH_SECRET_KEY[-16:]}",
         LOG_LEVEL="WARNING",
         # The limiter stays on; the benchmark's one client just gets a roomy budget.
         RATELIMIT_READ="100000000/60",

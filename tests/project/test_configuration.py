@@ -26,6 +26,7 @@ def test_production_profile_passes_the_deploy_check_with_nothing_silenced():
         DJANGO_SETTINGS_MODULE="project.settings.production",
         SECRET_KEY=LONG_SECRET,
         ALLOWED_HOSTS="shop.example.com",
+        METRICS_TOKEN="m" * 40,  # /metrics needs a way in (stockroom.E001)
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
@@ -99,3 +100,32 @@ def test_forced_embedded_fallback_starts_postgres_and_redis_from_the_wheels(tmp_
         assert migrate.returncode == 0, migrate.stderr
     finally:
         run(["bin/services.py", "--stop", "--var-dir", str(tmp_path)])
+
+
+def test_production_without_a_metrics_token_or_loopback_refuses_to_start():
+    result = run(
+        ["manage.py", "check"],
+        DJANGO_SETTINGS_MODULE="project.settings.production",
+        SECRET_KEY=LONG_SECRET,
+        ALLOWED_HOSTS="shop.example.com",
+        METRICS_TOKEN="",
+        METRICS_ALLOW_LOOPBACK="0",
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "stockroom.E001" in result.stderr
+    assert "METRICS_TOKEN" in result.stderr
+
+
+def test_production_with_a_metrics_token_passes_the_deploy_check_with_no_warning():
+    result = run(
+        ["manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        DJANGO_SETTINGS_MODULE="project.settings.production",
+        SECRET_KEY=LONG_SECRET,
+        ALLOWED_HOSTS="shop.example.com",
+        METRICS_TOKEN="m" * 40,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
