@@ -1,11 +1,45 @@
-"""gunicorn.conf.py: a worker that boots under a configuration a security check refuses stops the server."""
+"""gunicorn.conf.py: no control socket shared by every gunicorn on the host (issue 18, finding 12),
+and a worker that boots under a configuration a security check refuses stops the server."""
 
+import runpy
 import subprocess
 import sys
 
 import pytest
+from gunicorn.config import Config
 
-from tests.support import ROOT, free_port, subprocess_env
+from tests.support import ROOT, free_port, gunicorn_server, subprocess_env
+
+CONFIG = str(ROOT / "gunicorn.conf.py")
+
+
+def gunicorn_settings(monkeypatch, **env) -> dict:
+    """The settings gunicorn.conf.py gives gunicorn with this environment."""
+    monkeypatch.delenv("GUNICORN_CONTROL_SOCKET", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    module = runpy.run_path(CONFIG)
+    known = Config().settings
+    return {name: value for name, value in module.items() if name in known}
+
+
+def test_the_control_socket_is_off_unless_a_path_is_given(monkeypatch, tmp_path):
+    assert gunicorn_settings(monkeypatch)["control_socket_disable"] is True
+
+    path = str(tmp_path / "web.ctl")
+    chosen = gunicorn_settings(monkeypatch, GUNICORN_CONTROL_SOCKET=path)
+    assert chosen["control_socket_disable"] is False
+    assert chosen["control_socket"] == path
+
+
+@pytest.mark.slow
+def test_a_running_gunicorn_leaves_no_socket_in_the_shared_place(tmp_path):
+    shared = tmp_path / "runtime"
+    shared.mkdir()
+
+    with gunicorn_server(tmp_path, WEB_CONCURRENCY="1", XDG_RUNTIME_DIR=str(shared), HOME=str(tmp_path)):
+        assert list(shared.iterdir()) == []
+        assert not (tmp_path / ".gunicorn").exists()
 
 
 @pytest.mark.slow
