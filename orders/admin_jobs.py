@@ -31,13 +31,31 @@ def _may_move_orders(modeladmin, request) -> bool:
     return False
 
 
+def _selected_ids(modeladmin, request, queryset) -> list[int] | None:
+    """The selection's ids, at most BULK_FULFIL_MAX_ORDERS of them, or None (with a message) when
+    there are more: "select all" over a long list reads no more than one id past the limit."""
+    limit = jobs.BULK_FULFIL_MAX_ORDERS
+    ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: limit + 1])
+    if len(ids) > limit:
+        modeladmin.message_user(
+            request,
+            f"Select at most {limit:,} orders at a time; narrow the list with its filters. Nothing was done.",
+            messages.ERROR,
+        )
+        return None
+    return ids
+
+
 @admin.action(description="Fulfil selected paid orders (background job with a report)", permissions=["transition"])
 def bulk_fulfil_selected(modeladmin, request, queryset):
     """Queue a bulk fulfilment of the selection (outbox → orders.bulk_fulfil) and open its report."""
     if not _may_move_orders(modeladmin, request):
         return None
+    ids = _selected_ids(modeladmin, request, queryset)
+    if ids is None:
+        return None
     try:
-        run = jobs.bulk_fulfilment_request(order_ids=list(queryset.values_list("pk", flat=True)), actor=request.user)
+        run = jobs.bulk_fulfilment_request(order_ids=ids, actor=request.user)
     except DomainError as error:
         modeladmin.message_user(request, f"Not queued: {error.detail} {error.fields or ''}", messages.ERROR)
         return None
@@ -54,7 +72,14 @@ def release_expired_selected(modeladmin, request, queryset):
     """Run the expiry sweep now, limited to the selected orders (those reserved and past due)."""
     if not _may_move_orders(modeladmin, request):
         return
-    expired = jobs.expire_reservations(order_ids=list(queryset.values_list("pk", flat=True)))
+    ids = _selected_ids(modeladmin, request, queryset)
+    if ids is None:
+        return
+    try:
+        expired = jobs.expire_reservations(order_ids=ids)
+    except DomainError as error:
+        modeladmin.message_user(request, f"Nothing was released: {error.detail}", messages.ERROR)
+        return
     modeladmin.message_user(request, f"{expired} expired reservation(s) released.", messages.SUCCESS)
 
 

@@ -11,9 +11,10 @@ Django's `login()` cycles the session key but keeps its data, so a cart built be
 is still there afterwards; `logout()` flushes the session, cart included.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
+from itertools import islice
 
 from django.conf import settings
 
@@ -62,6 +63,14 @@ def catalogue_entry(sku: str) -> dict | None:
     return cached_product(sku, build)
 
 
+def _good_lines(raw: dict) -> Iterator[tuple[str, int]]:
+    """The readable lines of a stored cart, at most ORDER_MAX_LINES of them; nothing past the limit
+    is looked at, so a cart row of any size costs as much to read as a full cart."""
+    for sku, quantity in islice(raw.items(), settings.ORDER_MAX_LINES):
+        if is_sku(sku) and is_quantity(quantity):
+            yield sku, quantity
+
+
 def sold(entry: dict | None) -> bool:
     return entry is not None and bool(entry.get("active"))
 
@@ -84,12 +93,8 @@ class Cart:
             self.problems.append("Your cart could not be read and was emptied.")
             self.session[SESSION_KEY] = {}
             return {}
-        items, dropped = {}, 0
-        for sku, quantity in raw.items():
-            if is_sku(sku) and is_quantity(quantity) and len(items) < settings.ORDER_MAX_LINES:
-                items[sku] = quantity
-            else:
-                dropped += 1
+        items = dict(_good_lines(raw))
+        dropped = len(raw) - len(items)
         if dropped:
             self.problems.append(
                 f"{dropped} cart line{'s' if dropped != 1 else ''} could not be read and "
@@ -176,6 +181,6 @@ def cart_summary(request) -> dict:
         raw = getattr(request, "session", {}).get(SESSION_KEY)
         if not isinstance(raw, dict):
             return 0
-        return sum(quantity for sku, quantity in raw.items() if is_sku(sku) and is_quantity(quantity))
+        return sum(quantity for _, quantity in _good_lines(raw))
 
     return {"cart_count": count}

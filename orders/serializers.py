@@ -7,11 +7,26 @@ from rest_framework import serializers
 
 from inventory.models import SKU_VALIDATOR
 from orders.models import Order
+from project.bounded_lists import BoundedListSerializer
+
+
+def order_max_lines() -> int:
+    return settings.ORDER_MAX_LINES
+
+
+class OrderLinesSerializer(BoundedListSerializer):
+    """The lines of an order request: counted against ORDER_MAX_LINES before any line is validated,
+    so a body of a million lines costs one length check and one message, not a million errors."""
+
+    default_error_messages = {"too_long": "An order has at most {max_length} lines."}
 
 
 class LineRequestSerializer(serializers.Serializer):
     sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
     quantity = serializers.IntegerField(min_value=1)
+
+    class Meta:
+        list_serializer_class = OrderLinesSerializer
 
     def validate_quantity(self, value):
         if value > settings.ORDER_MAX_QUANTITY:
@@ -36,13 +51,11 @@ class ShippingAddressSerializer(serializers.Serializer):
 
 
 class OrderRequestSerializer(serializers.Serializer):
-    lines = LineRequestSerializer(many=True, allow_empty=False)
+    lines = LineRequestSerializer(many=True, allow_empty=False, max_length=order_max_lines)
     shipping_address = ShippingAddressSerializer()
     reference = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
 
     def validate_lines(self, lines):
-        if len(lines) > settings.ORDER_MAX_LINES:
-            raise serializers.ValidationError(f"An order has at most {settings.ORDER_MAX_LINES} lines.")
         skus = [line["sku"] for line in lines]
         if len(set(skus)) != len(skus):
             raise serializers.ValidationError("Each SKU may appear on one line only.")

@@ -9,6 +9,7 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from project.bounded_lists import BoundedListField
 from project.errors import NotFound
 from project.pagination import Cursor
 from project.schema import errors
@@ -23,8 +24,12 @@ class TokenRequestSerializer(serializers.Serializer):
     email = serializers.EmailField(max_length=254)
     password = serializers.CharField(max_length=512, trim_whitespace=False)
     name = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
-    scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=ApiKey.Scope.choices), required=False, allow_empty=False, max_length=3
+    # Counted before any item is checked: DRF's ListField checks max_length only after every child.
+    scopes = BoundedListField(
+        child=serializers.ChoiceField(choices=ApiKey.Scope.choices),
+        required=False,
+        allow_empty=False,
+        max_items=len(ApiKey.Scope.choices),
     )
     expires_in_days = serializers.IntegerField(required=False, min_value=1, max_value=settings.API_KEY_MAX_DAYS)
 

@@ -7,7 +7,7 @@ import io
 import json
 import random
 import socket
-from datetime import date
+from datetime import date, timedelta
 
 import httpx
 import pytest
@@ -418,3 +418,217 @@ def test_a_broken_multipart_body_is_400(live):
     )
     assert_envelope(response, 400)
     assert not server.tracebacks()
+
+
+# --- oversized lists: the work is bounded by the limit, not by the input -----------------------------
+#
+# Each list a client can send is counted against its limit before any item of it is looked at.
+# The tests send 100,000 items and count the calls of the real per-item validator (a counting
+# wrapper around it, the code path unchanged) and measure the answer: 400, a small body, and no
+# more per-item work than the limit allows. No clocks.
+
+HUGE = 100_000
+SMALL_BODY = 4096  # bytes: an error envelope naming the limit, whatever the input's size
+
+
+class Calls:
+    """Wraps a function or method so each call is counted, then runs it unchanged."""
+
+    def __init__(self, monkeypatch, owner, name: str):
+        self.count = 0
+        real = getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.fixture
+def api(db):
+    from rest_framework.test import APIClient
+
+    WarehouseFactory(code="MAIN")
+    ProductFactory(sku="MUG")
+    stock.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=10)
+    _, key = api_key_create(user=UserFactory())
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+def _post_json(client, path: str, body, **headers):
+    content = json.dumps(body, separators=(",", ":"))
+    return client.generic("POST", path, content, content_type="application/json", **headers)
+
+
+def _assert_small_400(response) -> dict:
+    assert response.status_code == 400, response.content[:500]
+    assert len(response.content) < SMALL_BODY, len(response.content)
+    return response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("what", "line", "count"),
+    [
+        ("empty lines", {}, HUGE),
+        ("well-formed lines", {"sku": "MUG", "quantity": 1}, 80_000),  # 80,000 of them fit the body limit
+        ("bad lines", {"sku": "", "quantity": "x"}, 80_000),
+    ],
+)
+def test_an_order_with_a_huge_list_of_lines_is_refused_before_any_line_is_validated(
+    api, monkeypatch, settings, what, line, count
+):
+    from orders.serializers import LineRequestSerializer
+
+    validated = Calls(monkeypatch, LineRequestSerializer, "run_validation")
+    body = {**order_body(), "lines": [line] * count}
+
+    response = _post_json(api, "/api/v1/orders", body, HTTP_IDEMPOTENCY_KEY=f"huge-{count}-{len(line)}")
+
+    error = _assert_small_400(response)
+    assert error["fields"].get("lines") == [f"An order has at most {settings.ORDER_MAX_LINES} lines."]
+    assert validated.count == 0, what
+    assert not Order.objects.exists()
+    assert StockLevel.objects.get().reserved == 0
+
+
+def test_an_order_at_the_limit_still_validates_each_line_once(api, monkeypatch, settings):
+    from orders.serializers import LineRequestSerializer
+
+    validated = Calls(monkeypatch, LineRequestSerializer, "run_validation")
+    lines = [{"sku": f"S{n}", "quantity": 0} for n in range(settings.ORDER_MAX_LINES)]  # bad: the serializer speaks
+
+    response = _post_json(api, "/api/v1/orders", {**order_body(), "lines": lines}, HTTP_IDEMPOTENCY_KEY="at-limit")
+
+    assert response.status_code == 400
+    assert validated.count == settings.ORDER_MAX_LINES
+
+
+def test_a_token_request_with_a_huge_list_of_scopes_is_refused_before_any_scope_is_checked(db, monkeypatch):
+    from rest_framework.fields import ChoiceField
+    from rest_framework.test import APIClient
+
+    user = UserFactory()
+    checked = Calls(monkeypatch, ChoiceField, "to_internal_value")
+    body = {"email": user.email, "password": "whatever it is", "scopes": ["nope"] * HUGE}
+
+    response = _post_json(APIClient(), "/api/v1/auth/tokens", body)
+
+    error = _assert_small_400(response)
+    assert "scopes" in error["fields"]
+    assert checked.count == 0
+
+
+def test_an_import_with_a_huge_number_of_bad_rows_keeps_a_bounded_error_list(media, settings):
+    from rest_framework.test import APIClient
+
+    settings.IMPORT_CHUNK_ROWS = 5000
+    WarehouseFactory(code="MAIN")
+    staff = UserFactory(is_staff=True)
+    _, key = api_key_create(user=staff, scopes=["read", "write", "staff"])
+    data = b"sku,warehouse,on_hand\n" + b"A1,NOWHERE,1\n" * HUGE
+
+    job = run_import(data, actor=staff)
+
+    assert job.rows_failed == HUGE
+    assert len(job.errors) == imports.MAX_ERRORS
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    status = client.get(f"/api/v1/imports/{job.pk}")
+    assert status.status_code == 200
+    assert len(status.json()["errors"]) == imports.MAX_ERRORS
+    assert len(status.content) < 200 * imports.MAX_ERRORS  # each message is short, and there are at most so many
+
+
+def test_a_session_cart_with_a_huge_number_of_lines_is_read_only_up_to_the_limit(db, monkeypatch, settings):
+    from django.test import Client
+
+    from orders import cart
+
+    ProductFactory(sku="MUG")
+    client = Client()
+    client.get("/cart/")
+    session = client.session
+    session[cart.SESSION_KEY] = {f"S{n}": 1 for n in range(HUGE)}  # a session row written by hand
+    session.save()
+    checked = Calls(monkeypatch, cart, "is_sku")
+
+    response = client.get("/cart/")
+
+    assert response.status_code == 200
+    assert checked.count <= 2 * settings.ORDER_MAX_LINES  # the page and the header's count, each bounded
+    assert len(client.session[cart.SESSION_KEY]) <= settings.ORDER_MAX_LINES
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/cart/add/", "sku"),
+        ("/cart/set/", "quantity"),
+        ("/checkout/", "basket"),
+        ("/accounts/keys/", "scopes"),
+        ("/admin/orders/order/", "_selected_action"),
+    ],
+)
+def test_a_form_post_with_a_huge_number_of_fields_is_400_before_any_view_runs(admin, path, field):
+    body = "&".join(f"{field}={n}" for n in range(HUGE))
+
+    response = admin.generic("POST", path, body, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 400
+    assert len(response.content) < 50_000  # the 400 page, not an echo of the fields
+
+
+def _many_orders(count: int, *, expired: bool = True) -> None:
+    from django.utils import timezone
+
+    user = UserFactory()
+    when = timezone.now() - timedelta(minutes=1 if expired else -60)
+    Order.objects.bulk_create(
+        [
+            Order(
+                number=f"SR-T-{n:06d}",
+                user=user,
+                total=0,
+                currency="EUR",
+                shipping_name="A",
+                shipping_line1="B",
+                shipping_city="C",
+                shipping_postal_code="D",
+                shipping_country="GB",
+                expires_at=when,
+            )
+            for n in range(count)
+        ],
+        batch_size=5000,
+    )
+
+
+@pytest.mark.parametrize("action", ["release_expired_selected", "bulk_fulfil_selected", "cancel_orders"])
+def test_an_admin_action_over_more_orders_than_its_limit_is_refused_with_a_message(admin, monkeypatch, action):
+    from orders.jobs import BULK_FULFIL_MAX_ORDERS
+    from orders.models import BulkFulfilment
+
+    _many_orders(BULK_FULFIL_MAX_ORDERS + 1)
+    work = [
+        Calls(monkeypatch, jobs, "expire_reservations"),
+        Calls(monkeypatch, jobs, "bulk_fulfilment_request"),
+        Calls(monkeypatch, order_services, "order_cancel"),
+    ]
+    admin.raise_request_exception = False
+    first = Order.objects.order_by("pk").values_list("pk", flat=True).first()
+
+    response = admin.post(
+        "/admin/orders/order/",
+        {"action": action, "select_across": "1", "index": "0", "_selected_action": [str(first)]},
+        follow=True,
+    )
+
+    assert response.status_code == 200, response.status_code
+    text = response.content.decode()
+    assert "Select at most" in text and "Nothing was done" in text, text[:2000]
+    assert [calls.count for calls in work] == [0, 0, 0]
+    assert not Order.objects.exclude(status=Order.Status.RESERVED).exists()
+    assert not BulkFulfilment.objects.exists()
