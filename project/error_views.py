@@ -30,28 +30,94 @@ def _flatten_codes(codes) -> str:
     return "error"
 
 
-def _field_messages(detail) -> dict:
-    if isinstance(detail, dict):
-        return {
-            key: _field_messages(value) if isinstance(value, dict) else _messages(value)
-            for key, value in detail.items()
-        }
-    return {}
+# An error envelope stays small whatever the input: a list of 100,000 bad items must not answer
+# with 100,000 messages (DESIGN.md §6). At most MAX_ERROR_MESSAGES messages, in the order the
+# serializer gave them; `fields` nested at most MAX_ERROR_DEPTH dicts deep (deeper errors are
+# collapsed into their parent's list of messages); each message and key cut to MAX_MESSAGE_CHARS.
+# The walk itself stops after MAX_ERROR_NODES entries, so even empty entries cannot make it long.
+MAX_ERROR_MESSAGES = 50
+MAX_ERROR_DEPTH = 4
+MAX_MESSAGE_CHARS = 500
+MAX_ERROR_NODES = 20 * MAX_ERROR_MESSAGES
+CUT_NOTE = f"Only the first {MAX_ERROR_MESSAGES} errors are shown."
 
 
-def _messages(value) -> list:
+class _Budget:
+    """What is left to spend on one envelope: messages to show and entries to look at."""
+
+    def __init__(self):
+        self.messages = MAX_ERROR_MESSAGES
+        self.nodes = MAX_ERROR_NODES
+        self.cut = False
+
+    def visit(self) -> bool:
+        if self.messages <= 0 or self.nodes <= 0:
+            self.cut = True
+            return False
+        self.nodes -= 1
+        return True
+
+    def message(self, value) -> list[str]:
+        self.messages -= 1
+        return [_text(value)]
+
+
+def _text(value) -> str:
+    text = str(value)
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def _field_messages(detail, budget: _Budget, depth: int = 1) -> dict:
+    out = {}
+    if not isinstance(detail, dict):
+        return out
+    for key, value in detail.items():
+        if not budget.visit():
+            break
+        if isinstance(value, dict) and depth < MAX_ERROR_DEPTH:
+            nested = _field_messages(value, budget, depth + 1)
+        else:
+            nested = _messages(value, budget, depth)
+        if nested or not budget.cut:
+            out[_text(key)] = nested
+    return out
+
+
+def _messages(value, budget: _Budget, depth: int) -> list:
+    """A list of messages; a dict inside keeps its shape while there is depth left, else its
+    messages join the list."""
+    if isinstance(value, dict):
+        if depth < MAX_ERROR_DEPTH:
+            nested = _field_messages(value, budget, depth + 1)
+            return [nested] if nested else []
+        out = []
+        for item in value.values():
+            if not budget.visit():
+                break
+            out.extend(_messages(item, budget, depth))
+        return out
     if isinstance(value, list):
         out = []
         for item in value:
-            out.extend(_messages(item) if isinstance(item, list) else [_field_messages(item) or str(item)])
+            if not budget.visit():
+                break
+            out.extend(_messages(item, budget, depth) if isinstance(item, (list, dict)) else budget.message(item))
         return out
-    return [str(value)]
+    return budget.message(value) if budget.visit() else []
+
+
+def bounded_fields(fields: dict) -> tuple[dict, bool]:
+    """`fields` of an envelope within the bounds above, and whether anything was left out."""
+    budget = _Budget()
+    bounded = _field_messages(fields, budget)
+    return bounded, budget.cut
 
 
 def api_exception_handler(exc, context):
     """DRF's handler, reshaped into the envelope; domain and database errors mapped too."""
     if isinstance(exc, DomainError):
-        response = Response(envelope(exc.code, exc.detail, exc.fields, **exc.extra), status=exc.status_code)
+        fields, _ = bounded_fields(exc.fields)
+        response = Response(envelope(exc.code, exc.detail, fields, **exc.extra), status=exc.status_code)
         if exc.status_code == status.HTTP_503_SERVICE_UNAVAILABLE:
             response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return response
@@ -80,14 +146,17 @@ def api_exception_handler(exc, context):
         return None
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail
-        fields = _field_messages(detail) if isinstance(detail, dict) else {}
+        budget = _Budget()
+        fields = _field_messages(detail, budget) if isinstance(detail, dict) else {}
         non_field = fields.pop("non_field_errors", None)
-        message = "; ".join(non_field) if non_field else "Invalid input."
+        message = "; ".join(str(item) for item in non_field) if non_field else "Invalid input."
         if isinstance(detail, list):
-            message = "; ".join(_messages(detail)) or message
+            message = "; ".join(str(item) for item in _messages(detail, budget, 1)) or message
+        if budget.cut:
+            message = f"{message} {CUT_NOTE}"
         response.data = envelope("invalid", message, fields)
     elif isinstance(exc, exceptions.APIException):
-        response.data = envelope(_flatten_codes(exc.get_codes()), str(exc.detail))
+        response.data = envelope(_flatten_codes(exc.get_codes()), _text(exc.detail))
     return response
 
 
