@@ -18,10 +18,12 @@ from django.utils import timezone
 
 from inventory import locks
 from inventory.cache import catalogue_changed
+from inventory.emails import low_stock_alert_enqueue
 from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
 from inventory.models import ImportJob, Product, StockLevel, StockMovement, Warehouse
 from inventory.reservation import Allocation, reserve_levels
-from project.db import atomic_with_retry, require_transaction
+from inventory.selectors import products_with_availability
+from project.db import atomic_with_retry, require_transaction, try_advisory_xact_lock
 from project.errors import NotFound
 from project.observability import STOCK_CHANGES
 
@@ -441,18 +443,15 @@ def restock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Ite
 LOW_STOCK_LOCK = "inventory:low_stock_alerts"
 
 
-def low_stock_alerts_send(*, recipients: Sequence[str]) -> list[str]:
-    """Mail staff once per product per crossing below its threshold; returns the SKUs alerted.
+def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
+    """Alert staff once per product per crossing below its threshold; returns the SKUs alerted.
 
     A product is alerted when its available units fall to its threshold or below, and not again
-    until it has been seen above the threshold. Singleton (a transaction-scoped advisory lock):
-    a second run at the same time does nothing. No stock rows are locked while mailing.
+    until it has been seen above the threshold. One transaction flags the products and queues one
+    alert email through the outbox (inventory.emails); the email is sent after commit, by a task
+    holding no transaction or lock. Singleton (a transaction-scoped advisory lock): a second run
+    at the same time does nothing. No stock rows are locked.
     """
-    from django.core.mail import send_mail
-
-    from inventory.selectors import products_with_availability
-    from project.db import try_advisory_xact_lock
-
     with transaction.atomic():
         if not try_advisory_xact_lock(LOW_STOCK_LOCK):
             return []
@@ -466,12 +465,7 @@ def low_stock_alerts_send(*, recipients: Sequence[str]) -> list[str]:
         lines = [
             f"{p.sku}  {p.name}: {max(p.available, 0)} available (threshold {p.low_stock_threshold})" for p in crossing
         ]
-        send_mail(
-            subject=f"Low stock: {len(crossing)} product(s)",
-            message="These products are at or below their low-stock threshold:\n\n" + "\n".join(lines),
-            from_email=None,
-            recipient_list=list(recipients),
-        )
+        low_stock_alert_enqueue(recipients=recipients, lines=lines)
         Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
     return [p.sku for p in crossing]
 

@@ -4,8 +4,9 @@ import time
 from celery import shared_task
 from django.conf import settings
 
+from inventory.emails import SEND_LOW_STOCK_ALERT, low_stock_alert_send
 from inventory.errors import InvalidInput
-from inventory.services import import_files_prune, low_stock_alerts_send
+from inventory.services import import_files_prune, low_stock_alerts_queue
 from project.outbox import OutboxTask
 
 logger = logging.getLogger("stockroom.inventory")
@@ -13,10 +14,26 @@ logger = logging.getLogger("stockroom.inventory")
 
 @shared_task(name="inventory.low_stock_alerts")
 def low_stock_alerts() -> int:
-    """Hourly: one alert per product per crossing below its threshold, to STAFF_ALERT_EMAILS."""
-    alerted = low_stock_alerts_send(recipients=settings.STAFF_ALERT_EMAILS)
-    logger.info("low-stock alerts sent for %d products", len(alerted), extra={"skus": alerted[:50]})
+    """Hourly: one alert per product per crossing below its threshold, to STAFF_ALERT_EMAILS
+    (queued through the outbox, sent by send_low_stock_alert)."""
+    alerted = low_stock_alerts_queue(recipients=settings.STAFF_ALERT_EMAILS)
+    logger.info("low-stock alert queued for %d products", len(alerted), extra={"skus": alerted[:50]})
     return len(alerted)
+
+
+def _strings(value) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+@shared_task(name=SEND_LOW_STOCK_ALERT, base=OutboxTask)
+def send_low_stock_alert(recipients: list[str], lines: list[str]) -> int:
+    """Mail one low-stock alert to staff; returns the products it names (0: refused)."""
+    if not _strings(recipients) or not _strings(lines) or not recipients or not lines:
+        logger.error("send_low_stock_alert refused: recipients and lines must be lists of text")
+        return 0
+    low_stock_alert_send(recipients=recipients, lines=lines)
+    logger.info("low-stock alert sent for %d products", len(lines))
+    return len(lines)
 
 
 # The longest task allowed (a million-row import); the broker's visibility timeout stays above it.
@@ -27,14 +44,9 @@ IMPORT_JOB_BUSY_WAITS = 30
 IMPORT_JOB_BUSY_WAIT_SECONDS = 1.0
 
 
-class ImportOutboxTask(OutboxTask):
-    # Commits per chunk, so it cannot run inside one transaction holding its outbox row.
-    outbox_exclusive = False
-
-
 @shared_task(
     name="inventory.import_stock",
-    base=ImportOutboxTask,
+    base=OutboxTask,
     acks_late=True,
     reject_on_worker_lost=True,
     soft_time_limit=IMPORT_SOFT_LIMIT,

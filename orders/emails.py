@@ -1,15 +1,15 @@
 """Order emails: enqueued through the outbox inside the order's transaction, sent by a task.
 
 `order_email_enqueue` is what the order services call; the `orders.send_order_email` task calls
-`order_email_send`. Django's email backend sends (console in development, SMTP in production).
+`order_email_send`. Django's email backend sends (console in development, SMTP in production),
+with a Message-ID that is the same at every delivery of the outbox message (outbox_send_mail).
 """
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.utils import timezone
 
 from orders.models import Order
-from project.outbox import outbox_enqueue
+from project.outbox import outbox_enqueue, outbox_send_mail
 
 SEND_ORDER_EMAIL = "orders.send_order_email"
 
@@ -58,16 +58,17 @@ def _body(order: Order, kind: str) -> str:
 def order_email_send(*, order_id: int, kind: str) -> bool:
     """Send the `kind` email of an order to its customer. False if the order no longer exists.
 
-    Reads only; locks nothing. Not idempotent by itself: the outbox task around it makes a
-    redelivered message skip (OutboxTask), so a message's email goes out once.
+    Reads only; locks nothing, and runs outside any transaction (OutboxTask). Not idempotent by
+    itself: the outbox task around it makes a redelivered message skip, so a message's email goes
+    out once unless a crash falls between sending and recording it; then it goes out again with
+    the same Message-ID.
     """
     order = Order.objects.select_related("user").prefetch_related("lines__product").filter(pk=order_id).first()
     if order is None:
         return False
-    send_mail(
+    outbox_send_mail(
         subject=SUBJECTS[kind].format(number=order.number),
-        message=_body(order, kind),
-        from_email=None,
-        recipient_list=[order.user.email],
+        body=_body(order, kind),
+        recipients=[order.user.email],
     )
     return True

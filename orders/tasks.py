@@ -1,7 +1,7 @@
 """Celery tasks of the orders app: validate the arguments, call one service, log the outcome.
 
-Tasks sent through the outbox use project.outbox.OutboxTask (skip a message already done, mark
-it done after running). A bad argument is a logged refusal, never a crash or a retry loop.
+Tasks sent through the outbox use project.outbox.OutboxTask (claim the message, run with no
+transaction or lock held, mark it done). A bad argument is a logged refusal, never a crash or a retry loop.
 """
 
 import logging
@@ -44,12 +44,7 @@ def expire_reservations() -> int:
     return expired
 
 
-class _BatchOutboxTask(OutboxTask):
-    # Commits per chunk, so it cannot run inside one transaction holding its outbox row.
-    outbox_exclusive = False
-
-
-@shared_task(name=jobs.BULK_FULFIL_TASK, base=_BatchOutboxTask)
+@shared_task(name=jobs.BULK_FULFIL_TASK, base=OutboxTask)
 def bulk_fulfil(order_ids: list[int], run_id: int | None = None) -> dict:
     """Fulfil the paid orders among `order_ids`; report those locked, not paid or missing."""
     if run_id is not None and not _is_id(run_id):

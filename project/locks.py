@@ -1,8 +1,9 @@
 """Every locking queryset of the project app: the outbox rows.
 
 Outbox rows are locked by the relay (claim, publish, mark sent, one short transaction) and by
-an outbox task while it runs (project.outbox.OutboxTask). Nothing else is locked meanwhile, so
-these locks take part in no cycle with the order and stock locks.
+an outbox task while it claims its row and while it marks it done (two short transactions; the
+task itself runs holding no lock, project.outbox.OutboxTask). Nothing else is locked meanwhile,
+so these locks take part in no cycle with the order and stock locks.
 """
 
 from django.db.models.functions import Now
@@ -12,8 +13,8 @@ from project.models import OutboxMessage
 
 def claim_due_messages(limit: int) -> list[OutboxMessage]:
     """Pending rows due now and sent rows whose lease ran out, oldest due first (the `outbox_due`
-    index order). SKIP LOCKED: several relays share the work, and a row whose task is running
-    (locked by OutboxTask) is never published again under it."""
+    index order). SKIP LOCKED: several relays share the work. A row whose task is running is not
+    due: the task's claim moved `next_attempt_at` to the end of its lease."""
     return list(
         OutboxMessage.objects.select_for_update(of=("self",), skip_locked=True)
         .filter(state__in=[OutboxMessage.State.PENDING, OutboxMessage.State.SENT], next_attempt_at__lte=Now())

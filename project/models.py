@@ -7,8 +7,8 @@ class OutboxMessage(models.Model):
     """A Celery task to run because of a change, written in the same transaction as the change.
 
     The relay (project.relay) publishes `pending` rows after commit and marks them `sent`; the
-    task marks its row `done` when it has run (project.outbox.OutboxTask). A `sent` row not done
-    by `next_attempt_at` (the lease) is published again; a row delivered or failed
+    task claims its row, runs, and marks it `done` (project.outbox.OutboxTask). A `sent` row not
+    done by `next_attempt_at` (the lease of its task kind) is published again; a row delivered or failed
     OUTBOX_MAX_ATTEMPTS times becomes `dead` and waits in the admin for a retry or a discard.
     """
 
@@ -32,6 +32,10 @@ class OutboxMessage(models.Model):
     next_attempt_at = models.DateTimeField(db_default=Now())
     sent_at = models.DateTimeField(null=True, blank=True)
     done_at = models.DateTimeField(null=True, blank=True)
+    # The delivery running the task (its Celery task id) and until when: a second delivery skips
+    # the message while the claim is live; a crashed delivery's claim runs out (OutboxTask).
+    claimed_by = models.CharField(max_length=255, blank=True, db_default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]

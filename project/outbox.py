@@ -3,13 +3,17 @@
 `outbox_enqueue` inserts an OutboxMessage and NOTIFYs the relay; PostgreSQL delivers the
 notification at commit (and drops it on rollback), so the relay wakes exactly when there is a
 committed row to publish. `OutboxTask` is the Celery base class of every task sent through the
-outbox: it skips a message that is already done and marks its row done when the task has run.
-The relay itself is project.relay.
+outbox: it claims its message, runs, and marks the message done. The relay itself is
+project.relay.
 
 Delivery is at least once: a message can reach a worker twice (a relay that died between publish
 and commit, a lease that ran out while the broker lost the message), so outbox tasks are
-idempotent. With `outbox_exclusive` (the default) the task runs holding its row's lock and marks
-it done in the same transaction, so a second delivery waits for the first and then skips it.
+idempotent. A task runs holding no lock and no transaction: it claims its row in a short
+transaction first (`outbox_claim`), so a second delivery of the message skips it while the claim
+is live, and marks it done in another. An effect outside the system (an email) therefore happens
+once unless a crash falls between the effect and its record; then it happens again with the same
+id (`outbox_send_mail` gives every delivery of a message one Message-ID) and a receiver can drop
+the repeat.
 """
 
 import json
@@ -17,10 +21,13 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from contextvars import ContextVar
 from datetime import timedelta
+from email.utils import parseaddr
 
 from celery import Task
 from django.conf import settings
+from django.core.mail import EmailMessage
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
@@ -153,44 +160,132 @@ def _reset_lock_timeout() -> None:
 
 
 def _mark_done(message_id: int) -> None:
-    OutboxMessage.objects.filter(pk=message_id).exclude(state=State.DONE).update(
-        state=State.DONE, done_at=Now(), last_error=""
-    )
+    """Idempotent: a row already done (or deleted) is left as it is."""
+    with transaction.atomic():
+        _set_lock_timeout()
+        OutboxMessage.objects.filter(pk=message_id).exclude(state=State.DONE).update(
+            state=State.DONE, done_at=Now(), last_error="", claimed_until=None
+        )
 
 
-def outbox_failed(*, message_id: int, error: str) -> None:
+def outbox_failed(*, message_id: int, error: str, delivery_id: str | None = None) -> None:
     """A task failed: publish it again after a backoff, or make it dead after too many attempts.
 
-    Locks the row (waiting for a relay that is marking it sent). A row already done is left alone.
+    Locks the row (waiting for a relay that is marking it sent). A row already done is left
+    alone, and so is a row another delivery has claimed since (this one's claim ran out).
     """
     with transaction.atomic():
         _set_lock_timeout()
         message = locks.lock_message(message_id)
         if message is None or message.state == State.DONE:
             return
+        if delivery_id is not None and message.claimed_by not in ("", delivery_id) and _claim_live(message_id):
+            logger.warning(
+                "outbox message %s failed in an old delivery; %s runs it now", message_id, message.claimed_by
+            )
+            return
         message.last_error = error[-ERROR_CHARS:]
+        message.claimed_by, message.claimed_until = "", None
         if message.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
             message.state = State.DEAD
             logger.error("outbox message %s (%s) is dead after %d attempts", message.pk, message.task, message.attempts)
         else:
             message.state = State.PENDING
             message.next_attempt_at = Now() + retry_delay(message.attempts)
-        message.save(update_fields=["state", "last_error", "next_attempt_at"])
+        message.save(update_fields=["state", "last_error", "next_attempt_at", "claimed_by", "claimed_until"])
+
+
+def _claim_live(message_id: int) -> bool:
+    return OutboxMessage.objects.filter(pk=message_id, claimed_until__gt=Now()).exists()
+
+
+def task_lease_seconds(task: Task | None) -> int:
+    """How long one delivery of `task` may take before its message is published again: the task's
+    hard time limit (its own `time_limit`, else CELERY_TASK_TIME_LIMIT) plus
+    OUTBOX_LEASE_MARGIN_SECONDS for the queue and the worker. So an import's lease outlasts the
+    import and an email's is a few minutes. OUTBOX_LEASE_SECONDS for a task this process does
+    not know, or when no time limit is set."""
+    limit = (task.time_limit or settings.CELERY_TASK_TIME_LIMIT) if task is not None else None
+    if not limit:
+        return settings.OUTBOX_LEASE_SECONDS
+    return int(limit) + settings.OUTBOX_LEASE_MARGIN_SECONDS
+
+
+def outbox_claim(*, message_id: int, delivery_id: str, lease_seconds: int) -> OutboxMessage | None:
+    """Claim a message for one delivery before its task runs; None if the delivery must skip it.
+
+    One short transaction, committed before the task runs: locks the row (waiting up to
+    OUTBOX_TASK_LOCK_TIMEOUT_MS for a relay still committing it) and skips a message that is gone
+    (discarded), done, or claimed by another delivery whose claim has not run out. Otherwise
+    records `delivery_id` with `claimed_until = now() + lease_seconds`, and moves the relay's
+    lease (`next_attempt_at`) there too, so the relay leaves a running task's message alone.
+    The same delivery again (the broker redelivering the Celery message of a worker that died,
+    with the same task id) takes its own claim over; another delivery waits for it to run out.
+    """
+    with transaction.atomic():
+        _set_lock_timeout()
+        message = locks.lock_message(message_id)
+        _reset_lock_timeout()
+        if message is None:
+            logger.warning("outbox message %s no longer exists (discarded); skipped", message_id)
+            return None
+        if message.state == State.DONE:
+            logger.info("outbox message %s is already done; skipped", message_id)
+            return None
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE project_outboxmessage
+                   SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s),
+                       next_attempt_at = now() + make_interval(secs => %s)
+                 WHERE id = %s AND (claimed_by = %s OR claimed_until IS NULL OR claimed_until <= now())
+                RETURNING claimed_until
+                """,
+                [delivery_id, lease_seconds, lease_seconds, message_id, delivery_id],
+            )
+            claimed = cursor.fetchone()
+        if claimed is None:
+            logger.info(
+                "outbox message %s is claimed by another delivery (%s) until %s; skipped",
+                message_id,
+                message.claimed_by,
+                message.claimed_until,
+            )
+            return None
+        message.claimed_by, message.claimed_until = delivery_id, claimed[0]
+    return message
+
+
+_delivery: ContextVar[OutboxMessage | None] = ContextVar("outbox_delivery", default=None)
+
+
+def outbox_send_mail(*, subject: str, body: str, recipients: Sequence[str]) -> None:
+    """Send an email from an outbox task, with a Message-ID that is the same at every delivery of
+    the task's message (derived from the message's id and creation time, in DEFAULT_FROM_EMAIL's
+    domain) and differs between messages: a receiver can drop a repeat. Called outside an outbox
+    delivery, the email gets a fresh Message-ID. The SMTP backend gives up after EMAIL_TIMEOUT."""
+    headers = {}
+    message = _delivery.get()
+    if message is not None:
+        domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+        created = int(message.created_at.timestamp() * 1_000_000)
+        headers["Message-ID"] = f"<outbox.{message.pk}.{created}@{domain}>"
+    EmailMessage(subject=subject, body=body, to=list(recipients), headers=headers).send()
 
 
 class OutboxTask(Task):
     """Base class of the tasks sent through the outbox (`@shared_task(base=OutboxTask)`).
 
-    Called with an outbox message id (the relay's `outbox_id` header) it skips a message that is
-    done or was discarded, marks it done after the task returns, and on an exception records the
-    error and lets the relay publish it again with backoff (dead after OUTBOX_MAX_ATTEMPTS). With
-    `outbox_exclusive = True` the task body runs in one transaction holding the row's lock, and
-    the done mark commits with the body's writes: for short tasks (an email). Batch tasks that
-    commit per chunk set it False and stay idempotent on their own. Called without the header
-    (beat, a direct call) it simply runs.
+    Called with an outbox message id (the relay's `outbox_id` header): claims the message for
+    this delivery in a short transaction (`outbox_claim`; skipped if it is done, discarded or
+    claimed by another live delivery), runs the task with no transaction open and no lock held,
+    then marks the message done in another short transaction. On an exception it records the
+    error and the relay publishes the message again with backoff (dead after
+    OUTBOX_MAX_ATTEMPTS). A delivery that dies mid-run leaves its claim to run out after the
+    task's lease (`task_lease_seconds`), and the relay publishes the message again. Tasks are
+    idempotent; a batch task commits per chunk on its own. Called without the header (beat, a
+    direct call) it simply runs.
     """
-
-    outbox_exclusive = True
 
     def __call__(self, *args, **kwargs):
         message_id = getattr(self.request, OUTBOX_HEADER, None)
@@ -199,45 +294,27 @@ class OutboxTask(Task):
         if isinstance(message_id, bool) or not isinstance(message_id, int):
             logger.error("%s refused: outbox id %r is not a whole number", self.name, message_id)
             return None
+        delivery_id = str(self.request.id or "") or f"direct-{time.monotonic_ns()}"
         try:
-            if self.outbox_exclusive:
-                return self._run_exclusive(message_id, args, kwargs)
-            return self._run_then_mark(message_id, args, kwargs)
+            message = outbox_claim(
+                message_id=message_id, delivery_id=delivery_id, lease_seconds=task_lease_seconds(self)
+            )
+            if message is None:
+                return None
+            token = _delivery.set(message)
+            try:
+                result = super().__call__(*args, **kwargs)
+            finally:
+                _delivery.reset(token)
         except Exception as exc:
             try:
-                outbox_failed(message_id=message_id, error=f"{type(exc).__name__}: {exc}")
-            except Exception:  # the relay's lease brings the message back anyway
+                outbox_failed(message_id=message_id, error=f"{type(exc).__name__}: {exc}", delivery_id=delivery_id)
+            except Exception:  # the lease brings the message back anyway
                 logger.exception("could not record the failure of outbox message %s", message_id)
             raise
-
-    def _skip(self, message: OutboxMessage | None, message_id: int) -> bool:
-        if message is None:
-            logger.warning("%s: outbox message %s no longer exists (discarded); skipped", self.name, message_id)
-            return True
-        if message.state == State.DONE:
-            logger.info("%s: outbox message %s is already done; skipped", self.name, message_id)
-            return True
-        return False
-
-    def _run_exclusive(self, message_id: int, args, kwargs):
-        with transaction.atomic():
-            _set_lock_timeout()
-            message = locks.lock_message(message_id)
-            _reset_lock_timeout()
-            if self._skip(message, message_id):
-                return None
-            result = super().__call__(*args, **kwargs)
-            _mark_done(message_id)
-        return result
-
-    def _run_then_mark(self, message_id: int, args, kwargs):
-        message = OutboxMessage.objects.filter(pk=message_id).only("state").first()
-        if self._skip(message, message_id):
-            return None
-        result = super().__call__(*args, **kwargs)
-        with transaction.atomic():
-            _set_lock_timeout()
-            _mark_done(message_id)
+        # The effect has happened: a failure to record it leaves the claim to run out, and the
+        # message is delivered again (at least once), never marked failed.
+        _mark_done(message_id)
         return result
 
 

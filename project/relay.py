@@ -2,7 +2,9 @@
 
 Not a beat task: beat needs the broker, and the relay's job is to outlive the broker being away.
 Each round is one short transaction: claim due rows with FOR UPDATE SKIP LOCKED (pending rows,
-and sent rows whose lease ran out), publish each, mark them sent with a new lease, commit. A
+and sent rows whose lease ran out), publish each, mark them sent with a new lease, commit. Each
+task kind has its own lease, derived from its time limit (project.outbox.task_lease_seconds; the
+relay finds the task by name in the Celery app's registry, as a worker does). A
 relay that dies between publishing and committing leaves its rows pending, so they are published
 again (tasks are idempotent). Several relays may run; SKIP LOCKED splits the rows between them.
 
@@ -28,7 +30,7 @@ from prometheus_client import Counter
 from project import locks
 from project.celery import REQUEST_ID_HEADER, app
 from project.models import OutboxMessage
-from project.outbox import ERROR_CHARS, OUTBOX_HEADER, retry_delay
+from project.outbox import ERROR_CHARS, OUTBOX_HEADER, retry_delay, task_lease_seconds
 
 logger = logging.getLogger("stockroom.relay")
 
@@ -62,6 +64,8 @@ class OutboxRelay:
         self._broker = None
         self._producer = None
         self._listener: psycopg.Connection | None = None
+        self._leases: dict[str, int] = {}
+        self._tasks_imported = False
         self.rounds = 0  # loop rounds started, for tests and logs
 
     # --- one round ---------------------------------------------------------------------------
@@ -114,18 +118,35 @@ class OutboxRelay:
             retry=False,
         )
 
+    def lease_seconds(self, task_name: str) -> int:
+        """The lease of a message of `task_name`, from the task's own time limit."""
+        lease = self._leases.get(task_name)
+        if lease is None:
+            task = app.tasks.get(task_name)
+            if task is None and not self._tasks_imported:
+                # The apps' task modules, found by Celery's autodiscovery as a worker finds them
+                # (the platform imports no app by name).
+                app.loader.import_default_modules()
+                self._tasks_imported = True
+                task = app.tasks.get(task_name)
+            if task is None:
+                logger.warning("relay: unknown task %s; lease OUTBOX_LEASE_SECONDS", task_name)
+            lease = self._leases[task_name] = task_lease_seconds(task)
+        return lease
+
     def _mark_sent(self, messages: list[OutboxMessage]) -> None:
         if not messages:
             return
         with connection.cursor() as cursor:
             cursor.execute(
                 """
-                UPDATE project_outboxmessage
-                   SET state = 'sent', attempts = attempts + 1, sent_at = now(),
-                       next_attempt_at = now() + make_interval(secs => %s)
-                 WHERE id = ANY(%s)
+                UPDATE project_outboxmessage AS m
+                   SET state = 'sent', attempts = m.attempts + 1, sent_at = now(),
+                       next_attempt_at = now() + make_interval(secs => lease.seconds)
+                  FROM unnest(%s::bigint[], %s::int[]) AS lease (id, seconds)
+                 WHERE m.id = lease.id
                 """,
-                [settings.OUTBOX_LEASE_SECONDS, [m.pk for m in messages]],
+                [[m.pk for m in messages], [self.lease_seconds(m.task) for m in messages]],
             )
 
     def _mark_failed(self, failures: list[tuple[OutboxMessage, Exception]]) -> None:

@@ -197,8 +197,11 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
 
 # --- Outbox and batch jobs (project.outbox, project.relay, orders.jobs) -----------
-# A message sent but not done within the lease is published again: keep the lease above the
-# longest queue wait plus run time of an outbox task (a large bulk fulfilment).
+# A message sent but not done within its lease is published again. Each task kind's lease is its
+# own hard time limit (CELERY_TASK_TIME_LIMIT unless the task sets one) plus this margin for the
+# queue wait (project.outbox.task_lease_seconds): an import's outlasts it, an email's is minutes.
+OUTBOX_LEASE_MARGIN_SECONDS = env_int("OUTBOX_LEASE_MARGIN_SECONDS", 120)
+# The lease of a task the relay does not know, or of one without a time limit.
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 900)
 # Deliveries (or failures) before a message becomes `dead` and waits for staff in the admin.
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
@@ -314,6 +317,8 @@ IMPORT_STATEMENT_TIMEOUT_MS = env_int("IMPORT_STATEMENT_TIMEOUT_MS", 600_000)
 IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# Seconds the SMTP backend waits for the server before giving up (the task fails and is retried).
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
 
 # An import's file is deleted when the import finishes; a daily job deletes what is left in

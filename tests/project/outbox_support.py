@@ -10,14 +10,16 @@ import logging
 import threading
 from collections.abc import Iterator
 
+import psycopg
 from celery.contrib.testing.worker import start_worker
 from django.conf import settings
+from django.core.mail.backends import locmem
 from django.db import connection
 
 from project.celery import app
 from project.logs import RequestIdFilter
 from project.relay import OutboxRelay
-from tests.support import TcpProxy
+from tests.support import TcpProxy, other_connection
 
 
 def broker_host_port() -> tuple[str, int]:
@@ -95,3 +97,45 @@ class LogCapture(logging.Handler):
         root = logging.getLogger()
         root.removeHandler(self)
         root.setLevel(self._level)
+
+
+class ProbingEmailBackend(locmem.EmailBackend):
+    """The test email backend (django.core.mail.outbox), recording at each send what the sending
+    thread holds: whether its connection is inside a transaction, the locks its database session
+    holds (pg_locks, read from another connection), and whether another connection can lock the
+    outbox rows at that moment (FOR UPDATE NOWAIT). `pause` makes a send wait for a signal."""
+
+    probes: list[dict] = []
+    sending = threading.Event()  # set when a send has started
+    pause: threading.Event | None = None  # if set: each send waits for it
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.probes = []
+        cls.sending = threading.Event()
+        cls.pause = None
+
+    def send_messages(self, messages):
+        probe = {"in_atomic_block": connection.in_atomic_block}
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            pid = cursor.fetchone()[0]
+        with other_connection(autocommit=True) as other:
+            probe["locks"] = other.execute(
+                "SELECT locktype, mode, coalesce(relation::regclass::text, '') FROM pg_locks"
+                " WHERE pid = %s AND locktype <> 'virtualxid'",
+                [pid],
+            ).fetchall()
+            probe["state"] = other.execute("SELECT state FROM pg_stat_activity WHERE pid = %s", [pid]).fetchone()[0]
+            try:
+                with other.transaction():
+                    other.execute("SET LOCAL lock_timeout = '100ms'")
+                    other.execute("SELECT id FROM project_outboxmessage FOR UPDATE NOWAIT").fetchall()
+                probe["outbox_rows_lockable"] = True
+            except psycopg.errors.LockNotAvailable:
+                probe["outbox_rows_lockable"] = False
+        type(self).probes.append(probe)
+        type(self).sending.set()
+        if type(self).pause is not None:
+            type(self).pause.wait(timeout=30)
+        return super().send_messages(messages)
