@@ -49,7 +49,13 @@ def catalogue(request):
     else:  # a mangled address still shows the shop: the first page of everything
         search, page_number = "", 1
     params = urlencode({"q": search, "page": page_number})
-    page = cached_list(f"pages/catalogue?{params}", lambda: _catalogue_page(search, page_number))
+    # Only the shop's front page keeps a day-long "last good" copy for outages: one per search or
+    # page number would let anyone fill the cache with copies nobody reads again.
+    page = cached_list(
+        f"pages/catalogue?{params}",
+        lambda: _catalogue_page(search, page_number),
+        keep_last_good=not search and page_number == 1,
+    )
     return render(
         request,
         "inventory/catalogue.html",
