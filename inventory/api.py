@@ -33,7 +33,7 @@ from project.http import etag, if_match_version, if_none_match_hits
 from project.pagination import Cursor
 from project.renderers import OrjsonRenderer
 from project.schema import errors, paginated
-from users.permissions import IsStaff, has_scope
+from users.permissions import IsStaff, acts_as_staff
 
 # A cursor's position in the catalogue list: a product id.
 _POSITION = re.compile(r"[0-9]{1,19}")
@@ -100,10 +100,6 @@ def catalogue_list_key(request, params: dict, active: bool | None) -> tuple[str,
     return key, links_query, whole_catalogue and cursor is None
 
 
-def _is_staff(request) -> bool:
-    return has_scope(request, "staff")
-
-
 def _product_sku(sku: str) -> str:
     """The path's SKU, or 404 if no product could have it: odd text (a NUL byte, which PostgreSQL
     refuses) never reaches the cache or the database."""
@@ -131,7 +127,7 @@ class ProductListView(APIView):
         """The catalogue, with live availability (cached; invalidated on every change)."""
         params = catalogue_query(request.query_params)
         active = {"true": True, "false": False, "all": None}[params["active"]]
-        if not _is_staff(request):
+        if not acts_as_staff(request):
             active = True  # shoppers never see inactive products
 
         key, links_query, keep_last_good = catalogue_list_key(request, params, active)
@@ -183,7 +179,7 @@ class ProductDetailView(APIView):
             return product_payload(product) if product else None
 
         payload = cached_product(sku, build)
-        if payload is None or (not payload["active"] and not _is_staff(request)):
+        if payload is None or (not payload["active"] and not acts_as_staff(request)):
             raise NotFound(f"No product with SKU {sku!r}.")
         if if_none_match_hits(request, payload["version"]):
             response = Response(status=status.HTTP_304_NOT_MODIFIED)
