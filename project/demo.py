@@ -1,6 +1,13 @@
-"""Demo data for `make run`, loaded through the services and safe to load twice."""
+"""Demo data for `make run`, loaded through the services and safe to load twice.
+
+The demo staff user is a superuser with a published password, so only the development profiles
+load it (`DEMO_DATA_ALLOWED`: on in base and test, off in production) unless forced. Production
+creates its periodic jobs with `manage.py setup_schedules`.
+"""
 
 from collections.abc import Iterator
+
+from django.conf import settings
 
 from inventory.demo import load_demo_inventory
 from inventory.selectors import stock_ledger_breaches
@@ -12,7 +19,23 @@ DEMO_CUSTOMER_EMAIL = "shopper@example.com"
 DEMO_PASSWORD = "stockroom-demo"  # noqa: S105 - the published demo login, development only
 
 
-def load_demo_data() -> Iterator[str]:
+class DemoDataRefused(Exception):
+    """Demo data asked for in a profile that does not allow it, without force."""
+
+
+def load_demo_data(*, force: bool = False) -> Iterator[str]:
+    """The demo's progress lines, one per step; raises DemoDataRefused at once (nothing written)
+    when the settings profile does not allow demo data and `force` is not given."""
+    if not (settings.DEMO_DATA_ALLOWED or force):
+        raise DemoDataRefused(
+            "demo data creates a superuser with a published password; this settings profile refuses it"
+            " (DEMO_DATA_ALLOWED is off). Use --force to load it anyway, or `manage.py setup_schedules`"
+            " for the periodic jobs alone."
+        )
+    return _load_demo_data()
+
+
+def _load_demo_data() -> Iterator[str]:
     staff = user_ensure(email=DEMO_STAFF_EMAIL, password=DEMO_PASSWORD, is_staff=True, is_superuser=True)
     user_ensure(email=DEMO_CUSTOMER_EMAIL, password=DEMO_PASSWORD)
     created = schedules_ensure()

@@ -11,7 +11,9 @@ from project.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
-DEBUG = env_bool("DEBUG", True)
+# Off unless asked for (`DEBUG=1 make run`): Django's debug page shows settings, the database and
+# Redis URLs among them, to whoever reaches the server. Static files are served by WhiteNoise either way.
+DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-secret-key-change-me-0123456789abcdef")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -288,6 +290,9 @@ METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", True)
 # Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
+# `manage.py load_demo_data` creates a superuser with the published demo password: allowed in the
+# development profiles (this one, tests), refused by project.settings.production unless --force.
+DEMO_DATA_ALLOWED = True
 
 # --- i18n, static -----------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
@@ -315,15 +320,15 @@ IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 4096)
 IMPORT_STATEMENT_TIMEOUT_MS = env_int("IMPORT_STATEMENT_TIMEOUT_MS", 600_000)
 # Pause between chunks, leaving the levels to shoppers for a moment (0: none).
 IMPORT_CHUNK_PAUSE_MS = env_int("IMPORT_CHUNK_PAUSE_MS", 0)
+# An import's file is deleted when the import finishes; a daily job deletes what is left in
+# MEDIA_ROOT/imports/ after this many days (a crash before the deletion, an upload without a job).
+IMPORT_FILES_KEEP_DAYS = env_int("IMPORT_FILES_KEEP_DAYS", 7)
 
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # Seconds the SMTP backend waits for the server before giving up (the task fails and is retried).
 EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "stockroom@localhost")
 
-# An import's file is deleted when the import finishes; a daily job deletes what is left in
-# MEDIA_ROOT/imports/ after this many days (a crash before the deletion, an upload without a job).
-IMPORT_FILES_KEEP_DAYS = env_int("IMPORT_FILES_KEEP_DAYS", 7)
 # --- Logging: JSON lines, each with the request id ---------------------------------
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {

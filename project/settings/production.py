@@ -4,16 +4,35 @@ import os
 
 os.environ.setdefault("DEBUG", "0")
 
+from django.core.checks.security.base import (
+    SECRET_KEY_INSECURE_PREFIX,
+    SECRET_KEY_MIN_LENGTH,
+    SECRET_KEY_MIN_UNIQUE_CHARACTERS,
+)
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_str
+from project.env import env_bool, env_int, env_list, env_str
 from project.settings.base import *  # noqa: F403
 from project.settings.base import DEBUG, SECRET_KEY
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG=1 is not allowed with project.settings.production")
-if SECRET_KEY.startswith("dev-only") or len(SECRET_KEY) < 50:
-    raise ImproperlyConfigured("SECRET_KEY must be set to a random value of 50+ characters in production")
+# Django's own deploy check (security.W009) as a refusal to start, plus the development default.
+if (
+    SECRET_KEY.startswith(("dev-only", SECRET_KEY_INSECURE_PREFIX))
+    or len(SECRET_KEY) < SECRET_KEY_MIN_LENGTH
+    or len(set(SECRET_KEY)) < SECRET_KEY_MIN_UNIQUE_CHARACTERS
+):
+    raise ImproperlyConfigured(
+        f"SECRET_KEY must be set to a random value in production: at least {SECRET_KEY_MIN_LENGTH} characters,"
+        f" {SECRET_KEY_MIN_UNIQUE_CHARACTERS} different ones, not starting with {SECRET_KEY_INSECURE_PREFIX!r}"
+    )
+# No development default here: the host names this site answers to, from the environment.
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS must list this site's host names in production (comma-separated)")
+# `manage.py load_demo_data` would create a superuser with the published demo password.
+DEMO_DATA_ALLOWED = False
 
 # TLS ends at the proxy in front of gunicorn, which says so in this header.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -1,5 +1,6 @@
 """What a newcomer sees when configuration is wrong, and the production profile's deploy check."""
 
+import importlib.util
 import subprocess
 import sys
 
@@ -7,6 +8,7 @@ import psycopg
 import pytest
 import redis
 
+from project.dburl import redact_url
 from tests.support import ROOT, closed_port, subprocess_env
 
 pytestmark = pytest.mark.slow
@@ -129,3 +131,116 @@ def test_production_with_a_metrics_token_passes_the_deploy_check_with_no_warning
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
 
+
+# --- issue 18, finding 13: safe defaults, no secrets in messages, production's own checks ----------
+
+PRODUCTION = {"DJANGO_SETTINGS_MODULE": "project.settings.production", "ALLOWED_HOSTS": "shop.example.com"}
+
+
+def run_without(names, args, **env):
+    """`run` with `names` removed from the inherited environment (the test process sets DEBUG=0)."""
+    environment = subprocess_env(**env)
+    for name in names:
+        environment.pop(name, None)
+    return subprocess.run(
+        [sys.executable, *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_base_profile_turns_debug_off_unless_asked():
+    show = ["-c", "from project.settings import base; print(base.DEBUG)"]
+
+    default = run_without(["DEBUG"], show)
+    asked = run_without([], show, DEBUG="1")
+
+    assert (default.stdout.strip(), asked.stdout.strip()) == ("False", "True"), default.stderr + asked.stderr
+
+
+def test_production_requires_allowed_hosts_from_the_environment():
+    missing = run_without(["ALLOWED_HOSTS"], ["manage.py", "check"], **PRODUCTION, SECRET_KEY=LONG_SECRET)
+    empty = run(["manage.py", "check"], **PRODUCTION | {"ALLOWED_HOSTS": ""}, SECRET_KEY=LONG_SECRET)
+    shown = run(
+        ["-c", "from project.settings import production as p; print(p.ALLOWED_HOSTS)"],
+        **PRODUCTION,
+        SECRET_KEY=LONG_SECRET,
+    )
+
+    for refused in (missing, empty):
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert refused.stderr.strip().count("\n") == 0, refused.stderr
+        assert "ALLOWED_HOSTS" in refused.stderr
+    assert shown.stdout.strip() == "['shop.example.com']", shown.stderr
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "django-insecure-" + "k8#vQ2!mZp4@xL7^wN1&cR5*tY9(bH3)jD6_fG0+sA",  # Django's generated dev keys
+        "ab" * 40,  # long, but fewer than 5 distinct characters
+        "x7Kq2" * 9 + "z",  # 46 characters
+        "dev-only-insecure-secret-key-change-me-0123456789abcdef",  # the development default
+    ],
+)
+def test_production_refuses_secret_keys_that_djangos_deploy_check_warns_about(secret):
+    result = run(["manage.py", "check"], **PRODUCTION, SECRET_KEY=secret)
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "SECRET_KEY" in result.stderr
+    assert secret not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "url"),
+    [
+        ("DATABASE_URL", "mysql://root:Hunter2-pass@db.example.com/shop"),
+        ("DATABASE_URL", "postgres://shop:Hunter2-pass@db.example.com:5432"),
+        ("DATABASE_URL", "postgres://shop:Hunter2-pass@db.example.com:port/shop"),
+        ("DATABASE_URL", "postgres://shop@db.example.com:5432?sslmode=require&password=Hunter2-pass"),
+        ("REDIS_URL", "http://:Hunter2-pass@cache.example.com:6379/0"),
+    ],
+)
+def test_a_malformed_url_is_reported_without_its_password(name, url):
+    result = run(["manage.py", "check"], **{name: url})
+
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert name in result.stderr
+    assert "Hunter2-pass" not in result.stderr
+    assert "***" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["DATABASE_URL", "REDIS_URL"])
+def test_services_script_reports_an_unreachable_server_without_its_password(tmp_path, name):
+    port = closed_port()
+    url = {
+        "DATABASE_URL": f"postgres://postgres:Hunter2-pass@127.0.0.1:{port}/stockroom",
+        "REDIS_URL": f"redis://:Hunter2-pass@127.0.0.1:{port}/0",
+    }[name]
+
+    result = run(["bin/services.py", "--var-dir", str(tmp_path)], **{name: url})
+
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"{name}='{url.replace('Hunter2-pass', '***')}'" in result.stderr
+    assert "Hunter2-pass" not in result.stderr
+
+
+def test_the_services_script_redacts_urls_exactly_as_the_settings_do():
+    spec = importlib.util.spec_from_file_location("stockroom_services_script", ROOT / "bin" / "services.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    urls = [
+        "postgres://postgres@127.0.0.1:5432/stockroom",
+        "postgres://shop:p%40ss:w0rd@db.example.com:5432/shop",
+        "postgres://shop:p@ss@db.example.com/shop",
+        "postgres://%2Fvar%2Frun%2Fpostgresql/shop?user=shop&password=s3cret&sslmode=require",
+        "redis://:s3cret@cache.example.com:6379/0",
+        "rediss://default:s3cret@cache.example.com:6380/1?ssl_cert_reqs=required",
+        "unix:///run/redis.sock?db=0&Password=s3cret",
+    ]
+
+    redacted = [redact_url(url) for url in urls]
+
+    assert [script.redact_url(url) for url in urls] == redacted
+    assert urls[0] == redacted[0]
+    assert not any(secret in url for url in redacted[1:] for secret in ("s3cret", "p%40ss", "p@ss", "w0rd"))
