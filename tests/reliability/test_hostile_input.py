@@ -7,6 +7,7 @@ import io
 import json
 import random
 import socket
+import uuid
 from datetime import date, timedelta
 
 import httpx
@@ -259,6 +260,22 @@ def test_an_oversized_body_is_413_with_the_envelope(live):
         timeout=30,
     )
     assert_envelope(response, 413, "request_too_large")
+
+
+def test_the_reviewers_order_of_866000_empty_lines_is_a_small_400_over_the_wire(live):
+    # The outside review's reproduction as it was sent: 2.6 MB, just under the body limit.
+    server, _, customer_key = live
+    body = json.dumps({"lines": [{}] * 866_000, "shipping_address": ADDRESS}, separators=(",", ":"))
+    response = httpx.post(
+        server.url("/api/v1/orders"),
+        content=body,
+        headers={**bearer(customer_key), "Idempotency-Key": "review-866000", "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert_envelope(response, 400, "invalid")
+    assert len(response.content) < SMALL_BODY
+    assert response.json()["error"]["fields"] == {"lines": ["An order has at most 50 lines."]}
+    assert not server.tracebacks()
 
 
 def test_a_claimed_length_over_the_upload_limit_is_refused_before_the_body_is_sent(live):
@@ -560,6 +577,22 @@ def test_a_session_cart_with_a_huge_number_of_lines_is_read_only_up_to_the_limit
     assert response.status_code == 200
     assert checked.count <= 2 * settings.ORDER_MAX_LINES  # the page and the header's count, each bounded
     assert len(client.session[cart.SESSION_KEY]) <= settings.ORDER_MAX_LINES
+
+
+@pytest.mark.parametrize("count", [51, HUGE])
+def test_a_checkout_basket_over_the_line_limit_is_refused_before_any_line_is_read(admin, monkeypatch, settings, count):
+    from orders import forms
+
+    # Only the server signs baskets, so this is a page rendered before ORDER_MAX_LINES was lowered.
+    basket = forms.sign_basket([(f"S{n}", 1) for n in range(count)])
+    checked = Calls(monkeypatch, forms, "is_sku")
+    data = {**ADDRESS, "line2": "", "idempotency_key": str(uuid.uuid4()), "basket": basket}
+
+    response = admin.post("/checkout/", data)
+
+    assert response.status_code in (302, 400)  # refused as out of date (an empty cart goes back to it)
+    assert checked.count == 0
+    assert not Order.objects.exists()
 
 
 @pytest.mark.parametrize(
