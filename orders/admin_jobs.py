@@ -15,7 +15,7 @@ from django.utils.html import format_html, format_html_join
 
 from orders import jobs
 from orders.models import BulkFulfilment, ReconciliationRun, SalesReport
-from project.admin_mixins import ReadOnlyAdminMixin
+from project.admin_mixins import ReadOnlyAdminMixin, selected_ids
 from project.errors import DomainError
 
 IDS_SHOWN = 200
@@ -32,18 +32,7 @@ def _may_move_orders(modeladmin, request) -> bool:
 
 
 def _selected_ids(modeladmin, request, queryset) -> list[int] | None:
-    """The selection's ids, at most BULK_FULFIL_MAX_ORDERS of them, or None (with a message) when
-    there are more: "select all" over a long list reads no more than one id past the limit."""
-    limit = jobs.BULK_FULFIL_MAX_ORDERS
-    ids = list(queryset.order_by("pk").values_list("pk", flat=True)[: limit + 1])
-    if len(ids) > limit:
-        modeladmin.message_user(
-            request,
-            f"Select at most {limit:,} orders at a time; narrow the list with its filters. Nothing was done.",
-            messages.ERROR,
-        )
-        return None
-    return ids
+    return selected_ids(modeladmin, request, queryset, limit=jobs.BULK_FULFIL_MAX_ORDERS, noun="orders")
 
 
 @admin.action(description="Fulfil selected paid orders (background job with a report)", permissions=["transition"])

@@ -53,6 +53,8 @@ def order_ids_checked(order_ids, *, limit: int = BULK_FULFIL_MAX_ORDERS) -> list
     """A sorted, de-duplicated list of positive order ids, or InvalidInput."""
     if not isinstance(order_ids, (list, tuple)) or not order_ids:
         raise InvalidInput(fields={"order_ids": ["A non-empty list of order ids is required."]})
+    if len(order_ids) > limit:  # counted before any id is looked at
+        raise InvalidInput(fields={"order_ids": [f"At most {limit} orders at once."]})
     bad = [i for i in order_ids if isinstance(i, bool) or not isinstance(i, int) or i < 1]
     if bad:
         raise InvalidInput(fields={"order_ids": [f"Not order ids: {bad[:10]!r}."]})

@@ -10,10 +10,13 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 
 import orders.admin_jobs  # noqa: F401 - registers the order job reports
+from project.admin_mixins import selected_ids
 from project.models import OutboxMessage
 from project.outbox import outbox_discard, outbox_retry
 
 ERROR_PREVIEW_CHARS = 80
+# "Select all" over the outbox can name every row; an action takes at most this many.
+ACTION_MAX_MESSAGES = 10_000
 
 
 @admin.register(OutboxMessage)
@@ -57,15 +60,20 @@ class OutboxMessageAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected dead or waiting messages now", permissions=["act"])
     def retry_messages(self, request, queryset):
-        retried = outbox_retry(message_ids=list(queryset.values_list("pk", flat=True)))
-        skipped = queryset.count() - retried
+        ids = selected_ids(self, request, queryset, limit=ACTION_MAX_MESSAGES, noun="messages")
+        if ids is None:
+            return
+        retried = outbox_retry(message_ids=ids)
+        skipped = len(ids) - retried
         self.message_user(request, f"{retried} message(s) will be published again.", messages.SUCCESS)
         if skipped:
             self.message_user(request, f"{skipped} sent or done message(s) left as they are.", messages.WARNING)
 
     @admin.action(description="Discard selected dead or waiting messages", permissions=["act"])
     def discard_messages(self, request, queryset):
-        ids = list(queryset.values_list("pk", flat=True))
+        ids = selected_ids(self, request, queryset, limit=ACTION_MAX_MESSAGES, noun="messages")
+        if ids is None:
+            return
         discarded = outbox_discard(message_ids=ids)
         self.message_user(request, f"{discarded} message(s) discarded; their tasks will not run.", messages.SUCCESS)
         if len(ids) - discarded:

@@ -22,6 +22,7 @@ from orders.api import render_order
 from orders.emails import KINDS
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
 from project.db import advisory_key
+from project.errors import InvalidInput
 from project.logs import request_id_var
 from project.models import OutboxMessage
 from project.tasks import prune_outbox
@@ -440,3 +441,19 @@ def test_order_transitions_enqueue_their_email_in_their_own_transaction(db):
 
     kinds = [m.kwargs["kind"] for m in OutboxMessage.objects.filter(kwargs__order_id=order.pk).order_by("pk")]
     assert kinds == ["placed", "paid", "fulfilled"]
+
+
+def test_an_over_long_list_of_order_ids_is_refused_before_any_id_is_looked_at():
+    class Unlookable(int):
+        def __lt__(self, other):
+            raise AssertionError("an id was compared")
+
+        def __hash__(self):
+            raise AssertionError("an id was hashed")
+
+    too_many = [Unlookable(1)] * (jobs.BULK_FULFIL_MAX_ORDERS + 1)
+
+    with pytest.raises(InvalidInput) as refused:
+        jobs.order_ids_checked(too_many)
+
+    assert refused.value.fields == {"order_ids": [f"At most {jobs.BULK_FULFIL_MAX_ORDERS} orders at once."]}

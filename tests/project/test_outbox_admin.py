@@ -6,6 +6,7 @@ from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
+from project import admin as project_admin
 from project.models import OutboxMessage
 from project.outbox import outbox_enqueue
 from users.models import User
@@ -89,3 +90,21 @@ def test_staff_without_outbox_permission_cannot_act(messages_by_state):
     client.post(reverse(CHANGELIST), {"action": "discard_messages", "_selected_action": [messages_by_state["dead"]]})
 
     assert OutboxMessage.objects.filter(pk=messages_by_state["dead"]).exists()
+
+
+@pytest.mark.parametrize("action", ["retry_messages", "discard_messages"])
+def test_an_action_over_more_messages_than_its_limit_does_nothing_and_says_so(
+    admin, messages_by_state, monkeypatch, action
+):
+    monkeypatch.setattr(project_admin, "ACTION_MAX_MESSAGES", 3)
+    before = sorted(OutboxMessage.objects.values_list("pk", "state", "attempts"))
+
+    response = admin.post(
+        reverse(CHANGELIST),
+        {"action": action, "select_across": "1", "_selected_action": [messages_by_state["dead"]]},
+    )
+
+    assert response.status_code == 302
+    assert sorted(OutboxMessage.objects.values_list("pk", "state", "attempts")) == before
+    notes = [str(m) for m in get_messages(response.wsgi_request)]
+    assert notes == ["Select at most 3 messages at a time; narrow the list with its filters. Nothing was done."]
