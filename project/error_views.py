@@ -88,8 +88,9 @@ def _messages(value, budget: _Budget, depth: int) -> list:
     messages join the list."""
     if isinstance(value, dict):
         if depth < MAX_ERROR_DEPTH:
-            nested = _field_messages(value, budget, depth + 1)
-            return [nested] if nested else []
+            # Kept even when empty: in a list of items, `{}` marks an item without errors, so the
+            # position of each item's errors still names the item.
+            return [_field_messages(value, budget, depth + 1)]
         out = []
         for item in value.values():
             if not budget.visit():

@@ -13,9 +13,12 @@ from tests.support import ROOT, free_port, gunicorn_server, subprocess_env
 CONFIG = str(ROOT / "gunicorn.conf.py")
 
 
-def gunicorn_settings(monkeypatch, **env) -> dict:
-    """The settings gunicorn.conf.py gives gunicorn with this environment."""
+def gunicorn_settings(monkeypatch, tmp_path, **env) -> dict:
+    """The settings gunicorn.conf.py gives gunicorn with this environment. The config sets
+    PROMETHEUS_MULTIPROC_DIR when it is missing; set here, it is undone after the test, so the
+    test process never believes itself a multiprocess gunicorn."""
     monkeypatch.delenv("GUNICORN_CONTROL_SOCKET", raising=False)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "prometheus"))
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     module = runpy.run_path(CONFIG)
@@ -24,10 +27,10 @@ def gunicorn_settings(monkeypatch, **env) -> dict:
 
 
 def test_the_control_socket_is_off_unless_a_path_is_given(monkeypatch, tmp_path):
-    assert gunicorn_settings(monkeypatch)["control_socket_disable"] is True
+    assert gunicorn_settings(monkeypatch, tmp_path)["control_socket_disable"] is True
 
     path = str(tmp_path / "web.ctl")
-    chosen = gunicorn_settings(monkeypatch, GUNICORN_CONTROL_SOCKET=path)
+    chosen = gunicorn_settings(monkeypatch, tmp_path, GUNICORN_CONTROL_SOCKET=path)
     assert chosen["control_socket_disable"] is False
     assert chosen["control_socket"] == path
 
