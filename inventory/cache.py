@@ -158,10 +158,11 @@ def cached_product(sku: str, build: Callable[[], Any]) -> Any:
     return _cached(f"catalogue:product:{sku}", token_keys, f"catalogue:last:product:{sku}", build)
 
 
-def cached_list(params: str, build: Callable[[], Any], *, keep_last_good: bool = True) -> Any:
+def cached_list(params: str, build: Callable[[], Any], *, keep_last_good: bool = False) -> Any:
     """A list page, keyed by `params`, valid under the list token. `params` must be built from
-    validated parameters only (each distinct string is an entry), and `keep_last_good` be true for
-    a bounded set of pages only (each keeps a copy for CATALOGUE_STALE_TTL_SECONDS)."""
+    validated parameters only (each distinct string is an entry). `keep_last_good` is asked for,
+    never assumed: only for a bounded set of pages (each keeps a copy for
+    CATALOGUE_STALE_TTL_SECONDS)."""
     digest = uuid.uuid5(uuid.NAMESPACE_URL, params).hex
     last_good_key = f"catalogue:last:list:{digest}" if keep_last_good else None
     return _cached(f"catalogue:list:{digest}", [LIST_TOKEN_KEY], last_good_key, build)
