@@ -1,0 +1,110 @@
+"""Migrations keep their own past: each one that installs SQL carries the SQL of its own day
+(orders/migrations/sql/), its reverse restores the definition before it, and a scratch database
+goes from zero to the latest schema, back to zero and forward again."""
+
+import os
+import subprocess
+import sys
+import uuid
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from tests.support import ROOT, subprocess_env
+
+SQL_DIR = ROOT / "orders" / "migrations" / "sql"
+# Reversed in this order: each app before the apps it depends on.
+APPS_TO_ZERO = [
+    "admin", "orders", "inventory", "django_celery_beat", "users", "project", "sessions", "auth", "contenttypes",
+]  # fmt: skip
+
+
+def sql_of(migration: str) -> str:
+    return (SQL_DIR / f"{migration}.sql").read_text()
+
+
+def test_the_current_sql_files_are_what_the_latest_migrations_install():
+    # A change to orders/placement.sql or orders/expiry.sql needs a new migration carrying the new
+    # text in orders/migrations/sql/ (and restoring this one on its way back).
+    assert (ROOT / "orders" / "placement.sql").read_text() == sql_of("0009_place_order_reserves_last")
+    assert (ROOT / "orders" / "expiry.sql").read_text() == sql_of("0005_expire_chunk_function")
+
+
+@pytest.fixture
+def scratch_database():
+    """A database of its own on the test server (never the test database), dropped afterwards."""
+    url = urlsplit(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/stockroom"))
+    name = f"stockroom_migrations_{uuid.uuid4().hex[:10]}"
+    admin_url = urlunsplit(url._replace(path="/postgres"))
+    with psycopg.connect(admin_url, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield urlunsplit(url._replace(path=f"/{name}"))
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def migrate(url: str, *args: str) -> None:
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", *args, "--verbosity", "0", "--no-input"],
+        cwd=ROOT,
+        env=subprocess_env(DATABASE_URL=url, DB_POOL="0"),
+        check=True,
+        timeout=120,
+    )
+
+
+def functions(url: str) -> dict[str, str]:
+    """Our SQL functions: "name(argument count)" -> body."""
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            """
+            SELECT p.proname || '(' || p.pronargs || ')', p.prosrc
+              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = 'public' AND p.proname LIKE 'orders\\_%'
+            """
+        ).fetchall()
+    return dict(rows)
+
+
+def tables(url: str) -> set[str]:
+    with psycopg.connect(url) as connection:
+        return {row[0] for row in connection.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+
+
+def installed_by(url: str, signature: str) -> str:
+    """Which migration's SQL holds the body of `signature` in the scratch database."""
+    body = functions(url)[signature]
+    owners = [path.stem for path in sorted(SQL_DIR.glob("*.sql")) if body in path.read_text()]
+    assert owners, f"{signature}'s body is in no migration's SQL"
+    return owners[-1]
+
+
+@pytest.mark.slow
+def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(scratch_database):
+    url = scratch_database
+
+    migrate(url)
+    assert set(functions(url)) == {"orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)"}
+    assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
+
+    migrate(url, "orders", "0008")
+    assert installed_by(url, "orders_place_order(15)") == "0007_place_order_claims_the_key"
+    migrate(url, "orders", "0006")
+    assert "orders_place_order(15)" not in functions(url)
+    assert installed_by(url, "orders_place_order(13)") == "0006_place_order_sku_probe"
+    migrate(url, "orders", "0005")
+    assert installed_by(url, "orders_place_order(13)") == "0003_place_order_function"
+    migrate(url, "orders", "0004")
+    assert "orders_expire_chunk(7)" not in functions(url)
+
+    for app in APPS_TO_ZERO:
+        migrate(url, app, "zero")
+    assert functions(url) == {}
+    assert tables(url) == {"django_migrations"}
+
+    migrate(url)
+    assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
+    assert installed_by(url, "orders_expire_chunk(7)") == "0005_expire_chunk_function"
