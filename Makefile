@@ -24,6 +24,7 @@ services: $(STAMP)
 run: setup
 	@$(WITH_ENV) $(PY) manage.py migrate --noinput
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
+	@$(WITH_ENV) $(PY) manage.py setup_schedules
 	@$(WITH_ENV) $(PY) manage.py load_demo_data
 	@echo ""
 	@echo "  shop      http://127.0.0.1:$(PORT)/"

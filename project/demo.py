@@ -1,8 +1,9 @@
 """Demo data for `make run`, loaded through the services and safe to load twice.
 
 The demo staff user is a superuser with a published password, so only the development profiles
-load it (`DEMO_DATA_ALLOWED`: on in base and test, off in production) unless forced. Production
-creates its periodic jobs with `manage.py setup_schedules`.
+load it (`DEMO_DATA_ALLOWED`: on in base and test, off in production) unless forced. The periodic
+jobs are not demo data: `manage.py setup_schedules` creates them (`make run` calls it, and so does a
+deployment).
 """
 
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from django.conf import settings
 
 from inventory.demo import load_demo_inventory
 from inventory.selectors import stock_ledger_breaches
-from project.schedules import schedules_ensure
 from users.services import user_ensure
 
 DEMO_STAFF_EMAIL = "staff@example.com"
@@ -29,8 +29,7 @@ def load_demo_data(*, force: bool = False) -> Iterator[str]:
     if not (settings.DEMO_DATA_ALLOWED or force):
         raise DemoDataRefused(
             "demo data creates a superuser with a published password; this settings profile refuses it"
-            " (DEMO_DATA_ALLOWED is off). Use --force to load it anyway, or `manage.py setup_schedules`"
-            " for the periodic jobs alone."
+            " (DEMO_DATA_ALLOWED is off). Use --force to load it anyway."
         )
     return _load_demo_data()
 
@@ -38,8 +37,6 @@ def load_demo_data(*, force: bool = False) -> Iterator[str]:
 def _load_demo_data() -> Iterator[str]:
     staff = user_ensure(email=DEMO_STAFF_EMAIL, password=DEMO_PASSWORD, is_staff=True, is_superuser=True)
     user_ensure(email=DEMO_CUSTOMER_EMAIL, password=DEMO_PASSWORD)
-    created = schedules_ensure()
-    yield f"schedules created: {', '.join(created) or 'none (all present)'}"
     yield load_demo_inventory(staff=staff)
     breaches = stock_ledger_breaches()
     if breaches:

@@ -73,3 +73,16 @@ def test_setup_schedules_creates_the_periodic_jobs_without_demo_data():
     assert set(PeriodicTask.objects.values_list("name", flat=True)) == set(SCHEDULES)
     assert not User.objects.exists()
     assert "clear expired sessions" in out.getvalue()
+
+
+def test_demo_data_creates_no_schedules_they_are_setup_schedules_work():
+    list(load_demo_data())
+
+    assert not PeriodicTask.objects.filter(name__in=SCHEDULES).exists()
+
+
+def test_make_run_creates_the_schedules_before_the_demo_data():
+    makefile = (ROOT / "Makefile").read_text()
+    run_target = makefile[makefile.index("\nrun:") : makefile.index("\nbrowser:")]
+
+    assert run_target.index("manage.py setup_schedules") < run_target.index("manage.py load_demo_data")
