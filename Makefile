@@ -43,7 +43,7 @@ browser:
 loadgen:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
-test: setup browser loadgen
+test: setup browser loadgen lint
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
