@@ -267,10 +267,17 @@ def outbox_send_mail(*, subject: str, body: str, recipients: Sequence[str]) -> N
     headers = {}
     message = _delivery.get()
     if message is not None:
-        domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
         created = int(message.created_at.timestamp() * 1_000_000)
-        headers["Message-ID"] = f"<outbox.{message.pk}.{created}@{domain}>"
+        headers["Message-ID"] = stable_message_id(f"outbox.{message.pk}.{created}")
     EmailMessage(subject=subject, body=body, to=list(recipients), headers=headers).send()
+
+
+def stable_message_id(local_part: str) -> str:
+    """A Message-ID that is the same each time it is built from `local_part`, in
+    DEFAULT_FROM_EMAIL's domain. Not make_msgid(): its random part and host name change with every
+    delivery and worker, so a receiver could not drop a repeat."""
+    domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
+    return f"<{local_part}@{domain}>"
 
 
 class OutboxTask(Task):

@@ -8,16 +8,14 @@ stays the same when the message is delivered again, so a receiver can drop the r
 """
 
 import uuid
-from email.utils import parseaddr
 
-from django.conf import settings
 from django.contrib.auth.tokens import default_token_generator
 from django.core.mail import EmailMessage
 from django.template.loader import render_to_string
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from project.outbox import outbox_enqueue
+from project.outbox import outbox_enqueue, stable_message_id
 from users.models import User
 
 SEND_PASSWORD_RESET_EMAIL = "users.send_password_reset_email"  # noqa: S105 (a task name)
@@ -34,9 +32,7 @@ def password_reset_email_enqueue(*, user_id: int, domain: str, use_https: bool) 
 
 
 def password_reset_message_id(*, user_id: int, ref: str) -> str:
-    # Not make_msgid(): its random part and host name would change with every delivery and worker.
-    sender_domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "stockroom.invalid"
-    return f"<password-reset.{user_id}.{ref}@{sender_domain}>"
+    return stable_message_id(f"password-reset.{user_id}.{ref}")
 
 
 def password_reset_email_send(*, user_id: int, domain: str, use_https: bool, ref: str) -> bool:
