@@ -2,6 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
+from users.keys import bearer_key
 from users.models import ApiKey
 from users.selectors import api_key_for_bearer
 
@@ -27,10 +28,10 @@ def may_profile(request) -> bool:
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return grants_staff(user, None)
-    keyword, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if keyword.lower() != "bearer" or not key.strip():
+    key = bearer_key(request.META.get("HTTP_AUTHORIZATION", ""))
+    if key is None:
         return False
-    api_key = api_key_for_bearer(key=key.strip())
+    api_key = api_key_for_bearer(key=key)
     return api_key is not None and grants_staff(api_key.user, api_key)
 
 
