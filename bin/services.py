@@ -17,43 +17,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import socket
 import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 warnings.filterwarnings("ignore", module="platformdirs")
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+# Only the URL helpers: importing them starts neither Django nor Celery.
+from project.settings.dburl import redact_text, redact_url  # noqa: E402
+
 DEFAULT_DB_NAME = "stockroom"
 LOCAL_DATABASE_URL = f"postgres://postgres@127.0.0.1:5432/{DEFAULT_DB_NAME}"
 LOCAL_REDIS_URL = "redis://127.0.0.1:6379/0"
-
-
-# The same rule as project.dburl.redact_url, kept here: this script runs before, and without, the
-# project's package (importing it starts Celery's app and the metrics).
-_USERINFO_PASSWORD = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/?#:@]*:)(?P<password>[^/?#]*)@")
-_QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?P<password>[^&#]*)", re.IGNORECASE)
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password (in the user part or a `password=` parameter) replaced by ***."""
-    url = _USERINFO_PASSWORD.sub(r"\g<head>***@", url)
-    return _QUERY_PASSWORD.sub(r"\g<head>***", url)
-
-
-def redact_text(text: str, url: str) -> str:
-    """`text` (an error about `url`) with the URL redacted and its password nowhere in it."""
-    text = text.replace(url, redact_url(url))
-    matches = [_USERINFO_PASSWORD.match(url), *_QUERY_PASSWORD.finditer(url)]
-    passwords = {match["password"] for match in matches if match is not None}
-    for password in sorted(passwords | {unquote(p) for p in passwords}, key=len, reverse=True):
-        if password:
-            text = text.replace(password, "***")
-    return text
 
 
 class ServiceError(Exception):

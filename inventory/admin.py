@@ -22,8 +22,8 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from inventory import exports, imports, selectors, services
 from inventory.admin_forms import STOCK_OPERATIONS, NewReceiptForm, ProductAdminForm, WarehouseAdminForm
 from inventory.models import ImportJob, ImportWarehouse, Product, StockLevel, StockMovement, Warehouse
-from project.admin_mixins import ReadOnlyAdminMixin
 from project.errors import DomainError
+from project.http.admin_selection import ReadOnlyAdminMixin
 
 MOVEMENTS_SHOWN = 50
 

@@ -28,11 +28,11 @@ from inventory.serializers import (
     TransferSerializer,
     product_payload,
 )
+from project.api.pagination import Cursor
+from project.api.renderers import OrjsonRenderer
+from project.api.schema import errors, paginated
 from project.errors import NotFound, PreconditionFailed, VersionConflict
-from project.http import etag, if_match_version, if_none_match_hits
-from project.pagination import Cursor
-from project.renderers import OrjsonRenderer
-from project.schema import errors, paginated
+from project.http.conditional import etag, if_match_version, if_none_match_hits
 from users.permissions import IsStaff, acts_as_staff
 
 # A cursor's position in the catalogue list: a product id.

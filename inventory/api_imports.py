@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from inventory import imports
 from inventory.models import ImportJob
-from project.schema import errors
+from project.api.schema import errors
 from users.permissions import IsStaff
 
 

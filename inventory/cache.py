@@ -6,13 +6,13 @@ tokens it was built under, and a read fetches the entry and the current tokens i
 Redis round trip): an entry whose tokens are not the current ones is a miss, and is overwritten
 by the rebuilt value. Stock decisions never read this cache. Redis being down makes every read
 a miss (django-redis IGNORE_EXCEPTIONS, and the same for the reads and invalidations that go
-through project.redis_connections: the MGET of every read and the MSET of every change).
+through project.db.redis: the MGET of every read and the MSET of every change).
 
 Every product built is also kept under a "last good" key that no token changes, and so is every
 list page its caller names as one to keep (a bounded set: the API keeps first pages of the whole
 catalogue, not searches or later pages, which anyone can vary without end). When PostgreSQL
 cannot be reached, a read that misses is answered from there and the response is marked
-`X-Stale: true` (project.degraded); with nothing kept, the outage surfaces as a 503.
+`X-Stale: true` (project.http.degraded); with nothing kept, the outage surfaces as a 503.
 
 What a read may leave behind is bounded: list keys are built by their callers from validated
 parameters only, and a product that does not exist leaves nothing (its token, created before the
@@ -32,9 +32,9 @@ from django.dispatch import receiver
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 from redis.exceptions import RedisError
 
-from project.db import is_lock_error
-from project.degraded import mark_stale
-from project.redis_connections import PerProcess, RedisConnections
+from project.db.redis import PerProcess, RedisConnections
+from project.db.transactions import is_lock_error
+from project.http.degraded import mark_stale
 
 logger = logging.getLogger("stockroom.cache")
 

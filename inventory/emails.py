@@ -2,12 +2,12 @@
 
 The hourly job (`services.low_stock_alerts_queue`) queues one alert through the outbox in the
 transaction that flags the products; the `inventory.send_low_stock_alert` task sends it, with no
-transaction open and a Message-ID that is the same at every delivery (project.outbox).
+transaction open and a Message-ID that is the same at every delivery (project.outbox.services).
 """
 
 from collections.abc import Sequence
 
-from project.outbox import outbox_enqueue, outbox_send_mail
+from project.outbox.services import outbox_enqueue, outbox_send_mail
 
 SEND_LOW_STOCK_ALERT = "inventory.send_low_stock_alert"
 

@@ -34,7 +34,7 @@ first MAX_ERRORS (1000) messages; `rows_failed` counts them all.
 Concurrency: a run locks its own job row (`FOR UPDATE SKIP LOCKED`) in each transaction, so a
 second delivery of the task while the first still works waits and retries instead of applying
 anything twice. No side effect (cache, Celery) happens while stock rows are locked: the catalogue
-cache is invalidated on commit, and tasks are queued through the outbox (project.outbox): the
+cache is invalidated on commit, and tasks are queued through the outbox (project.outbox.services): the
 upload's, and those of imports that waited for a warehouse, queued by the import releasing it.
 """
 
@@ -53,15 +53,14 @@ from django.core.files import File
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
-from prometheus_client import Counter
 
 from inventory.cache import catalogue_changed
+from inventory.metrics import IMPORT_ROWS, STOCK_CHANGES
 from inventory.models import ImportJob, ImportWarehouse, Product, StockMovement, Warehouse
 from inventory.services import import_file_delete
-from project.db import Retry, atomic_with_retry
+from project.db.transactions import Retry, atomic_with_retry
 from project.errors import NotFound
-from project.observability import STOCK_CHANGES
-from project.outbox import outbox_enqueue
+from project.outbox.services import outbox_enqueue
 
 logger = logging.getLogger("stockroom.inventory.imports")
 
@@ -81,7 +80,6 @@ DEFAULT_LOW_STOCK_THRESHOLD = Product._meta.get_field("low_stock_threshold").def
 # COPY's text format: backslash, tab and line breaks are escaped; \N is NULL.
 COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
-IMPORT_ROWS = Counter("stockroom_import_rows_total", "Rows of stock imports applied, by result", ["result"])
 
 __all__ = [
     "FileError",

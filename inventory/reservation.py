@@ -29,7 +29,7 @@ from django.db import connection, transaction
 from inventory.errors import InsufficientStock, InvalidInput
 from inventory.locks import lock_stock_levels_of_products
 from inventory.models import Product, StockLevel, Warehouse
-from project.db import Retry, advisory_xact_lock
+from project.db.transactions import Retry, advisory_xact_lock
 
 STRATEGIES = ("conditional", "row_lock", "optimistic", "global_lock")
 OPTIMISTIC_ATTEMPTS = 30

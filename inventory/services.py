@@ -20,12 +20,12 @@ from inventory import locks
 from inventory.cache import catalogue_changed
 from inventory.emails import low_stock_alert_enqueue
 from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
+from inventory.metrics import STOCK_CHANGES
 from inventory.models import ImportJob, Product, StockLevel, StockMovement, Warehouse
 from inventory.reservation import Allocation, reserve_levels
 from inventory.selectors import products_with_availability
-from project.db import atomic_with_retry, require_transaction, try_advisory_xact_lock
+from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
 from project.errors import NotFound
-from project.observability import STOCK_CHANGES
 
 Reason = StockMovement.Reason
 MAX_QUANTITY = 1_000_000_000
@@ -335,7 +335,7 @@ def reserve_stock(
 
     Runs inside the caller's transaction. Exact under any concurrency: no unlocked read decides
     a reservation (see reservation.py for each strategy). Raises InsufficientStock listing every
-    short SKU (nothing is reserved then), or project.db.Retry when what it read changed under it.
+    short SKU (nothing is reserved then), or project.db.transactions.Retry when what it read changed under it.
     """
     require_transaction("reserve_stock")
     allocations = reserve_levels(lines, strategy=strategy)

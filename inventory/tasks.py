@@ -7,7 +7,7 @@ from django.conf import settings
 from inventory.emails import SEND_LOW_STOCK_ALERT, low_stock_alert_send
 from inventory.errors import InvalidInput
 from inventory.services import import_files_prune, low_stock_alerts_queue
-from project.outbox import OutboxTask
+from project.outbox.services import OutboxTask
 
 logger = logging.getLogger("stockroom.inventory")
 

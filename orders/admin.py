@@ -29,8 +29,8 @@ from orders.admin_forms import (
 )
 from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
-from project.admin_mixins import ReadOnlyAdminMixin
 from project.errors import DomainError
+from project.http.admin_selection import ReadOnlyAdminMixin
 
 # Each order moves in its own short transaction inside the web request: a selection larger than
 # this would outlast the worker's timeout. Bulk fulfilment of large batches is a Celery job.

@@ -1,5 +1,5 @@
 """Admin for the order jobs: reconciliation runs, sales reports, bulk fulfilments, and the
-actions the order list uses to start jobs. Registered from project/admin.py.
+actions the order list uses to start jobs. Registered when orders/admin.py imports it.
 
 For the orders admin (orders/admin.py), two ready-made actions on Order querysets:
 `OrderAdmin.actions = [..., bulk_fulfil_selected, release_expired_selected]`. They use the order
@@ -15,8 +15,8 @@ from django.utils.html import format_html, format_html_join
 
 from orders import jobs
 from orders.models import BulkFulfilment, ReconciliationRun, SalesReport
-from project.admin_mixins import ReadOnlyAdminMixin, selected_ids
 from project.errors import DomainError
+from project.http.admin_selection import ReadOnlyAdminMixin, selected_ids
 
 IDS_SHOWN = 200
 

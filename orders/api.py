@@ -19,10 +19,10 @@ from orders.serializers import (
     order_request_data,
     request_fingerprint,
 )
+from project.api.pagination import Cursor
+from project.api.schema import errors, paginated
 from project.errors import InvalidInput, NotFound
-from project.http import etag, if_match_version
-from project.pagination import Cursor
-from project.schema import errors, paginated
+from project.http.conditional import etag, if_match_version
 from users.permissions import IsStaff, ReadScope, WriteScope, acts_as_staff
 
 IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces

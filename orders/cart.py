@@ -22,6 +22,7 @@ from inventory import selectors
 from inventory.cache import cached_product
 from inventory.models import SKU_VALIDATOR
 from inventory.serializers import product_payload
+from project.values import is_whole_number
 
 SESSION_KEY = "cart"
 
@@ -48,7 +49,7 @@ def is_sku(value: object) -> bool:
 
 
 def is_quantity(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= settings.ORDER_MAX_QUANTITY
+    return is_whole_number(value, minimum=1, maximum=settings.ORDER_MAX_QUANTITY)
 
 
 def catalogue_entry(sku: str) -> dict | None:

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from orders.models import Order
-from project.outbox import outbox_enqueue, outbox_send_mail
+from project.outbox.services import outbox_enqueue, outbox_send_mail
 
 SEND_ORDER_EMAIL = "orders.send_order_email"
 

@@ -22,18 +22,20 @@ from django.utils import timezone
 
 from inventory import locks as stock_locks
 from inventory.cache import catalogue_changed
+from inventory.metrics import record_stock_changes
 from inventory.models import StockLevel, StockMovement
 from inventory.selectors import stock_ledger_breaches
 from orders import locks
 from orders.emails import SEND_ORDER_EMAIL
+from orders.metrics import record_expired
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, OrderLine, ReconciliationRun, SalesReport
 from orders.selectors import order_stock_breaches
 from orders.services import order_fulfil
-from project.db import atomic_with_retry, try_advisory_xact_lock
+from project.db.transactions import atomic_with_retry, raise_statement_timeout, try_advisory_xact_lock
 from project.errors import InvalidInput
-from project.logs import request_id_var
-from project.observability import record_expired, record_stock_changes
-from project.outbox import notify_relay, outbox_enqueue
+from project.observability.logs import request_id_var
+from project.outbox.services import notify_relay, outbox_enqueue
+from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.orders.jobs")
 
@@ -44,18 +46,13 @@ RECONCILE_LOCK = "orders:reconcile_stock"
 PRUNE_CHUNK = 5000
 
 
-def _raise_statement_timeout() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{settings.BATCH_STATEMENT_TIMEOUT_MS}ms"])
-
-
 def order_ids_checked(order_ids, *, limit: int = BULK_FULFIL_MAX_ORDERS) -> list[int]:
     """A sorted, de-duplicated list of positive order ids, or InvalidInput."""
     if not isinstance(order_ids, (list, tuple)) or not order_ids:
         raise InvalidInput(fields={"order_ids": ["A non-empty list of order ids is required."]})
     if len(order_ids) > limit:  # counted before any id is looked at
         raise InvalidInput(fields={"order_ids": [f"At most {limit} orders at once."]})
-    bad = [i for i in order_ids if isinstance(i, bool) or not isinstance(i, int) or i < 1]
+    bad = [i for i in order_ids if not is_whole_number(i, minimum=1)]
     if bad:
         raise InvalidInput(fields={"order_ids": [f"Not order ids: {bad[:10]!r}."]})
     ids = sorted(set(order_ids))
@@ -85,7 +82,7 @@ def _allocations_by_order(order_ids: Sequence[int]) -> list[tuple[int, int, int,
 def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None, after: tuple) -> tuple[int, tuple]:
     """Expire one chunk in one call of orders_expire_chunk (orders/expiry.sql); returns how many
     and the (expires_at, id) to continue after."""
-    _raise_statement_timeout()
+    raise_statement_timeout(settings.BATCH_STATEMENT_TIMEOUT_MS)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT * FROM orders_expire_chunk(%s, %s, %s, %s, %s, %s, %s)",
@@ -283,7 +280,7 @@ def idempotency_keys_prune(*, older_than_hours: int | None = None) -> int:
     """Delete idempotency keys older than IDEMPOTENCY_KEEP_HOURS, a chunk per transaction.
     After that a client's retry with an old key places a new order, which the API documents."""
     hours = older_than_hours if older_than_hours is not None else settings.IDEMPOTENCY_KEEP_HOURS
-    if isinstance(hours, bool) or not isinstance(hours, int) or hours < 1:
+    if not is_whole_number(hours, minimum=1):
         raise InvalidInput(fields={"older_than_hours": ["Must be a whole number of hours, at least 1."]})
     cutoff = timezone.now() - timedelta(hours=hours)
     total = 0
@@ -340,7 +337,7 @@ def reconcile_stock(*, requested_by=None) -> ReconciliationRun | None:
         with connection.cursor() as cursor:
             # Must be the transaction's first statement: every check below sees one snapshot.
             cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        _raise_statement_timeout()
+        raise_statement_timeout(settings.BATCH_STATEMENT_TIMEOUT_MS)
         if not try_advisory_xact_lock(RECONCILE_LOCK):
             logger.info("reconciliation skipped: another run is in progress")
             return None

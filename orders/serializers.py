@@ -7,7 +7,7 @@ from rest_framework import serializers
 
 from inventory.models import SKU_VALIDATOR
 from orders.models import Order
-from project.bounded_lists import BoundedListSerializer
+from project.api.bounded_lists import BoundedListSerializer
 
 
 def order_max_lines() -> int:

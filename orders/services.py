@@ -21,14 +21,15 @@ from django.utils import timezone
 from inventory import services as stock
 from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock
+from inventory.metrics import record_stock_changes
 from inventory.models import Product, StockLevel, StockMovement, Warehouse
 from orders import locks
 from orders.emails import order_email_enqueue
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
+from orders.metrics import observe_order_placement
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
-from project.db import Retry, atomic_with_retry, retry_lock_errors
+from project.db.transactions import Retry, atomic_with_retry, retry_lock_errors
 from project.errors import DomainError, InvalidInput, NotFound, PreconditionFailed, envelope
-from project.observability import observe_order_placement, record_stock_changes
 
 Status = Order.Status
 # Plans per order call of orders_place_order before it gives up and the caller retries.
@@ -247,8 +248,8 @@ def _place_in_one_round_trip(
     savepoint inside a caller's transaction. Retries lock timeouts, deadlocks and lost races
     (SR503) with jitter, then LockTimeout; an order number drawn twice is drawn again."""
     from orders.emails import SEND_ORDER_EMAIL
-    from project.logs import request_id_var
-    from project.outbox import outbox_notify_channel
+    from project.observability.logs import request_id_var
+    from project.outbox.services import outbox_notify_channel
 
     _check_line_shape(lines)
     now = timezone.now()

@@ -1,6 +1,6 @@
 """Celery tasks of the orders app: validate the arguments, call one service, log the outcome.
 
-Tasks sent through the outbox use project.outbox.OutboxTask (claim the message, run with no
+Tasks sent through the outbox use project.outbox.services.OutboxTask (claim the message, run with no
 transaction or lock held, mark it done). A bad argument is a logged refusal, never a crash or a retry loop.
 """
 
@@ -13,13 +13,14 @@ from django.conf import settings
 from orders import jobs
 from orders.emails import KINDS, SEND_ORDER_EMAIL, order_email_send
 from project.errors import InvalidInput
-from project.outbox import OutboxTask
+from project.outbox.services import OutboxTask
+from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.orders.tasks")
 
 
 def _is_id(value) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int) and value > 0
+    return is_whole_number(value, minimum=1)
 
 
 @shared_task(name=SEND_ORDER_EMAIL, base=OutboxTask)

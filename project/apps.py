@@ -1,18 +1,28 @@
 from django.apps import AppConfig
 from django.core.checks import Tags, register
 
-from project.checks import metrics_access
+# Every Django process creates the Celery app, so shared tasks bind to it (project.celery).
+import project.celery  # noqa: F401
+from project.observability import metrics, pool, queries
+from project.observability.checks import metrics_access
+from project.ratelimit import limiter
 
 
 class ProjectConfig(AppConfig):
+    """The wiring. Its ready() runs before the apps' (it comes first in INSTALLED_APPS): it sets up
+    the platform only; each app creates its own metrics series in its own ready()."""
+
     name = "project"
     verbose_name = "Stockroom"
 
     def ready(self):
         # Every process (web, worker, relay, manage.py): metrics series, statement timing, pool stats.
-        from project import db_pool_metrics, observability, slow_queries
+        # The relay's module defines a model query, so it is imported once the models are loaded.
+        from project.outbox import relay
 
-        observability.initialise_series()
-        slow_queries.install()
-        db_pool_metrics.install()
+        relay.initialise_series()
+        metrics.initialise_series()
+        limiter.initialise_series()
+        queries.install()
+        pool.install()
         register(metrics_access, Tags.security)

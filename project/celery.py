@@ -1,8 +1,19 @@
-"""The Celery app. Tasks take ids, are idempotent, and carry the request id of their cause."""
+"""The Celery app. Tasks take ids, are idempotent, and carry the request id of their cause.
+
+Every Django process creates it (ProjectConfig imports this module), so `shared_task`s bind to it;
+`celery -A project.celery` starts workers and beat with it. The platform never imports it: the
+outbox relay is handed it through settings.CELERY_APP.
+"""
 
 import os
+from logging.config import dictConfig
 
 from celery import Celery, signals
+from django.conf import settings
+
+# Task runs, failures and durations, and the worker's own metrics port: connected at import.
+from project.observability import tasks as task_metrics  # noqa: F401
+from project.observability.logs import REQUEST_ID_HEADER, clean_request_id, request_id_var
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings.base")
 
@@ -10,13 +21,9 @@ app = Celery("stockroom")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-REQUEST_ID_HEADER = "request_id"
-
 
 @signals.before_task_publish.connect
 def _attach_request_id(headers=None, **kwargs):
-    from project.logs import request_id_var
-
     request_id = request_id_var.get()
     if headers is not None and request_id and REQUEST_ID_HEADER not in headers:
         headers[REQUEST_ID_HEADER] = request_id
@@ -24,27 +31,15 @@ def _attach_request_id(headers=None, **kwargs):
 
 @signals.task_prerun.connect
 def _restore_request_id(task=None, **kwargs):
-    from project.logs import clean_request_id, request_id_var
-
     request_id_var.set(clean_request_id(getattr(task.request, REQUEST_ID_HEADER, None)))
 
 
 @signals.task_postrun.connect
 def _forget_request_id(**kwargs):
-    from project.logs import request_id_var
-
     request_id_var.set(None)
 
 
 @signals.setup_logging.connect
 def _use_django_logging(**kwargs):
     """Workers log JSON lines through Django's LOGGING instead of Celery's own format."""
-    from logging.config import dictConfig
-
-    from django.conf import settings
-
     dictConfig(settings.LOGGING)
-
-
-# Task runs, failures and durations, and the worker's own metrics port (project.task_metrics).
-from project import task_metrics  # noqa: E402, F401

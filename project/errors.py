@@ -1,6 +1,6 @@
 """Domain errors raised by services, and the one error envelope of the API.
 
-Each error carries its status and code; `project.error_views` turns it into a response.
+Each error carries its status and code; `project.http.error_views` turns it into a response.
 409 is for domain conflicts only; lock timeouts and an unreachable database are 503.
 """
 

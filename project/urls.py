@@ -4,12 +4,14 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from project import health, metrics
+from project import bench_views
+from project.http import health
+from project.observability import endpoint as metrics
 
-handler400 = "project.error_views.bad_request"
-handler403 = "project.error_views.permission_denied"
-handler404 = "project.error_views.page_not_found"
-handler500 = "project.error_views.server_error"
+handler400 = "project.http.error_views.bad_request"
+handler403 = "project.http.error_views.permission_denied"
+handler404 = "project.http.error_views.page_not_found"
+handler500 = "project.http.error_views.server_error"
 
 api_v1 = [
     path("", include("users.urls")),
@@ -35,6 +37,4 @@ urlpatterns = [
 ]
 
 if settings.BENCH_ENDPOINTS:
-    from project import bench_views
-
     urlpatterns.append(path("_bench/trivial", bench_views.trivial))

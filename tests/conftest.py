@@ -9,7 +9,7 @@ from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 from rest_framework.test import APIClient
 
-from project.logs import RequestIdFilter
+from project.observability.logs import RequestIdFilter
 from users.models import User
 from users.services import api_key_create
 

@@ -9,10 +9,10 @@ from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from project.bounded_lists import BoundedListField
+from project.api.bounded_lists import BoundedListField
+from project.api.pagination import Cursor
+from project.api.schema import errors
 from project.errors import NotFound
-from project.pagination import Cursor
-from project.schema import errors
 from users.keys import PREFIX_LENGTH
 from users.models import ApiKey
 from users.permissions import ReadScope, has_scope

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from project.outbox import outbox_enqueue, stable_message_id
+from project.outbox.services import outbox_enqueue, stable_message_id
 from users.models import User
 
 SEND_PASSWORD_RESET_EMAIL = "users.send_password_reset_email"  # noqa: S105 (a task name)

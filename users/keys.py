@@ -7,6 +7,8 @@ import string
 
 from django.conf import settings
 
+from project.http.requests import bearer_token
+
 KEY_MARK = "sr"
 PREFIX_LENGTH = 10
 _PREFIX_ALPHABET = string.ascii_lowercase + string.digits
@@ -36,14 +38,6 @@ def key_matches(key: str, hashed: str) -> bool:
     return hmac.compare_digest(hash_key(key), hashed)
 
 
-def bearer_key(authorization: str) -> str | None:
-    """The key of an `Authorization: Bearer <key>` header's value, or None (not bearer, or empty)."""
-    keyword, _, key = authorization.partition(" ")
-    if keyword.lower() != "bearer":
-        return None
-    return key.strip() or None
-
-
 def ratelimit_claim(authorization: str) -> tuple[str, str] | None:
     """What the rate limiter (settings.RATELIMIT_BEARER_CLAIM) learns of an `Authorization`
     header: the prefix of the bearer key it names and a proof of the whole key, or None.
@@ -51,7 +45,7 @@ def ratelimit_claim(authorization: str) -> tuple[str, str] | None:
     The limiter charges the key's own budget only when this proof equals the one it learnt from
     a request this key authenticated, so a prefix alone spends nobody's budget. The proof is an
     HMAC under its own label, so the limiter's Redis never holds the stored hash."""
-    key = bearer_key(authorization)
+    key = bearer_token(authorization)
     prefix = split_prefix(key) if key else None
     if prefix is None:
         return None

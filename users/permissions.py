@@ -2,7 +2,7 @@
 
 from rest_framework.permissions import BasePermission
 
-from users.keys import bearer_key
+from project.http.requests import bearer_token
 from users.models import ApiKey
 from users.selectors import api_key_for_bearer
 
@@ -23,12 +23,12 @@ def acts_as_staff(request) -> bool:
 
 
 def may_profile(request) -> bool:
-    """project.profiling's question (settings.PROFILING_ALLOWED), asked before DRF authenticates:
+    """project.observability.profiling's question (settings.PROFILING_ALLOWED), asked before DRF authenticates:
     staff rights from the session, else from a bearer key read here."""
     user = getattr(request, "user", None)
     if user is not None and user.is_authenticated:
         return grants_staff(user, None)
-    key = bearer_key(request.META.get("HTTP_AUTHORIZATION", ""))
+    key = bearer_token(request.META.get("HTTP_AUTHORIZATION", ""))
     if key is None:
         return False
     api_key = api_key_for_bearer(key=key)

@@ -30,7 +30,7 @@ def api_key_for_bearer(*, key: str) -> ApiKey | None:
     """The usable key matching `key` (with its user), or None. Constant-time comparison.
 
     One statement on the unique prefix, prepared on each pooled connection after its first five
-    runs (project.dbbackend's prepared_cursor; query metrics and the slow-query log see it like
+    runs (project.db.backend's prepared_cursor; query metrics and the slow-query log see it like
     any other)."""
     prefix = split_prefix(key)
     if prefix is None:

@@ -7,6 +7,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from project.errors import DomainError, InvalidInput, NotFound
+from project.values import is_whole_number
 from users.emails import password_reset_email_enqueue
 from users.keys import hash_key, new_key
 from users.models import ApiKey, User
@@ -48,7 +49,7 @@ def api_key_create(
         raise InvalidInput(fields={"scopes": ["Only staff can hold the staff scope."]})
     longest = settings.API_KEY_MAX_DAYS
     days = min(settings.API_KEY_DEFAULT_DAYS, longest) if expires_in_days is None else expires_in_days
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= longest:
+    if not is_whole_number(days, minimum=1, maximum=longest):
         raise InvalidInput(fields={"expires_in_days": [f"Must be a whole number of days from 1 to {longest}."]})
     prefix, key = new_key()
     with transaction.atomic():

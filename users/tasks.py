@@ -3,7 +3,8 @@ import re
 
 from celery import shared_task
 
-from project.outbox import OutboxTask
+from project.outbox.services import OutboxTask
+from project.values import is_whole_number
 from users.emails import SEND_PASSWORD_RESET_EMAIL, password_reset_email_send
 from users.services import api_keys_purge
 
@@ -14,7 +15,7 @@ REF = re.compile(r"[0-9a-f]{32}")
 @shared_task(name="users.purge_api_keys")
 def purge_api_keys(older_than_days: int = 30) -> int:
     """Delete keys revoked or expired more than `older_than_days` ago (retention of keys)."""
-    if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 1:
+    if not is_whole_number(older_than_days, minimum=1):
         logger.error("purge_api_keys refused: older_than_days=%r is not a positive whole number", older_than_days)
         return 0
     purged = api_keys_purge(older_than_days=older_than_days)
@@ -26,9 +27,7 @@ def purge_api_keys(older_than_days: int = 30) -> int:
 def send_password_reset_email(user_id: int, domain: str, use_https: bool, ref: str) -> bool:
     """Email a password-reset link (enqueued by the reset page through the outbox)."""
     if (
-        isinstance(user_id, bool)
-        or not isinstance(user_id, int)
-        or user_id < 1
+        not is_whole_number(user_id, minimum=1)
         or not isinstance(domain, str)
         or not 0 < len(domain) <= 255
         or not isinstance(use_https, bool)

@@ -6,8 +6,8 @@ Every variable is listed in the README's configuration table.
 
 from pathlib import Path
 
-from project.dburl import parse_database_url, redis_url_with_db
-from project.env import env_bool, env_float, env_int, env_list, env_str
+from project.settings.dburl import parse_database_url, redis_url_with_db
+from project.settings.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -39,22 +39,22 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "project.middleware.RequestIdMiddleware",
-    "project.ratelimit.RateLimitMiddleware",
-    "project.middleware.RequestBodyLimitMiddleware",
-    "project.middleware.ContentSecurityPolicyMiddleware",
+    "project.http.middleware.RequestIdMiddleware",
+    "project.ratelimit.limiter.RateLimitMiddleware",
+    "project.http.middleware.RequestBodyLimitMiddleware",
+    "project.http.middleware.ContentSecurityPolicyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "project.routers.ReadYourWritesMiddleware",
-    "project.degraded.DegradedModeMiddleware",
-    "project.ratelimit.SessionMiddleware",  # Django's, reusing the session the limiter read
+    "project.db.routers.ReadYourWritesMiddleware",
+    "project.http.degraded.DegradedModeMiddleware",
+    "project.ratelimit.limiter.SessionMiddleware",  # Django's, reusing the session the limiter read
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "project.profiling.ProfileMiddleware",
-    "project.middleware.LazyMessageMiddleware",
+    "project.observability.profiling.ProfileMiddleware",
+    "project.http.middleware.LazyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "project.request_metrics.PrometheusAfterMiddleware",  # django-prometheus's, cheaper per request
+    "project.observability.requests.PrometheusAfterMiddleware",  # django-prometheus's, cheaper per request
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -87,7 +87,7 @@ DB_POOL_MAX_SIZE = env_int("DB_POOL_MAX_SIZE", 8)
 # dead database fails fast instead of holding a worker for 30 s.
 DB_POOL_TIMEOUT = env_float("DB_POOL_TIMEOUT", 2.0)
 DB_CONNECT_TIMEOUT = env_int("DB_CONNECT_TIMEOUT", 2)
-# Longest wait between a pool's attempts to reconnect (project.dbbackend.pool): a web worker
+# Longest wait between a pool's attempts to reconnect (project.db.backend.pool): a web worker
 # serves again at most this long after the database is back.
 DB_POOL_MAX_RECONNECT_DELAY = env_float("DB_POOL_MAX_RECONNECT_DELAY", 2.0)
 DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15_000)
@@ -101,7 +101,7 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
     options = config.setdefault("OPTIONS", {})
     options["connect_timeout"] = DB_CONNECT_TIMEOUT
     # psycopg prepares a statement after its fifth run on a connection. Only the cursors of
-    # project.dbbackend's prepared_cursor can be prepared (Django's bind on the client); Django
+    # project.db.backend's prepared_cursor can be prepared (Django's bind on the client); Django
     # passes None, which turns preparing off altogether.
     options["prepare_threshold"] = 5
     # Per-connection limits, set at connect time so pooled connections carry them.
@@ -110,9 +110,9 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
         f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
         f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
     )
-    config["ENGINE"] = "project.dbbackend"  # django-prometheus's backend plus a circuit breaker
+    config["ENGINE"] = "project.db.backend"  # django-prometheus's backend plus a circuit breaker
     # With the pool, each connection is checked before it is lent, so connections killed while
-    # the database was away are dropped, not used (project.dbbackend.health: a healthy one costs
+    # the database was away are dropped, not used (project.db.backend.health: a healthy one costs
     # no round trip). Without it (workers), Django checks at the start of each request or task.
     config["CONN_HEALTH_CHECKS"] = True
     if DB_POOL:
@@ -130,11 +130,13 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
 
 
 DATABASES = {"default": database_settings(DATABASE_URL)}
-# An optional read replica for catalogue reads (project.routers.CatalogueReplicaRouter).
+# An optional read replica for catalogue reads (project.db.routers.ReplicaRouter).
 REPLICA_DATABASE_URL = env_str("REPLICA_DATABASE_URL", "")
 if REPLICA_DATABASE_URL:
     DATABASES["replica"] = database_settings(REPLICA_DATABASE_URL, name="REPLICA_DATABASE_URL")
-DATABASE_ROUTERS = ["project.routers.CatalogueReplicaRouter"]
+# The models whose reads may go to the replica (app_label, model_name): the catalogue.
+REPLICA_READ_MODELS = [("inventory", "product"), ("inventory", "warehouse"), ("inventory", "stocklevel")]
+DATABASE_ROUTERS = ["project.db.routers.ReplicaRouter"]
 # The breaker in front of new connections: this many failures in a row open it for the cooldown.
 CIRCUIT_FAILURE_THRESHOLD = env_int("CIRCUIT_FAILURE_THRESHOLD", 3)
 CIRCUIT_COOLDOWN_SECONDS = env_float("CIRCUIT_COOLDOWN_SECONDS", 5.0)
@@ -198,10 +200,12 @@ CELERY_WORKER_SEND_TASK_EVENTS = False
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
 
-# --- Outbox and batch jobs (project.outbox, project.relay, orders.jobs) -----------
+# --- Outbox and batch jobs (project.outbox.services, project.outbox.relay, orders.jobs) -----------
 # A message sent but not done within its lease is published again. Each task kind's lease is its
 # own hard time limit (CELERY_TASK_TIME_LIMIT unless the task sets one) plus this margin for the
-# queue wait (project.outbox.task_lease_seconds): an import's outlasts it, an email's is minutes.
+# queue wait (project.outbox.services.task_lease_seconds): an import's outlasts it, an email's is minutes.
+# The Celery app the relay publishes with (the wiring's; the outbox package never imports it).
+OUTBOX_CELERY_APP = "project.celery.app"
 OUTBOX_LEASE_MARGIN_SECONDS = env_int("OUTBOX_LEASE_MARGIN_SECONDS", 120)
 # The lease of a task the relay does not know, or of one without a time limit.
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 900)
@@ -215,7 +219,7 @@ OUTBOX_BROKER_BACKOFF_MAX_SECONDS = env_float("OUTBOX_BROKER_BACKOFF_MAX_SECONDS
 OUTBOX_KEEP_DAYS = env_int("OUTBOX_KEEP_DAYS", 7)
 OUTBOX_NOTIFY_CHANNEL = env_str("OUTBOX_NOTIFY_CHANNEL", "stockroom_outbox")
 # NOTIFY serializes commits database-wide, so each process sends at most one per interval
-# (project.outbox.outbox_notify_channel); 0 notifies with every message.
+# (project.outbox.services.outbox_notify_channel); 0 notifies with every message.
 OUTBOX_NOTIFY_INTERVAL_MS = env_int("OUTBOX_NOTIFY_INTERVAL_MS", 100)
 # How long a task waits for its outbox row while the relay is still committing its batch.
 OUTBOX_TASK_LOCK_TIMEOUT_MS = env_int("OUTBOX_TASK_LOCK_TIMEOUT_MS", 15_000)
@@ -254,10 +258,10 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_RENDERER_CLASSES": ["project.renderers.OrjsonRenderer"],
-    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "project.negotiation.RememberingContentNegotiation",
-    "DEFAULT_PARSER_CLASSES": ["project.parsers.JSONParser"],  # DRF's, deep nesting refused as 400
-    "EXCEPTION_HANDLER": "project.error_views.api_exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["project.api.renderers.OrjsonRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "project.api.negotiation.RememberingContentNegotiation",
+    "DEFAULT_PARSER_CLASSES": ["project.api.parsers.JSONParser"],  # DRF's, deep nesting refused as 400
+    "EXCEPTION_HANDLER": "project.http.error_views.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -286,7 +290,7 @@ STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional"
 STAFF_ALERT_EMAILS = env_list("STAFF_ALERT_EMAILS", [])
 METRICS_TOKEN = env_str("METRICS_TOKEN", "")
 # /metrics without the token from loopback: only where the scraper is on this host and no proxy is
-# in front (a proxy on this host makes every client loopback). Off in production (project.checks).
+# in front (a proxy on this host makes every client loopback). Off in production (project.observability.checks).
 METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", True)
 # Mounts /_bench/trivial, the benchmark's ceiling view (`make bench` turns it on).
 BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
@@ -334,7 +338,7 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"request_id": {"()": "project.logs.RequestIdFilter"}},
+    "filters": {"request_id": {"()": "project.observability.logs.RequestIdFilter"}},
     "formatters": {
         "json": {
             "()": "pythonjsonlogger.json.JsonFormatter",
@@ -352,7 +356,7 @@ LOGGING = {
     },
 }
 
-# --- Observability (project.observability, docs/operating.md) -------------------------
+# --- Observability (project.observability.metrics, docs/operating.md) -------------------------
 # Statements slower than this are logged (shape only, no parameters) and counted.
 SLOW_QUERY_MS = env_float("SLOW_QUERY_MS", 200.0)
 SLOW_QUERY_MAX_CHARS = env_int("SLOW_QUERY_MAX_CHARS", 2000)
@@ -369,7 +373,7 @@ PROFILING_ENABLED = env_bool("PROFILING_ENABLED", True)
 # Who may profile: a callable taking the request (staff rights are the users app's to decide).
 PROFILING_ALLOWED = "users.permissions.may_profile"
 
-# --- Rate limits and other request guards (project.ratelimit, project.middleware) ----
+# --- Rate limits and other request guards (project.ratelimit.limiter, project.http.middleware) ----
 # Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).
 RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
 RATELIMIT_READ = env_str("RATELIMIT_READ", "600/60")
@@ -386,7 +390,7 @@ RATELIMIT_AUTH_PATHS = env_list(
 RATELIMIT_ADMIN_LOGIN_PATH = env_str("RATELIMIT_ADMIN_LOGIN_PATH", "/admin/login/")
 RATELIMIT_EXEMPT_PATHS = ["/healthz", "/readyz", "/metrics"]  # and STATIC_URL
 # Turns an Authorization header into (key prefix, proof of the whole key), or None: a bearer key's
-# own budget is charged only once its proof matched (project.ratelimit).
+# own budget is charged only once its proof matched (project.ratelimit.limiter).
 RATELIMIT_BEARER_CLAIM = "users.keys.ratelimit_claim"
 RATELIMIT_REDIS_URL = env_str("RATELIMIT_REDIS_URL", REDIS_URL)
 RATELIMIT_REDIS_TIMEOUT = env_float("RATELIMIT_REDIS_TIMEOUT", 0.3)

@@ -11,9 +11,9 @@ from django.core.checks.security.base import (
 )
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_str
 from project.settings.base import *  # noqa: F403
 from project.settings.base import DEBUG, SECRET_KEY
+from project.settings.env import env_bool, env_int, env_list, env_str
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG=1 is not allowed with project.settings.production")
@@ -50,7 +50,7 @@ SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
 X_FRAME_OPTIONS = "DENY"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
-# Content-Security-Policy comes from project.middleware.ContentSecurityPolicyMiddleware in every
+# Content-Security-Policy comes from project.http.middleware.ContentSecurityPolicyMiddleware in every
 # profile (see CONTENT_SECURITY_POLICY in base), so development meets the same policy.
 
 # The profile already trusts the proxy's X-Forwarded-Proto, so there is a proxy: the client's
@@ -58,6 +58,6 @@ SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 # everyone would share one rate-limit budget). Set 0 if clients reach gunicorn directly.
 RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 1)
 # Behind that proxy every client would be loopback to /metrics: the scraper brings METRICS_TOKEN,
-# unless this says it is on this host with no proxy in front (project.checks refuses neither).
+# unless this says it is on this host with no proxy in front (project.observability.checks refuses neither).
 METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", False)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")

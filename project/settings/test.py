@@ -5,7 +5,7 @@ The pool stays on (its bugs live there); only the password hasher is made fast.
 
 import os
 
-from project.dburl import redis_url_with_db
+from project.settings.dburl import redis_url_with_db
 
 # Always the same server as `make run`, but never its database numbers, prefixes or queues.
 os.environ["REDIS_URL"] = redis_url_with_db("REDIS_URL", os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"), 14)

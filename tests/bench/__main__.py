@@ -217,7 +217,7 @@ def bench_env(database_url: str, redis_url: str, *, settings: str = "project.set
         ALLOWED_HOSTS="127.0.0.1,localhost",
         BENCH_ENDPOINTS="1",
         DEBUG="0",
-        # The production profile refuses to start without a way into /metrics (project.checks).
+        # The production profile refuses to start without a way into /metrics (project.observability.checks).
         METRICS_TOKEN=f"bench-metrics-{BENCH_SECRET_KEY[-16:]}",
         LOG_LEVEL="WARNING",
         # The limiter stays on; the benchmark's one client just gets a roomy budget.
@@ -432,8 +432,8 @@ class Worker:
 
     def __enter__(self) -> Worker:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "project", "worker", "--pool", "prefork", "--concurrency", "1",
-             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+            [sys.executable, "-m", "celery", "-A", "project.celery", "worker", "--pool", "prefork",
+             "--concurrency", "1", "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
             cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         deadline = time.monotonic() + 60

@@ -1,6 +1,6 @@
 from django.urls import path
 
 from project.bench_views import trivial
-from project.health import healthz
+from project.http.health import healthz
 
 urlpatterns = [path("_bench/trivial", trivial), path("healthz", healthz)]

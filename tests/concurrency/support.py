@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from django.db import connection
 
-from project.observability import LOCK_RETRIES
+from project.observability.metrics import LOCK_RETRIES
 
 WAITING_LOCKS_SQL = """
 SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid

@@ -9,7 +9,7 @@ from inventory import services
 from inventory.errors import InsufficientStock, InvalidStock, VersionConflict
 from inventory.models import Product, StockLevel
 from inventory.reservation import STRATEGIES
-from project.db import atomic_with_retry
+from project.db.transactions import atomic_with_retry
 from project.errors import LockTimeout
 from tests.concurrency.support import LockWaitWatcher, run_concurrently, total_retries
 from tests.factories import ProductFactory, WarehouseFactory

@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from inventory.models import StockLevel
 from orders import services as orders
 from orders.models import Order
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.e2e.conftest import PASSWORD, shoot
 from tests.factories import UserFactory
 from tests.invariants import assert_stock_invariants

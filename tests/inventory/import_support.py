@@ -14,7 +14,7 @@ from django.db import connection
 
 from inventory.models import ImportJob
 from project.celery import app
-from tests.project.outbox_support import RelayThread
+from tests.project.outbox.support import RelayThread
 from tests.support import ROOT, stop_process, subprocess_env, wait_for
 
 HEADER = "sku,warehouse,on_hand"
@@ -63,7 +63,7 @@ def pool_children(pid: int) -> list[int]:
 
 @contextmanager
 def worker_process(*, media_root: Path, concurrency: int = 1, log_path: Path, **env: str):
-    """A real `celery -A project worker --pool prefork` on the test database, queue and media folder."""
+    """A real `celery -A project.celery worker --pool prefork` on the test database, queue and media folder."""
     overrides = {
         "DJANGO_SETTINGS_MODULE": "project.settings.test",
         "DATABASE_URL": f"postgres://{connection.settings_dict['USER']}@{connection.settings_dict['HOST']}:"
@@ -77,7 +77,7 @@ def worker_process(*, media_root: Path, concurrency: int = 1, log_path: Path, **
             [
                 str(Path(sys.executable).parent / "celery"),
                 "-A",
-                "project",
+                "project.celery",
                 "worker",
                 "--pool",
                 "prefork",

@@ -5,7 +5,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from inventory.models import ImportJob, ImportWarehouse
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.factories import ProductFactory, WarehouseFactory
 from tests.inventory.import_support import csv_bytes, csv_upload, running_import_worker, wait_finished
 from users.models import User

@@ -3,7 +3,7 @@
 import pytest
 
 from inventory.models import ImportJob
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.inventory.import_support import csv_bytes, csv_upload
 
 pytestmark = pytest.mark.django_db

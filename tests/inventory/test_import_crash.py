@@ -11,7 +11,7 @@ from project.celery import app
 from tests.factories import WarehouseFactory
 from tests.invariants import assert_ledger_invariants
 from tests.inventory.import_support import csv_bytes, pool_children, post_import, wait_finished, worker_process
-from tests.project.outbox_support import RelayThread
+from tests.project.outbox.support import RelayThread
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]

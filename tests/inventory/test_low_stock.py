@@ -7,9 +7,9 @@ from inventory.emails import SEND_LOW_STOCK_ALERT
 from inventory.models import Product
 from inventory.tasks import low_stock_alerts, send_low_stock_alert
 from project.celery import app
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.factories import ProductFactory, WarehouseFactory
-from tests.project.outbox_support import ProbingEmailBackend, RelayThread, running_worker
+from tests.project.outbox.support import ProbingEmailBackend, RelayThread, running_worker
 from tests.support import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -89,7 +89,7 @@ def test_a_bad_alert_message_is_refused_without_mail():
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_low_stock_alert_is_mailed_outside_any_transaction_with_its_outbox_message_id(shelf, settings):
-    settings.EMAIL_BACKEND = "tests.project.outbox_support.ProbingEmailBackend"
+    settings.EMAIL_BACKEND = "tests.project.outbox.support.ProbingEmailBackend"
     ProbingEmailBackend.reset()
     try:
         with running_worker(), RelayThread() as relay:

@@ -21,16 +21,16 @@ from orders import jobs, services, tasks
 from orders.api import render_order
 from orders.emails import KINDS
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
-from project.db import advisory_key
+from project.db.transactions import advisory_key
 from project.errors import InvalidInput
-from project.logs import request_id_var
-from project.models import OutboxMessage
-from project.tasks import prune_outbox
+from project.observability.logs import request_id_var
+from project.outbox.models import OutboxMessage
+from project.outbox.tasks import prune_outbox
 from tests.concurrency.support import run_concurrently
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import ADDRESS
-from tests.project.outbox_support import LogCapture, RelayThread, running_worker
+from tests.project.outbox.support import LogCapture, RelayThread, running_worker
 from tests.support import other_connection, wait_for
 
 Status = Order.Status

@@ -18,7 +18,7 @@ from orders import jobs, services
 from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
 from orders.api import render_order
 from orders.models import BulkFulfilment, Order, ReconciliationRun
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.orders.conftest import ADDRESS
 from users.models import User

@@ -6,7 +6,7 @@ from django.db import connection
 from inventory import services as stock
 from inventory.models import StockMovement
 from orders.models import Allocation, Order
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import place
 

@@ -5,7 +5,7 @@ from celery.contrib.testing.worker import start_worker
 from django.utils import timezone
 
 from project.celery import app
-from project.logs import request_id_var
+from project.observability.logs import request_id_var
 from tests.support import wait_for
 from users.models import ApiKey
 from users.services import api_key_create

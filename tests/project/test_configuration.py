@@ -8,7 +8,7 @@ import psycopg
 import pytest
 import redis
 
-from project.dburl import redact_url
+from project.settings.dburl import redact_url
 from tests.support import ROOT, closed_port, subprocess_env
 
 pytestmark = pytest.mark.slow

@@ -123,7 +123,7 @@ def pool_children(pid: int) -> list[int]:
 
 @contextmanager
 def celery_worker(log: Path, **env: str):
-    """`celery -A project worker --pool prefork --concurrency 1` on the test database and queues
+    """`celery -A project.celery worker --pool prefork --concurrency 1` on the test database and queues
     (TEST_RUN_ID is inherited), in a session of its own so the whole worker can be killed at once.
     Persistent connections (DB_POOL=0) as in bin/worker; no metrics port (parallel runs)."""
     overrides = {
@@ -139,7 +139,7 @@ def celery_worker(log: Path, **env: str):
             [
                 str(Path(sys.executable).parent / "celery"),
                 "-A",
-                "project",
+                "project.celery",
                 "worker",
                 "--pool",
                 "prefork",

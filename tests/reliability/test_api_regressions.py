@@ -8,7 +8,7 @@ import pytest
 from django.db import DataError
 from drf_spectacular.generators import SchemaGenerator
 
-from project.error_views import api_exception_handler
+from project.http.error_views import api_exception_handler
 from tests.factories import ProductFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,6 +1,6 @@
 """Outages under load, made by cutting a TCP proxy the test owns (never the machine's servers).
 
-The proxy is the selector-based one of tests/project/outbox_support.py. Under this load the
+The proxy is the selector-based one of tests/project/outbox/support.py. Under this load the
 thread-per-socket tests.support.TcpProxy let a connection live through a cut now and then: a
 request hung for a minute on it and its database session outlived the test.
 
@@ -28,11 +28,11 @@ from django.core import mail
 from inventory import services as stock
 from orders.models import Order
 from project.celery import app
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import order_body
-from tests.project.outbox_support import RelayThread, TcpProxy, broker_url_via
+from tests.project.outbox.support import RelayThread, TcpProxy, broker_url_via
 from tests.reliability.support import bearer, database_url, live_gunicorn
 from tests.support import wait_for
 from users.services import api_key_create

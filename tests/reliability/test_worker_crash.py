@@ -29,7 +29,7 @@ from project.celery import app
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import ADDRESS
-from tests.project.outbox_support import RelayThread
+from tests.project.outbox.support import RelayThread
 from tests.reliability.support import (
     celery_worker,
     kill_whole_worker,

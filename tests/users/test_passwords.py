@@ -10,9 +10,9 @@ from django.core import mail
 from django.test import Client
 from rest_framework.test import APIClient
 
-from project.models import OutboxMessage
+from project.outbox.models import OutboxMessage
 from tests.conftest import bearer
-from tests.project.outbox_support import RelayThread, running_worker
+from tests.project.outbox.support import RelayThread, running_worker
 from tests.support import wait_for
 from users.models import ApiKey
 from users.services import api_key_create

@@ -3,8 +3,8 @@ import threading
 
 from django.core.management.base import BaseCommand
 
-from project.outbox_metrics import serve_relay_metrics
-from project.relay import OutboxRelay
+from project.outbox.metrics import serve_relay_metrics
+from project.outbox.relay import OutboxRelay
 
 
 class Command(BaseCommand):

@@ -1,0 +1,26 @@
+"""Every locking queryset of the project app: the outbox rows.
+
+Outbox rows are locked by the relay (claim, publish, mark sent, one short transaction) and by
+an outbox task while it claims its row and while it marks it done (two short transactions; the
+task itself runs holding no lock, project.outbox.services.OutboxTask). Nothing else is locked meanwhile,
+so these locks take part in no cycle with the order and stock locks.
+"""
+
+from django.db.models.functions import Now
+
+from project.outbox.models import OutboxMessage
+
+
+def claim_due_messages(limit: int) -> list[OutboxMessage]:
+    """Pending rows due now and sent rows whose lease ran out, oldest due first (the `outbox_due`
+    index order). SKIP LOCKED: several relays share the work. A row whose task is running is not
+    due: the task's claim moved `next_attempt_at` to the end of its lease."""
+    return list(
+        OutboxMessage.objects.select_for_update(of=("self",), skip_locked=True)
+        .filter(state__in=[OutboxMessage.State.PENDING, OutboxMessage.State.SENT], next_attempt_at__lte=Now())
+        .order_by("next_attempt_at", "id")[:limit]
+    )
+
+
+def lock_message(message_id: int) -> OutboxMessage | None:
+    return OutboxMessage.objects.select_for_update(of=("self",)).filter(pk=message_id).order_by("pk").first()
