@@ -7,6 +7,9 @@ created and edited through the services too (compare-and-set on `version`); ware
 activated and deactivated through them as actions.
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -407,10 +410,36 @@ class ImportWarehouseInline(admin.TabularInline):
         return False
 
 
+@dataclass(frozen=True)
+class StaffExport:
+    slug: str  # the download is exports/<slug>.csv under the imports page, named ..._export_<slug>
+    label: str
+    view: Callable[[HttpRequest], HttpResponse]  # checks its own permission (exports.require_view_permission)
+
+
+# The CSV downloads linked from the imports page, in the order they are listed.
+STAFF_EXPORTS: dict[str, StaffExport] = {}
+
+
+def mount_export(*, slug: str, label: str, view: Callable[[HttpRequest], HttpResponse]) -> None:
+    """List a CSV download on the imports page and serve it under it, staff only.
+
+    Other apps mount theirs from their own admin module (orders mounts the orders export), so
+    the stock admin needs no import of them. Admin modules are all loaded (autodiscover) before
+    the admin's URLs are built, so a mount made at import is always in them.
+    """
+    STAFF_EXPORTS[slug] = StaffExport(slug=slug, label=label, view=view)
+
+
+mount_export(slug="products", label="Products", view=exports.products_csv_view)
+mount_export(slug="stock", label="Stock levels", view=exports.stock_csv_view)
+
+
 @admin.register(ImportJob)
 class ImportJobAdmin(admin.ModelAdmin):
     """Stock imports: upload a CSV, watch it run (the page refreshes itself), read its row errors.
-    The list page also links the CSV exports of products, stock and orders."""
+    The list page also links the CSV exports mounted with `mount_export` (products, stock, and
+    the orders export that orders.admin mounts)."""
 
     list_display = ["id", "original_name", "status", "progress", "rows_ok", "rows_failed", "created_by", "created_at"]
     list_display_links = ["id", "original_name"]
@@ -482,16 +511,15 @@ class ImportJobAdmin(admin.ModelAdmin):
     # --- upload, progress, exports ---
 
     def get_urls(self):
-        from orders.exports import orders_csv_view
-
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
         custom = [
             # csrf_exempt here only to move the check: upload_view runs it after the staff check.
             path("upload/", wrap(csrf_exempt(self.upload_view)), name=f"{prefix}_upload"),
-            path("exports/products.csv", wrap(exports.products_csv_view), name=f"{prefix}_export_products"),
-            path("exports/stock.csv", wrap(exports.stock_csv_view), name=f"{prefix}_export_stock"),
-            path("exports/orders.csv", wrap(orders_csv_view), name=f"{prefix}_export_orders"),
+            *(
+                path(f"exports/{export.slug}.csv", wrap(export.view), name=f"{prefix}_export_{export.slug}")
+                for export in STAFF_EXPORTS.values()
+            ),
         ]
         return custom + super().get_urls()
 
@@ -529,11 +557,7 @@ class ImportJobAdmin(admin.ModelAdmin):
     def changelist_view(self, request, extra_context=None):
         extra = {
             "upload_url": self._url("upload"),
-            "export_links": [
-                (self._url("export_products"), "Products"),
-                (self._url("export_stock"), "Stock levels"),
-                (self._url("export_orders"), "Orders"),
-            ],
+            "export_links": [(self._url(f"export_{export.slug}"), export.label) for export in STAFF_EXPORTS.values()],
             # The list follows running imports too.
             "refresh_seconds": 5 if ImportJob.objects.filter(status__in=UNFINISHED).exists() else None,
         }

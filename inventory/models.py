@@ -7,6 +7,11 @@ SKU_VALIDATOR = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "Letters, d
 CODE_VALIDATOR = RegexValidator(r"^[A-Z0-9][A-Z0-9_-]{0,31}$", "Upper-case letters, digits, '_' and '-' only.")
 
 
+def is_sku(value: object) -> bool:
+    """Whether `value` could be a product's SKU (text no product could have never reaches a query)."""
+    return isinstance(value, str) and SKU_VALIDATOR.regex.fullmatch(value) is not None
+
+
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True, validators=[SKU_VALIDATOR])
     name = models.CharField(max_length=200)
