@@ -10,12 +10,12 @@ import re
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from inventory.models import Product
+from inventory.models import SKU_PATTERN, Product
 
 REQUIRED_COLUMNS = ("sku", "warehouse", "on_hand")
 OPTIONAL_COLUMNS = ("name", "price")
 MAX_ON_HAND = 1_000_000_000
-SKU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+SKU_RE = re.compile(SKU_PATTERN)
 PRICE_RE = re.compile(r"\d{1,10}(?:\.\d{1,2})?")
 NAME_MAX = Product._meta.get_field("name").max_length
 
