@@ -107,7 +107,8 @@ class ProductAdminForm(ServiceModelForm):
 
 
 class WarehouseAdminForm(ServiceModelForm):
-    """Create through `warehouse_create`. Name and priority edits are plain saves (see the admin)."""
+    """Create through `warehouse_create`; edit name and priority through `warehouse_update` (the
+    code is never changed, `active` only by the list's actions)."""
 
     what = "warehouse"
 
@@ -116,9 +117,13 @@ class WarehouseAdminForm(ServiceModelForm):
         fields = ["code", "name", "priority"]
 
     def apply(self) -> None:
+        data = self.cleaned_data
         if self.instance.pk is None:
-            data = self.cleaned_data
             self.instance = services.warehouse_create(code=data["code"], name=data["name"], priority=data["priority"])
+        else:
+            self.instance = services.warehouse_update(
+                code=self.instance.code, name=data["name"], priority=data["priority"]
+            )
 
 
 # --- stock operations -------------------------------------------------------------------------

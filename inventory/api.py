@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inventory import selectors, services
-from inventory.cache import cached_list, cached_product
+from inventory.cache import cached_list
 from inventory.models import SKU_VALIDATOR
 from inventory.serializers import (
     AdjustmentSerializer,
@@ -172,13 +172,7 @@ class ProductDetailView(APIView):
     )
     def get(self, request, sku: str):
         """One product with `available`. ETag follows the product's version, not its availability."""
-        sku = _product_sku(sku)
-
-        def build():
-            product = selectors.product_detail(sku=sku)
-            return product_payload(product) if product else None
-
-        payload = cached_product(sku, build)
+        payload = selectors.catalogue_entry(_product_sku(sku))
         if payload is None or (not payload["active"] and not acts_as_staff(request)):
             raise NotFound(f"No product with SKU {sku!r}.")
         if if_none_match_hits(request, payload["version"]):

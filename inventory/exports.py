@@ -30,7 +30,8 @@ STOCK_HEADER = ["sku", "warehouse", "on_hand", "reserved", "available", "version
 
 
 def inert(value) -> object:
-    """A cell a spreadsheet shows and never evaluates."""
+    """A cell a spreadsheet shows and never evaluates: the one formula guard of every CSV we write
+    (these exports, the orders export, the daily sales report)."""
     if value is None:
         return ""
     if isinstance(value, bool):

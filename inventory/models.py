@@ -3,8 +3,16 @@ from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
-SKU_VALIDATOR = RegexValidator(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", "Letters, digits, '.', '_' and '-' only.")
+# What a SKU may be, written once: the model's validator, the product page's URL and the import's
+# check of each CSV line all use it (64 characters at most, as the column).
+SKU_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
+SKU_VALIDATOR = RegexValidator(rf"^{SKU_PATTERN}$", "Letters, digits, '.', '_' and '-' only.")
 CODE_VALIDATOR = RegexValidator(r"^[A-Z0-9][A-Z0-9_-]{0,31}$", "Upper-case letters, digits, '_' and '-' only.")
+
+
+def is_sku(value: object) -> bool:
+    """Whether `value` could be a product's SKU (text no product could have never reaches a query)."""
+    return isinstance(value, str) and SKU_VALIDATOR.regex.fullmatch(value) is not None
 
 
 class Product(models.Model):

@@ -1,11 +1,17 @@
-"""Reads of the inventory app. `available` is summed over active warehouses in one query."""
+"""Reads of the inventory app. `available` is summed over active warehouses in one query.
+
+`catalogue_entry` is the cached public shape of one product, the read shared by the API's
+product detail, the product page and the cart (inventory.cache holds the entries).
+"""
 
 from datetime import datetime
 
 from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from inventory.models import Product, StockLevel, StockMovement
+from inventory.cache import cached_product
+from inventory.models import Product, StockLevel, StockMovement, is_sku
+from inventory.serializers import product_payload
 
 
 def _available_subquery() -> Subquery:
@@ -42,6 +48,23 @@ def product_detail(*, sku: str, active_only: bool = False) -> Product | None:
     if active_only:
         products = products.filter(active=True)
     return products.first()
+
+
+def catalogue_entry(sku: str) -> dict | None:
+    """The cached public shape of one product (shared with the API's product cache), or None."""
+    if not is_sku(sku):
+        return None
+
+    def build():
+        product = product_detail(sku=sku)
+        return product_payload(product) if product else None
+
+    return cached_product(sku, build)
+
+
+def sold(entry: dict | None) -> bool:
+    """Whether a catalogue entry is a product shoppers may buy (it exists and is active)."""
+    return entry is not None and bool(entry.get("active"))
 
 
 def stock_levels(*, sku: str | None = None, warehouse_code: str | None = None) -> QuerySet[StockLevel]:

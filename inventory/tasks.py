@@ -2,11 +2,15 @@ import logging
 import time
 
 from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
+from django.db import InterfaceError, OperationalError, close_old_connections
 
+from inventory import imports
 from inventory.emails import SEND_LOW_STOCK_ALERT, low_stock_alert_send
 from inventory.errors import InvalidInput
 from inventory.services import import_files_prune, low_stock_alerts_queue
+from project.errors import LockTimeout, NotFound
 from project.outbox.services import OutboxTask
 
 logger = logging.getLogger("stockroom.inventory")
@@ -60,12 +64,6 @@ def import_stock(import_id) -> str | None:
     import waiting for a warehouse returns; the import holding it queues it again. Lock timeouts
     and a lost database connection raise, and the outbox publishes the task again with backoff.
     """
-    from celery.exceptions import SoftTimeLimitExceeded
-    from django.db import InterfaceError, OperationalError, close_old_connections
-
-    from inventory import imports
-    from project.errors import LockTimeout, NotFound
-
     if isinstance(import_id, bool) or not isinstance(import_id, int) or import_id < 1:
         logger.error("import_stock refused the argument %r: an import id is a positive integer", import_id)
         return None

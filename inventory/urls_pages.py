@@ -3,9 +3,10 @@
 from django.urls import path, re_path
 
 from inventory import views
+from inventory.models import SKU_PATTERN
 
 urlpatterns = [
     path("", views.catalogue, name="catalogue"),
     # Only what could be a SKU reaches the view; anything else is a plain 404.
-    re_path(r"^products/(?P<sku>[A-Za-z0-9][A-Za-z0-9._-]{0,63})/$", views.product, name="product"),
+    re_path(rf"^products/(?P<sku>{SKU_PATTERN})/$", views.product, name="product"),
 ]

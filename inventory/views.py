@@ -18,10 +18,6 @@ from inventory import selectors
 from inventory.cache import cached_list
 from inventory.serializers import product_payload
 
-# The product page carries the add-to-cart form, so it speaks the cart's language.
-from orders.cart import catalogue_entry, sold
-from orders.forms import CartAddForm
-
 PRODUCTS_PER_PAGE = 24
 
 
@@ -76,15 +72,13 @@ def catalogue(request):
 
 @require_GET
 def product(request, sku: str):
-    entry = catalogue_entry(sku)
-    if not sold(entry):
+    """One product. Its add-to-cart form is plain HTML in the template, posted to the cart's URL
+    (`cart-add`), whose view validates it; this page needs nothing of the cart's code."""
+    entry = selectors.catalogue_entry(sku)
+    if not selectors.sold(entry):
         raise Http404("No such product.")
     return render(
         request,
         "inventory/product.html",
-        {
-            "product": entry,
-            "form": CartAddForm(initial={"sku": entry["sku"], "quantity": 1}),
-            "max_quantity": settings.ORDER_MAX_QUANTITY,
-        },
+        {"product": entry, "max_quantity": settings.ORDER_MAX_QUANTITY},
     )

@@ -20,6 +20,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from inventory.admin import mount_export
 from orders.admin_forms import (
     ORDER_TRANSITIONS,
     OrderTransition,
@@ -28,9 +29,13 @@ from orders.admin_forms import (
     transitions_offered,
 )
 from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
+from orders.exports import orders_csv_view
 from orders.models import Allocation, IdempotencyKey, Order, OrderLine
 from project.errors import DomainError
 from project.http.admin_selection import ReadOnlyAdminMixin
+
+# Listed with the stock exports on the imports page: admin/inventory/importjob/exports/orders.csv.
+mount_export(slug="orders", label="Orders", view=orders_csv_view)
 
 # Each order moves in its own short transaction inside the web request: a selection larger than
 # this would outlast the worker's timeout. Bulk fulfilment of large batches is a Celery job.

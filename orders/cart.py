@@ -18,10 +18,8 @@ from itertools import islice
 
 from django.conf import settings
 
-from inventory import selectors
-from inventory.cache import cached_product
-from inventory.models import SKU_VALIDATOR
-from inventory.serializers import product_payload
+from inventory.models import is_sku
+from inventory.selectors import catalogue_entry, sold
 from project.values import is_whole_number
 
 SESSION_KEY = "cart"
@@ -44,24 +42,8 @@ class CartLine:
         return self.quantity > self.available
 
 
-def is_sku(value: object) -> bool:
-    return isinstance(value, str) and SKU_VALIDATOR.regex.fullmatch(value) is not None
-
-
 def is_quantity(value: object) -> bool:
     return is_whole_number(value, minimum=1, maximum=settings.ORDER_MAX_QUANTITY)
-
-
-def catalogue_entry(sku: str) -> dict | None:
-    """The cached public shape of one product (shared with the API's product cache), or None."""
-    if not is_sku(sku):
-        return None
-
-    def build():
-        product = selectors.product_detail(sku=sku)
-        return product_payload(product) if product else None
-
-    return cached_product(sku, build)
 
 
 def _good_lines(raw: dict) -> Iterator[tuple[str, int]]:
@@ -70,10 +52,6 @@ def _good_lines(raw: dict) -> Iterator[tuple[str, int]]:
     for sku, quantity in islice(raw.items(), settings.ORDER_MAX_LINES):
         if is_sku(sku) and is_quantity(quantity):
             yield sku, quantity
-
-
-def sold(entry: dict | None) -> bool:
-    return entry is not None and bool(entry.get("active"))
 
 
 class Cart:

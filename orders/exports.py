@@ -1,7 +1,7 @@
 """CSV export of orders for staff (DESIGN.md §7), streamed like the inventory exports.
 
-Mounted in the admin next to the product and stock exports (inventory.admin, the imports page);
-formula-like text cells are made inert by inventory.exports.inert.
+Mounted by orders.admin next to the product and stock exports (inventory.admin.mount_export, on
+the imports page); formula-like text cells are made inert by inventory.exports.inert.
 """
 
 from collections.abc import Iterator

@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from inventory import locks as stock_locks
 from inventory.cache import catalogue_changed
+from inventory.exports import inert
 from inventory.metrics import record_stock_changes
 from inventory.models import StockLevel, StockMovement
 from inventory.selectors import stock_ledger_breaches
@@ -216,12 +217,6 @@ def bulk_fulfil(*, order_ids, run_id: int | None = None, actor=None, chunk_size:
 CSV_HEADER = ["sku", "name", "orders", "units", "revenue"]
 
 
-def _inert(cell) -> str:
-    """A spreadsheet must not run a cell as a formula: =, +, -, @ (and tab, CR) get a quote."""
-    text = str(cell)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def day_bounds(day: date) -> tuple[datetime, datetime]:
     """The first instant of `day` and of the next day, in settings.TIME_ZONE (DST-aware)."""
     zone = ZoneInfo(settings.TIME_ZONE)
@@ -252,7 +247,7 @@ def sales_report_generate(*, day: date) -> SalesReport:
     units, revenue = 0, Decimal("0.00")
     for row in rows:
         writer.writerow(
-            [_inert(row["product__sku"]), _inert(row["product__name"]), row["orders"], row["units"], row["revenue"]]
+            [inert(row["product__sku"]), inert(row["product__name"]), row["orders"], row["units"], row["revenue"]]
         )
         units += row["units"]
         revenue += row["revenue"]

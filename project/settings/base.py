@@ -397,7 +397,7 @@ RATELIMIT_REDIS_TIMEOUT = env_float("RATELIMIT_REDIS_TIMEOUT", 0.3)
 # Bodies larger than this are refused with 413 from Content-Length, before anything reads them.
 MAX_REQUEST_BODY_BYTES = env_int("MAX_REQUEST_BODY_BYTES", DATA_UPLOAD_MAX_MEMORY_SIZE)
 IMPORT_MAX_UPLOAD_BYTES = env_int("IMPORT_MAX_UPLOAD_BYTES", 200 * 1024 * 1024)
-# The API's upload and the admin's upload form (inventory.admin.ImportJobAdmin.upload_view).
+# The API's upload and the admin's upload form (inventory.admin.imports.ImportJobAdmin.upload_view).
 IMPORT_UPLOAD_PATHS = env_list("IMPORT_UPLOAD_PATHS", ["/api/v1/imports", "/admin/inventory/importjob/upload/"])
 # Our pages load nothing from elsewhere. Swagger UI (served from our static files) needs inline
 # script and style, so its page alone gets them.

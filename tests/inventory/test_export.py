@@ -2,7 +2,6 @@
 
 import csv
 import io
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -13,10 +12,7 @@ from django.test import Client
 from inventory import services as stock
 from inventory.exports import inert
 from inventory.models import Product
-from orders import services as order_services
-from orders.api import render_order
 from tests.factories import ProductFactory, WarehouseFactory
-from tests.orders.conftest import ADDRESS
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -83,36 +79,6 @@ def test_the_stock_export_can_be_imported_again_and_its_cells_are_plain_numbers(
     assert [row[:5] for row in rows[1:]] == [["MUG", "EAST", "2", "0", "2"], ["MUG", "MAIN", "5", "0", "5"]]
 
 
-def test_the_orders_export_lists_orders_with_their_customer_and_an_inert_reference(admin_client):
-    WarehouseFactory(code="MAIN")
-    ProductFactory(sku="MUG", price=Decimal("12.50"))
-    stock.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=5)
-    buyer = User.objects.create_user(email="buyer@example.com", password="x" * 20)
-    placed = order_services.order_place(
-        user=buyer,
-        lines=[order_services.OrderLineRequest("MUG", 2)],
-        shipping_address={**ADDRESS, "name": "@Ada"},
-        render=render_order,
-        reference="=cmd|' /C calc'!A0",
-        idempotency_key=uuid.uuid4().hex,
-        fingerprint="x",
-    )
-
-    rows = read_csv(admin_client.get(f"{EXPORTS}/orders.csv"))
-
-    header, (row,) = rows[0], rows[1:]
-    record = dict(zip(header, row, strict=True))
-    assert record["number"] == placed.order.number
-    assert (record["status"], record["customer"], record["lines"], record["total"]) == (
-        "reserved",
-        "buyer@example.com",
-        "1",
-        "25.00",
-    )
-    assert record["reference"] == "'=cmd|' /C calc'!A0"
-    assert record["shipping_name"] == "'@Ada"
-
-
 def test_export_selected_admin_actions_stream_only_the_chosen_rows(admin_client):
     WarehouseFactory(code="MAIN")
     chosen = ProductFactory(sku="ONE", name="-1")
@@ -138,7 +104,7 @@ def test_exports_need_staff_with_the_view_permission():
     assert client.get(f"{EXPORTS}/stock.csv").status_code == 403
     clerk.user_permissions.add(Permission.objects.get(codename="view_stocklevel"))
     assert client.get(f"{EXPORTS}/stock.csv").status_code == 200
-    assert client.get(f"{EXPORTS}/orders.csv").status_code == 403
+    assert client.get(f"{EXPORTS}/products.csv").status_code == 403
 
     customer = User.objects.create_user(email="shopper@example.com", password="x" * 20)
     client.force_login(customer)

@@ -219,3 +219,19 @@ def test_the_ledger_is_append_only(product, main):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement)
     assert StockMovement.objects.get().delta_on_hand == 5
+
+
+def test_warehouse_update_sets_name_and_priority_and_leaves_a_deactivation_alone(main):
+    loaded = Warehouse.objects.get(code="MAIN")  # an admin page loaded while the warehouse was active
+    services.warehouse_deactivate(code="MAIN")
+
+    updated = services.warehouse_update(code=loaded.code, name="Main hall", priority=7)
+
+    main.refresh_from_db()
+    assert (main.name, main.priority, main.active) == ("Main hall", 7, False)
+    assert (updated.name, updated.priority, updated.active) == ("Main hall", 7, False)
+
+
+def test_warehouse_update_of_an_unknown_code_is_not_found(db):
+    with pytest.raises(NotFound):
+        services.warehouse_update(code="NOPE", name="Nowhere", priority=1)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from inventory import imports
+from inventory.imports import apply, run, stage
 from inventory.models import ImportJob, Product
 from inventory.services import import_files_prune
 from inventory.tasks import prune_import_files
@@ -76,7 +77,7 @@ def test_an_import_file_is_deleted_once_the_import_finishes(catalogue, rows, sta
 def test_a_refused_or_stopped_import_has_its_file_deleted(catalogue):
     empty = new_job(b"")
     stopped = new_job(csv_bytes(catalogue))
-    assert imports._stage(stopped.pk)
+    stage.stage_file(stopped.pk)
 
     imports.import_run(import_id=empty.pk)
     imports.import_fail(import_id=stopped.pk, message="Stopped by staff.")
@@ -88,9 +89,9 @@ def test_a_refused_or_stopped_import_has_its_file_deleted(catalogue):
 
 def test_an_import_resumed_after_a_crash_still_reads_its_file_until_it_finishes(catalogue):
     job = new_job(csv_bytes(catalogue))
-    assert imports._stage(job.pk)
-    imports._claim(job.pk)
-    assert imports._apply_next_chunk(job.pk)
+    stage.stage_file(job.pk)
+    run.claim_warehouses(job.pk)
+    assert apply.apply_next_chunk(job.pk)
     # The worker dies here, and a database crash empties the UNLOGGED staging table: the retried
     # task must stage the file again.
     with connection.cursor() as cursor:

@@ -1,6 +1,6 @@
 """Resuming an import: the service run again after each kind of interruption, on real PostgreSQL.
 
-(The end-to-end crash, a worker's child killed mid-import, is in test_import_crash.py.)
+(The end-to-end crash, a worker's child killed mid-import, is in tests/inventory/test_import_crash.py.)
 """
 
 import threading
@@ -10,6 +10,7 @@ from django.core.files.base import ContentFile
 from django.db import connection, transaction
 
 from inventory import imports
+from inventory.imports import apply, run, stage
 from inventory.models import ImportJob, Product, StockLevel, StockMovement
 from tests.factories import WarehouseFactory
 from tests.invariants import assert_ledger_invariants
@@ -47,9 +48,9 @@ def catalogue(media):
 
 def test_a_run_stopped_between_chunks_resumes_at_the_next_chunk(catalogue):
     job = new_job([*catalogue[:20], "BAD,MAIN,x", *catalogue[20:]])
-    assert imports._stage(job.pk)
-    imports._claim(job.pk)
-    assert imports._apply_next_chunk(job.pk) and imports._apply_next_chunk(job.pk)
+    stage.stage_file(job.pk)
+    run.claim_warehouses(job.pk)
+    assert apply.apply_next_chunk(job.pk) and apply.apply_next_chunk(job.pk)
     # ... the worker dies here; the task runs again:
     job = imports.import_run(import_id=job.pk)
 
@@ -64,9 +65,9 @@ def test_a_run_stopped_between_chunks_resumes_at_the_next_chunk(catalogue):
 
 def test_staging_emptied_by_a_database_crash_is_rebuilt_from_the_file_and_applied_chunks_are_skipped(catalogue):
     job = new_job(catalogue)
-    assert imports._stage(job.pk)
-    imports._claim(job.pk)
-    assert imports._apply_next_chunk(job.pk)
+    stage.stage_file(job.pk)
+    run.claim_warehouses(job.pk)
+    assert apply.apply_next_chunk(job.pk)
     with connection.cursor() as cursor:  # what a PostgreSQL crash does to an UNLOGGED table
         cursor.execute("DELETE FROM inventory_importrow WHERE import_id = %s", [job.pk])
 
@@ -106,12 +107,12 @@ def test_a_second_run_while_the_first_holds_the_job_is_told_to_wait_and_changes_
 
 def test_a_stopped_import_applies_no_further_chunk(catalogue):
     job = new_job(catalogue)
-    assert imports._stage(job.pk)
-    imports._claim(job.pk)
-    assert imports._apply_next_chunk(job.pk)
+    stage.stage_file(job.pk)
+    run.claim_warehouses(job.pk)
+    assert apply.apply_next_chunk(job.pk)
     imports.import_fail(import_id=job.pk, message="Stopped by staff.")
 
-    assert not imports._apply_next_chunk(job.pk)
+    assert not apply.apply_next_chunk(job.pk)
     job.refresh_from_db()
     assert (job.status, job.rows_done, job.chunks_applied) == ("failed", 9, 1)  # lines 2..10
     assert StockLevel.objects.count() == 9

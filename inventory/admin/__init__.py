@@ -1,0 +1,19 @@
+"""Staff admin of the inventory app, one module per part of the stock:
+
+- `products`: the catalogue, with each product's stock per warehouse;
+- `warehouses`: created and edited through the services, (de)activated by actions;
+- `stock_levels`: levels (read-only pages) and their operations (receive, adjust, count, transfer);
+- `ledger`: the stock movements, read-only;
+- `imports`: stock CSV imports (upload, progress, stop, queue again) and the CSV exports page,
+  where other apps mount their exports with `mount_export` (orders mounts the orders export).
+
+Stock quantities are never edited as fields: receipts, adjustments, counts and transfers are
+admin forms (`inventory.admin_forms`) that call the services, with the level's version carried in
+the form so a concurrent change shows as a conflict instead of being overwritten. Products are
+created and edited through the services too (compare-and-set on `version`), and so are warehouses.
+"""
+
+from inventory.admin import imports, ledger, products, stock_levels, warehouses
+from inventory.admin.imports import mount_export
+
+__all__ = ["imports", "ledger", "mount_export", "products", "stock_levels", "warehouses"]
