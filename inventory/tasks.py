@@ -12,6 +12,7 @@ from inventory.errors import InvalidInput
 from inventory.services import import_files_prune, low_stock_alerts_queue
 from project.errors import LockTimeout, NotFound
 from project.outbox.services import OutboxTask
+from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.inventory")
 
@@ -64,7 +65,7 @@ def import_stock(import_id) -> str | None:
     import waiting for a warehouse returns; the import holding it queues it again. Lock timeouts
     and a lost database connection raise, and the outbox publishes the task again with backoff.
     """
-    if isinstance(import_id, bool) or not isinstance(import_id, int) or import_id < 1:
+    if not is_whole_number(import_id, minimum=1):
         logger.error("import_stock refused the argument %r: an import id is a positive integer", import_id)
         return None
     try:
