@@ -8,7 +8,7 @@
   where other apps mount their exports with `mount_export` (orders mounts the orders export).
 
 Stock quantities are never edited as fields: receipts, adjustments, counts and transfers are
-admin forms (`inventory.admin_forms`) that call the services, with the level's version carried in
+admin forms (`inventory.admin.forms`) that call the services, with the level's version carried in
 the form so a concurrent change shows as a conflict instead of being overwritten. Products are
 created and edited through the services too (compare-and-set on `version`), and so are warehouses.
 """

@@ -3,8 +3,8 @@
 from django.contrib import admin
 
 from inventory import exports, selectors
+from inventory.admin.forms import ProductAdminForm
 from inventory.admin.transactions import ServiceTransactionMixin
-from inventory.admin_forms import ProductAdminForm
 from inventory.models import Product, StockLevel
 from project.http.admin_selection import ReadOnlyAdminMixin
 

@@ -10,7 +10,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html_join
 
 from inventory import exports
-from inventory.admin_forms import STOCK_OPERATIONS, NewReceiptForm
+from inventory.admin.forms import STOCK_OPERATIONS, NewReceiptForm
 from inventory.models import StockLevel, StockMovement
 from project.http.admin_selection import ReadOnlyAdminMixin
 

@@ -3,8 +3,8 @@
 from django.contrib import admin, messages
 
 from inventory import services
+from inventory.admin.forms import WarehouseAdminForm
 from inventory.admin.transactions import ServiceTransactionMixin
-from inventory.admin_forms import WarehouseAdminForm
 from inventory.models import Warehouse
 from project.errors import DomainError
 
