@@ -25,9 +25,9 @@ def sql_of(migration: str) -> str:
 
 
 def test_the_current_sql_files_are_what_the_latest_migrations_install():
-    # A change to orders/placement.sql or orders/expiry.sql needs a new migration carrying the new
+    # A change to orders/placement/placement.sql or orders/expiry.sql needs a new migration carrying the new
     # text in orders/migrations/sql/ (and restoring this one on its way back).
-    assert (ROOT / "orders" / "placement.sql").read_text() == sql_of("0009_place_order_reserves_last")
+    assert (ROOT / "orders" / "placement" / "placement.sql").read_text() == sql_of("0009_place_order_reserves_last")
     assert (ROOT / "orders" / "expiry.sql").read_text() == sql_of("0005_expire_chunk_function")
 
 

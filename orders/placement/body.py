@@ -1,0 +1,39 @@
+"""The response body of a placed order, as each placement path gets it.
+
+The ORM path renders the order it has just built (`attach_for_rendering` fills the relation
+caches the renderer reads, so rendering while stock rows are locked costs no query); the SQL
+path receives the body orders_place_order built as jsonb, whose keys PostgreSQL keeps in its own
+order, and `sql_body` puts them back in the API's order.
+"""
+
+from inventory.models import StockLevel, Warehouse
+from orders.models import Allocation
+
+ORDER_FIELDS = (
+    "number", "status", "customer", "reference", "lines", "total", "currency", "paid_amount", "shipping_address",
+    "version", "expires_at", "created_at", "updated_at", "paid_at", "fulfilled_at", "returned_at", "cancelled_at",
+    "expired_at",
+)  # fmt: skip
+LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "allocations")
+
+
+def attach_for_rendering(order, user, order_lines, products, rows, allocations) -> None:
+    """Fill the relation caches the serializer reads, so rendering inside the transaction
+    (while stock rows are locked) costs no query."""
+    product_by_id = {product.pk: product for product, _ in products}
+    per_line: dict[int, list[Allocation]] = {line.pk: [] for line in order_lines}
+    for row, allocation in zip(rows, allocations, strict=True):
+        warehouse = Warehouse(pk=allocation.warehouse_id, code=allocation.warehouse_code)
+        row.stock_level = StockLevel(pk=allocation.level_id, warehouse=warehouse)
+        per_line[row.line_id].append(row)
+    for line in order_lines:
+        line.product = product_by_id[line.product_id]
+        line._prefetched_objects_cache = {"allocations": per_line[line.pk]}
+    order.user = user
+    order._prefetched_objects_cache = {"lines": order_lines}
+
+
+def sql_body(body: dict) -> dict:
+    """orders_place_order's body with its keys (and its lines' keys) in the API's order."""
+    body["lines"] = [{key: line[key] for key in LINE_FIELDS} for line in body["lines"]]
+    return {key: body[key] for key in ORDER_FIELDS}
