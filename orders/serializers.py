@@ -169,6 +169,13 @@ class OrderSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
+# The keys of the order body, in its order: the SQL placement's jsonb body is put back in this
+# order (orders.placement.body), and order_payload builds the same keys (a test holds every
+# producer of the body to OrderSerializer's output).
+ORDER_FIELDS = tuple(OrderSerializer.Meta.fields)
+LINE_FIELDS = tuple(LineOutSerializer().fields)
+
+
 class OrderQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
     updated_since = serializers.DateTimeField(required=False)
@@ -191,9 +198,12 @@ def _datetime(value) -> str | None:
 
 
 def order_payload(order: Order) -> dict:
-    """The API's order, built by hand: the hot path renders it while stock rows are locked, and
-    this costs a fraction of the nested serializers. OrderSerializer documents the same shape
-    (tests keep the two identical)."""
+    """The API's order body, the one producer of it in Python (the API's responses, the ORM
+    placement path and the idempotency key's stored response). Built by hand: the placement
+    renders it while stock rows are locked, and this costs a fraction of the nested serializers.
+    OrderSerializer defines the shape (the schema's, ORDER_FIELDS); orders_place_order
+    (orders/placement/placement.sql) builds the same in SQL. tests/orders/placement/test_body.py
+    holds both to the serializer's output for orders of every shape."""
     return {
         "number": order.number,
         "status": order.status,

@@ -3,18 +3,12 @@
 The ORM path renders the order it has just built (`attach_for_rendering` fills the relation
 caches the renderer reads, so rendering while stock rows are locked costs no query); the SQL
 path receives the body orders_place_order built as jsonb, whose keys PostgreSQL keeps in its own
-order, and `sql_body` puts them back in the API's order.
+order, and `sql_body` puts them back in the API's order (ORDER_FIELDS, from OrderSerializer).
 """
 
 from inventory.models import StockLevel, Warehouse
 from orders.models import Allocation
-
-ORDER_FIELDS = (
-    "number", "status", "customer", "reference", "lines", "total", "currency", "paid_amount", "shipping_address",
-    "version", "expires_at", "created_at", "updated_at", "paid_at", "fulfilled_at", "returned_at", "cancelled_at",
-    "expired_at",
-)  # fmt: skip
-LINE_FIELDS = ("sku", "name", "quantity", "unit_price", "allocations")
+from orders.serializers import LINE_FIELDS, ORDER_FIELDS
 
 
 def attach_for_rendering(order, user, order_lines, products, rows, allocations) -> None:
