@@ -78,9 +78,36 @@ def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], in
     return {pair: ids[pair] for pair in wanted}
 
 
+LEDGER_WRITE_SQL = "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s)"
+
+
 def _record(movements: Sequence[StockMovement], skus: Iterable[str]) -> None:
-    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit."""
-    StockMovement.objects.bulk_create(movements)
+    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit.
+
+    The one Python writer of ledger rows: the (unsaved) movements go to the SQL function
+    inventory_ledger_write (inventory/migrations/sql/0006_ledger_write.sql), which every SQL path
+    calls too, one call per reason, note and actor (a service's movements share them: one round
+    trip), stamped with this process's clock as `auto_now_add` would.
+    """
+    now = timezone.now()
+    calls: dict[tuple, list[StockMovement]] = defaultdict(list)
+    for movement in movements:
+        calls[(movement.reason, movement.note, movement.actor_id)].append(movement)
+    with connection.cursor() as cursor:
+        for (reason, note, actor_id), rows in calls.items():
+            cursor.execute(
+                LEDGER_WRITE_SQL,
+                [
+                    [row.level_id for row in rows],
+                    [row.delta_on_hand for row in rows],
+                    [row.delta_reserved for row in rows],
+                    str(reason),
+                    [row.reference for row in rows],
+                    note,
+                    actor_id,
+                    now,
+                ],
+            )
     for movement in movements:
         STOCK_CHANGES.labels(reason=movement.reason).inc()
     catalogue_changed(skus)

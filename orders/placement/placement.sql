@@ -1,9 +1,10 @@
 -- orders_place_order: the whole order transaction of the `conditional` strategy in one round trip.
 --
--- It writes exactly the rows orders.services._create_order writes through the ORM, with the same
--- lock order (the new order row, its lines, then stock levels by id ascending): resolve the SKUs,
--- insert the order and its lines, write the confirmation email to the outbox, plan each line over
--- active warehouses by priority (a line may split), write the ledger rows and allocations and
+-- It writes exactly the rows orders.placement.orm._create_order writes through the ORM, with the
+-- same lock order (the new order row, its lines, then stock levels by id ascending): resolve the
+-- SKUs, insert the order and its lines, write the confirmation email to the outbox (outbox_write,
+-- the outbox's one writer), plan each line over active warehouses by priority (a line may split),
+-- write the ledger rows (inventory_ledger_write, the ledger's one writer) and allocations and
 -- complete the idempotency key with the response body, then, last, reserve each level with a
 -- conditional UPDATE (PostgreSQL re-checks `on_hand - reserved >= n` on the newest row version
 -- after any lock wait) and re-read the warehouses used in a new statement (a concurrent
@@ -139,14 +140,11 @@ BEGIN
         )
         SELECT array_agg(i.id ORDER BY array_position(v_pids, i.product_id)) INTO v_line_ids FROM inserted i;
 
-        INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-        VALUES (p_email_task, '[]'::jsonb, jsonb_build_object('order_id', v_order_id, 'kind', 'placed'),
-                p_request_id, 'pending', 0, '');
-        -- NULL: this process notified the relay a moment ago (project.outbox.outbox_notify_channel):
-        -- notifying commits are serialised by PostgreSQL, so they are throttled.
-        IF p_notify_channel IS NOT NULL THEN
-            PERFORM pg_notify(p_notify_channel, '');
-        END IF;
+        -- p_notify_channel NULL: this process notified the relay a moment ago
+        -- (project.outbox.outbox_notify_channel): notifying commits are serialised by
+        -- PostgreSQL, so they are throttled.
+        PERFORM outbox_write(p_email_task, NULL, ARRAY[jsonb_build_object('order_id', v_order_id, 'kind', 'placed')],
+                             p_request_id, p_notify_channel);
 
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).
@@ -188,10 +186,10 @@ BEGIN
             -- SKU. A lost race undoes this whole attempt (the block is a subtransaction) and
             -- plans again.
             BEGIN
-                INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
-                SELECT u.level_id, 0, u.qty, 'reservation', p_number, '', p_user_id, v_now
-                  FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty)
-                 ORDER BY u.level_id;
+                PERFORM inventory_ledger_write(array_agg(u.level_id ORDER BY u.level_id), array_agg(0 ORDER BY u.level_id),
+                                               array_agg(u.qty ORDER BY u.level_id), 'reservation',
+                                               array_agg(p_number ORDER BY u.level_id), '', p_user_id, v_now)
+                   FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty);
 
                 INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
                 SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
