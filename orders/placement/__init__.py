@@ -15,11 +15,11 @@ from django.conf import settings
 
 from orders.models import Order
 from orders.placement.orm import place_through_orm
-from orders.placement.request import OrderLineRequest, PlacementResult
+from orders.placement.request import OrderLineRequest, PlacedLines, PlacementResult
 from orders.placement.sql import place_in_one_round_trip
 from project.observability import observe_order_placement
 
-__all__ = ["OrderLineRequest", "PlacementResult", "order_place"]
+__all__ = ["OrderLineRequest", "PlacedLines", "PlacementResult", "order_place"]
 
 
 @observe_order_placement
@@ -28,12 +28,16 @@ def order_place(
     user,
     lines: Sequence[OrderLineRequest],
     shipping_address: dict,
-    render: Callable[[Order], dict],
+    render: Callable[[Order, PlacedLines], dict],
     reference: str = "",
     idempotency_key: str | None = None,
     fingerprint: str = "",
 ) -> PlacementResult:
     """Place an order: reserve every line across warehouses by priority, or reserve nothing.
+
+    `render(order, lines)` gives the body of a new order on the ORM path, which stores it on the
+    key (order_payload for the API; `lines` are the order's lines with their allocations, at
+    hand: no query); the SQL path builds the API's body itself.
 
     Idempotent per (user, key): the order and the key's stored response commit together. Domain
     refusals (4xx) are stored and replayed; anything else leaves no claim, so a retry runs again.

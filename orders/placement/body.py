@@ -1,19 +1,20 @@
 """The response body of a placed order, as each placement path gets it.
 
-The ORM path renders the order it has just built (`attach_for_rendering` fills the relation
-caches the renderer reads, so rendering while stock rows are locked costs no query); the SQL
+The ORM path renders the order it has just built with the lines and allocations it holds
+(`placed_lines`: rendering while stock rows are locked costs no query); the SQL
 path receives the body orders_place_order built as jsonb, whose keys PostgreSQL keeps in its own
 order, and `sql_body` puts them back in the API's order (ORDER_FIELDS, from OrderSerializer).
 """
 
 from inventory.models import StockLevel, Warehouse
-from orders.models import Allocation
+from orders.models import Allocation, OrderLine
 from orders.serializers import LINE_FIELDS, ORDER_FIELDS
 
 
-def attach_for_rendering(order, user, order_lines, products, rows, allocations) -> None:
-    """Fill the relation caches the serializer reads, so rendering inside the transaction
-    (while stock rows are locked) costs no query."""
+def placed_lines(order_lines, products, rows, allocations) -> list[tuple[OrderLine, list[Allocation]]]:
+    """The new order's lines, each with its allocations, as order_payload reads them: the
+    product and the warehouse code come from what the placement already holds, so rendering
+    inside the transaction (while stock rows are locked) costs no query."""
     product_by_id = {product.pk: product for product, _ in products}
     per_line: dict[int, list[Allocation]] = {line.pk: [] for line in order_lines}
     for row, allocation in zip(rows, allocations, strict=True):
@@ -22,9 +23,7 @@ def attach_for_rendering(order, user, order_lines, products, rows, allocations) 
         per_line[row.line_id].append(row)
     for line in order_lines:
         line.product = product_by_id[line.product_id]
-        line._prefetched_objects_cache = {"allocations": per_line[line.pk]}
-    order.user = user
-    order._prefetched_objects_cache = {"lines": order_lines}
+    return [(line, per_line[line.pk]) for line in order_lines]
 
 
 def sql_body(body: dict) -> dict:

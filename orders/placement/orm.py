@@ -18,9 +18,10 @@ from inventory.models import Product
 from orders.emails import order_email_enqueue
 from orders.idempotency import claim_idempotency_key, complete_claim, drop_claim, store_refusal
 from orders.models import Allocation, Order, OrderLine
-from orders.placement.body import attach_for_rendering
+from orders.placement.body import placed_lines
 from orders.placement.request import (
     OrderLineRequest,
+    PlacedLines,
     PlacementResult,
     check_line_count,
     new_order_number,
@@ -81,8 +82,7 @@ def _create_order(
             for a in allocations
         ]
     )
-    attach_for_rendering(order, user, order_lines, products, rows, allocations)
-    body = render(order)
+    body = render(order, placed_lines(order_lines, products, rows, allocations))
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=body, order_id=order.pk)
     return order, body
@@ -93,7 +93,7 @@ def place_through_orm(
     user,
     lines: Sequence[OrderLineRequest],
     shipping_address: dict,
-    render: Callable[[Order], dict],
+    render: Callable[[Order, PlacedLines], dict],
     reference: str,
     idempotency_key: str | None,
     fingerprint: str,

@@ -6,9 +6,11 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from orders.models import Order
+from orders.models import Allocation, Order, OrderLine
 from project.errors import InvalidInput
 
+# What order_place hands its `render` callable with the new order: each line with its allocations.
+PlacedLines = list[tuple[OrderLine, list[Allocation]]]
 NUMBER_ALPHABET = "23456789ABCDEFGHJKLMNPQRSTUVWXYZ"  # no 0/O, 1/I: read aloud on the phone
 
 

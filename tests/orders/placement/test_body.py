@@ -7,13 +7,17 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
+from orders import services
+from orders.api import render_order
 from orders.models import Order
 from orders.placement.body import sql_body
 from orders.selectors import order_for
 from orders.serializers import LINE_FIELDS, ORDER_FIELDS, OrderSerializer, order_payload
 from tests.factories import ProductFactory
-from tests.orders.conftest import place
+from tests.orders.conftest import ADDRESS, place
 
 SHAPES = {
     "one line": [("TEA", 1)],
@@ -104,3 +108,21 @@ def test_both_paths_refuse_with_the_same_envelope_first_and_on_replay(customer_c
     assert replayed == (status, envelope)
     assert status in (400, 409) and set(envelope) == {"error"}
     assert not Order.objects.exists()
+
+
+def test_the_orm_path_renders_its_new_order_without_a_query(customer, shop, settings):
+    settings.ORDER_PLACEMENT_IN_SQL = False
+    queries_while_rendering = []
+
+    def render(order, lines):
+        with CaptureQueriesContext(connection) as queries:
+            body = render_order(order, lines)
+        queries_while_rendering.append(len(queries))
+        return body
+
+    result = services.order_place(
+        user=customer, lines=[services.OrderLineRequest("MUG", 7)], shipping_address=ADDRESS, render=render
+    )
+
+    assert queries_while_rendering == [0]  # stock rows are locked meanwhile
+    assert_same_body(result.body, serialized(result.body["number"]))
