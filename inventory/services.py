@@ -26,6 +26,7 @@ from inventory.reservation import Allocation, reserve_levels
 from inventory.selectors import products_with_availability
 from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
 from project.errors import NotFound
+from project.values import is_whole_number
 
 Reason = StockMovement.Reason
 MAX_QUANTITY = 1_000_000_000
@@ -79,16 +80,43 @@ def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], in
     return {pair: ids[pair] for pair in wanted}
 
 
+LEDGER_WRITE_SQL = "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s)"
+
+
 def _record(movements: Sequence[StockMovement], skus: Iterable[str]) -> None:
-    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit."""
-    StockMovement.objects.bulk_create(movements)
+    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit.
+
+    The one Python writer of ledger rows: the (unsaved) movements go to the SQL function
+    inventory_ledger_write (inventory/migrations/sql/0006_ledger_write.sql), which every SQL path
+    calls too, one call per reason, note and actor (a service's movements share them: one round
+    trip), stamped with this process's clock as `auto_now_add` would.
+    """
+    now = timezone.now()
+    calls: dict[tuple, list[StockMovement]] = defaultdict(list)
+    for movement in movements:
+        calls[(movement.reason, movement.note, movement.actor_id)].append(movement)
+    with connection.cursor() as cursor:
+        for (reason, note, actor_id), rows in calls.items():
+            cursor.execute(
+                LEDGER_WRITE_SQL,
+                [
+                    [row.level_id for row in rows],
+                    [row.delta_on_hand for row in rows],
+                    [row.delta_reserved for row in rows],
+                    str(reason),
+                    [row.reference for row in rows],
+                    note,
+                    actor_id,
+                    now,
+                ],
+            )
     for movement in movements:
         STOCK_CHANGES.labels(reason=movement.reason).inc()
     catalogue_changed(skus)
 
 
 def _check_quantity(name: str, value: int, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= MAX_QUANTITY:
+    if not is_whole_number(value, minimum=minimum, maximum=MAX_QUANTITY):
         raise InvalidInput(fields={name: [f"Must be a whole number from {minimum} to {MAX_QUANTITY}."]})
 
 
@@ -112,7 +140,7 @@ def stock_adjust(
     Raises VersionConflict when `expected_version` is given and stale, InvalidStock when the
     result would fall below reserved (or zero), InvalidInput for unknown SKU or warehouse.
     """
-    if isinstance(delta, bool) or not isinstance(delta, int) or delta == 0 or abs(delta) > MAX_QUANTITY:
+    if delta == 0 or not is_whole_number(delta, minimum=-MAX_QUANTITY, maximum=MAX_QUANTITY):
         raise InvalidInput(fields={"delta": [f"Must be a non-zero whole number within ±{MAX_QUANTITY}."]})
     product, warehouse = _product_and_warehouse(sku, warehouse_code)
     level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
@@ -164,7 +192,7 @@ def stock_count(
     the count is below the reserved units. The ledger row carries the real difference.
     """
     _check_quantity("on_hand", on_hand, minimum=0)
-    if isinstance(expected_version, bool) or not isinstance(expected_version, int):
+    if not is_whole_number(expected_version):
         raise InvalidInput(fields={"expected_version": ["A cycle count needs the version it was counted against."]})
     product, warehouse = _product_and_warehouse(sku, warehouse_code)
     level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
@@ -494,7 +522,7 @@ def import_files_prune(*, older_than_days: int) -> int:
     """Delete files under MEDIA_ROOT/imports/ last changed more than `older_than_days` ago, except
     those of unfinished imports; returns how many. Leftovers are files of imports that finished
     just before a crash, and uploads whose job was never saved (or was deleted)."""
-    if isinstance(older_than_days, bool) or not isinstance(older_than_days, int) or older_than_days < 1:
+    if not is_whole_number(older_than_days, minimum=1):
         raise InvalidInput(fields={"older_than_days": ["Must be a whole number of days, at least 1."]})
     storage = ImportJob._meta.get_field("file").storage
     try:

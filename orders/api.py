@@ -40,8 +40,9 @@ class OrderPagination(Cursor):
     ordering = "-id"
 
 
-def render_order(order) -> dict:
-    return order_payload(order)
+def render_order(order, lines=None) -> dict:
+    """The API's body of a new order (order_place's `render`)."""
+    return order_payload(order, lines)
 
 
 def _order_response(order, status_code=status.HTTP_200_OK) -> Response:

@@ -2,10 +2,11 @@
 --
 -- Claims up to p_limit reserved orders past their deadline that no one else holds (FOR UPDATE SKIP
 -- LOCKED, in the (expires_at, id) order of the partial index order_reserved_expiry_id, starting
--- after the previous chunk's last row), moves them to `expired`, writes their emails to the outbox,
--- then locks every stock level they hold in id order in one statement (the system's lock order:
--- order rows, then levels by id) and gives the units back: each level updated once with its total,
--- one `expiry` ledger row per allocation (reference: the order's number).
+-- after the previous chunk's last row), moves them to `expired`, writes their emails to the outbox
+-- (outbox_write), then locks every stock level they hold in id order in one statement (the
+-- system's lock order: order rows, then levels by id) and gives the units back: each level updated
+-- once with its total, one `expiry` ledger row per allocation (reference: the order's number),
+-- written by inventory_ledger_write.
 --
 -- Runs inside the caller's transaction, which commits the chunk. Returns how many orders it
 -- expired, the (expires_at, id) to continue after, the ledger rows written and the SKUs touched
@@ -81,11 +82,12 @@ BEGIN
     IF v_moved <> expired THEN
         RAISE EXCEPTION 'expired % of % claimed orders', v_moved, expired;  -- rolls the chunk back
     END IF;
-    INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-    SELECT p_email_task, '[]'::jsonb, jsonb_build_object('order_id', u.id, 'kind', 'expired'), p_request_id,
-           'pending', 0, ''
-      FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
-     ORDER BY u.ord;
+    -- No NOTIFY here: the caller (orders.jobs) notifies the relay once the chunk is written.
+    PERFORM outbox_write(p_email_task, NULL,
+                         ARRAY(SELECT jsonb_build_object('order_id', u.id, 'kind', 'expired')
+                                 FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
+                                ORDER BY u.ord),
+                         p_request_id, NULL);
 
     SELECT array_agg(al.stock_level_id ORDER BY al.id), array_agg(al.quantity ORDER BY al.id),
            array_agg(o.number ORDER BY al.id), coalesce(array_agg(DISTINCT p.sku), '{}')
@@ -112,11 +114,9 @@ BEGIN
     IF v_updated <> cardinality(v_levels) THEN
         RAISE EXCEPTION 'updated % of % stock levels', v_updated, cardinality(v_levels);
     END IF;
-    INSERT INTO inventory_stockmovement
-           (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
-    SELECT a.level_id, 0, -a.quantity, 'expiry', a.reference, '', NULL, now()
-      FROM unnest(v_a_level, v_a_qty, v_a_ref) WITH ORDINALITY AS a(level_id, quantity, reference, ord)
-     ORDER BY a.ord;
-    ledger_rows := cardinality(v_a_level);
+    ledger_rows := inventory_ledger_write(
+        v_a_level, array_fill(0::bigint, ARRAY[cardinality(v_a_level)]),
+        ARRAY(SELECT -a.quantity::bigint FROM unnest(v_a_qty) WITH ORDINALITY AS a(quantity, ord) ORDER BY a.ord),
+        'expiry', v_a_ref, '', NULL, now());
 END
 $fn$;

@@ -1,12 +1,13 @@
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 
 from django.conf import settings
 from rest_framework import serializers
 
 from inventory.models import SKU_VALIDATOR
-from orders.models import Order
+from orders.models import Allocation, Order, OrderLine
 from project.api.bounded_lists import BoundedListSerializer
 
 
@@ -169,6 +170,13 @@ class OrderSerializer(serializers.ModelSerializer):
         ]  # fmt: skip
 
 
+# The keys of the order body, in its order: the SQL placement's jsonb body is put back in this
+# order (orders.placement.body), and order_payload builds the same keys (a test holds every
+# producer of the body to OrderSerializer's output).
+ORDER_FIELDS = tuple(OrderSerializer.Meta.fields)
+LINE_FIELDS = tuple(LineOutSerializer().fields)
+
+
 class OrderQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
     updated_since = serializers.DateTimeField(required=False)
@@ -190,10 +198,21 @@ def _datetime(value) -> str | None:
     return None if value is None else value.isoformat().replace("+00:00", "Z")
 
 
-def order_payload(order: Order) -> dict:
-    """The API's order, built by hand: the hot path renders it while stock rows are locked, and
-    this costs a fraction of the nested serializers. OrderSerializer documents the same shape
-    (tests keep the two identical)."""
+def order_payload(order: Order, lines: Iterable[tuple[OrderLine, Iterable[Allocation]]] | None = None) -> dict:
+    """The API's order body, the one producer of it in Python (the API's responses, the ORM
+    placement path and the idempotency key's stored response). Built by hand: the placement
+    renders it while stock rows are locked, and this costs a fraction of the nested serializers.
+    OrderSerializer defines the shape (the schema's, ORDER_FIELDS); orders_place_order
+    (orders/placement/placement.sql) builds the same in SQL. tests/orders/placement/test_body.py
+    holds both to the serializer's output for orders of every shape.
+
+    `lines`: the order's lines, each with its allocations (line.product and
+    allocation.stock_level.warehouse loaded), when the caller holds them (the placement that has
+    just written them); by default they are read through order.lines and line.allocations
+    (prefetch those for many orders: orders.selectors).
+    """
+    if lines is None:
+        lines = ((line, line.allocations.all()) for line in order.lines.all())
     return {
         "number": order.number,
         "status": order.status,
@@ -207,10 +226,10 @@ def order_payload(order: Order) -> dict:
                 "unit_price": _decimal(line.unit_price),
                 "allocations": [
                     {"warehouse": allocation.stock_level.warehouse.code, "quantity": allocation.quantity}
-                    for allocation in line.allocations.all()
+                    for allocation in allocations
                 ],
             }
-            for line in order.lines.all()
+            for line, allocations in lines
         ],
         "total": _decimal(order.total),
         "currency": order.currency,

@@ -9,7 +9,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.forms.utils import ErrorDict
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -167,10 +166,11 @@ def _render_checkout(request, cart: Cart, form: CheckoutForm | None = None, stat
         data = form.data.copy()
         for name, value in fresh.items():
             data[name] = value  # replace (QueryDict.update would append)
-        # The hidden fields' errors were said in a message; the new page has new hidden values.
-        errors = ErrorDict({name: e for name, e in form.errors.items() if name not in ("basket", "idempotency_key")})
         form = CheckoutForm(data)
-        form._errors = errors
+        # What the shopper typed is judged again (no field's check depends on another or on the
+        # database): the same errors on the same fields, and none on the hidden fields, whose new
+        # values are valid (their old errors were said in a message).
+        form.is_valid()
     return render(
         request,
         "orders/checkout.html",
@@ -212,7 +212,7 @@ def checkout(request):
             idempotency_key=key,
             # The same page submitted twice carries the same basket and address: one order.
             fingerprint=request_fingerprint("POST", request.path, {"lines": lines, "shipping_address": address}),
-            render=lambda order: {"number": order.number},
+            render=lambda order, lines: {"number": order.number},
         )
     except InsufficientStock as error:
         messages.error(request, _insufficient_message(error.items, names))

@@ -81,20 +81,22 @@ WITH src AS MATERIALIZED (
       FROM locked l
      WHERE s.id = l.id AND l.new_on_hand <> l.old_on_hand AND l.new_on_hand >= l.reserved
     RETURNING s.id, l.sku, l.new_on_hand - l.old_on_hand AS delta
-), moved AS (
-    INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note,
-                                         actor_id, created_at)
-    SELECT id, on_hand, 0, %(reason)s, %(reference)s, '', %(actor)s::bigint, now() FROM created WHERE on_hand <> 0
-     UNION ALL
-    SELECT id, delta, 0, %(reason)s, %(reference)s, '', %(actor)s::bigint, now() FROM updated
-    RETURNING 1
+), moved AS MATERIALIZED (
+    SELECT inventory_ledger_write(coalesce(array_agg(c.id ORDER BY c.part, c.id), '{}'),
+                                  coalesce(array_agg(c.delta ORDER BY c.part, c.id), '{}'),
+                                  array_fill(0::bigint, ARRAY[count(*)::integer]), %(reason)s,
+                                  array_fill(%(reference)s::text, ARRAY[count(*)::integer]), '',
+                                  %(actor)s::bigint, now()) AS rows
+      FROM (SELECT id, on_hand AS delta, 1 AS part FROM created WHERE on_hand <> 0
+             UNION ALL
+            SELECT id, delta, 2 FROM updated) c
 )
 SELECT (SELECT count(*) FROM inventory_importrow r
          WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s) AS rows,
        (SELECT count(*) FROM src WHERE product_id IS NOT NULL) AS known,
        (SELECT count(*) FROM created) + (SELECT count(*) FROM locked) AS found,
        (SELECT count(*) FROM locked WHERE new_on_hand < reserved) AS refused,
-       (SELECT count(*) FROM moved) AS moved,
+       (SELECT rows FROM moved) AS moved,
        (SELECT coalesce(array_agg(sku), '{}')
           FROM (SELECT sku FROM missing WHERE new_on_hand <> 0
                  UNION ALL

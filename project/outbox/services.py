@@ -92,6 +92,25 @@ def notify_relay() -> None:
             cursor.execute("SELECT pg_notify(%s, '')", [channel])
 
 
+def _outbox_write(task: str, messages: Sequence[tuple[list, dict]], channel: str | None) -> list[int]:
+    """The one writer of outbox rows in Python: one call of the SQL function outbox_write
+    (project/migrations/sql/0003_outbox_write.sql), which the SQL paths call too. One statement:
+    every row of `messages` ((args, kwargs), already checked) and the NOTIFY of `channel` (None:
+    none). Returns the new ids in order."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT outbox_write(%s, %s::jsonb[], %s::jsonb[], %s, %s)",
+            [
+                task,
+                [json.dumps(args) for args, _ in messages],
+                [json.dumps(kwargs) for _, kwargs in messages],
+                request_id_var.get() or "",
+                channel,
+            ],
+        )
+        return cursor.fetchone()[0]
+
+
 def outbox_enqueue(*, task: str, kwargs: dict | None = None, args: Sequence | None = None) -> int:
     """Write one message for `task` in the caller's transaction, with the current request id;
     returns its id.
@@ -103,40 +122,16 @@ def outbox_enqueue(*, task: str, kwargs: dict | None = None, args: Sequence | No
     """
     require_transaction("outbox_enqueue")
     args, kwargs = _checked(task, args, kwargs)
-    channel = outbox_notify_channel()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH message AS (
-                INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-                VALUES (%s, %s::jsonb, %s::jsonb, %s, 'pending', 0, '')
-                RETURNING id
-            )
-            SELECT id, CASE WHEN %s::text IS NULL THEN NULL ELSE pg_notify(%s, '') END FROM message
-            """,
-            [task, json.dumps(args), json.dumps(kwargs), request_id_var.get() or "", channel, channel],
-        )
-        return cursor.fetchone()[0]
+    return _outbox_write(task, [(args, kwargs)], outbox_notify_channel())[0]
 
 
 def outbox_enqueue_many(*, task: str, kwargs_list: Iterable[dict]) -> int:
-    """`outbox_enqueue` for many messages of one task in one INSERT (batch jobs)."""
+    """`outbox_enqueue` for many messages of one task in one statement (batch jobs)."""
     require_transaction("outbox_enqueue_many")
-    encoded = []
-    for kwargs in kwargs_list:
-        _, checked = _checked(task, None, kwargs)
-        encoded.append(json.dumps(checked))
-    if encoded:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-                SELECT %s, '[]'::jsonb, k::jsonb, %s, 'pending', 0, '' FROM unnest(%s::text[]) AS k
-                """,
-                [task, request_id_var.get() or "", encoded],
-            )
-        notify_relay()
-    return len(encoded)
+    messages = [_checked(task, None, kwargs) for kwargs in kwargs_list]
+    if messages:
+        _outbox_write(task, messages, outbox_notify_channel())
+    return len(messages)
 
 
 # --- what tasks and the relay record -------------------------------------------------------------

@@ -144,7 +144,7 @@ def test_short_stock_at_checkout_names_the_item_and_what_is_left(page, shop):
         user=other,
         lines=[orders.OrderLineRequest("POT", 1)],
         shipping_address={**ADDRESS, "country": "GB"},
-        render=lambda order: {},
+        render=lambda order, lines: {},
     )
     page.get_by_role("button", name="Place the order").click()
     expect(page.locator(".messages .error")).to_contain_text("Teapot (POT): you asked for 2, only 1 left")
@@ -225,7 +225,7 @@ def test_another_users_order_is_not_found(page, other_page, shop):
         user=owner,
         lines=[orders.OrderLineRequest("MUG", 1)],
         shipping_address={**ADDRESS, "country": "GB"},
-        render=lambda order: {"number": order.number},
+        render=lambda order, lines: {"number": order.number},
     )
     number = placed.body["number"]
     UserFactory(email="fi@example.com")

@@ -357,13 +357,3 @@ def test_a_read_only_key_cannot_place_or_pay(customer, shop):
 
     assert place(client, ("MUG", 1)).status_code == 403
     assert client.get("/api/v1/orders").status_code == 200
-
-
-def test_the_hand_built_payload_matches_the_documented_serializer(customer_client, shop):
-    from orders.selectors import order_for
-    from orders.serializers import OrderSerializer, order_payload
-
-    number = place(customer_client, ("MUG", 7), ("TEA", 1)).json()["number"]
-    order = order_for(user=Order.objects.get(number=number).user, number=number)
-
-    assert order_payload(order) == OrderSerializer(order).data

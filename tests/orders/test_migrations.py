@@ -1,5 +1,5 @@
 """Migrations keep their own past: each one that installs SQL carries the SQL of its own day
-(orders/migrations/sql/), its reverse restores the definition before it, and a scratch database
+(<app>/migrations/sql/), its reverse restores the definition before it, and a scratch database
 goes from zero to the latest schema, back to zero and forward again."""
 
 import os
@@ -14,6 +14,9 @@ import pytest
 from tests.support import ROOT, subprocess_env
 
 SQL_DIR = ROOT / "orders" / "migrations" / "sql"
+LATEST = "0011_place_and_expire_through_the_writers"
+# Our SQL functions: the orders functions, and the one writer of each row SQL and Python share.
+OURS = ("orders\\_%", "outbox\\_%", "inventory\\_%")
 # Reversed in this order: each app before the apps it depends on.
 APPS_TO_ZERO = [
     "admin", "orders", "inventory", "django_celery_beat", "users", "project", "sessions", "auth", "contenttypes",
@@ -25,10 +28,11 @@ def sql_of(migration: str) -> str:
 
 
 def test_the_current_sql_files_are_what_the_latest_migrations_install():
-    # A change to orders/placement.sql or orders/expiry.sql needs a new migration carrying the new
+    # A change to orders/placement/placement.sql or orders/expiry.sql needs a new migration carrying the new
     # text in orders/migrations/sql/ (and restoring this one on its way back).
-    assert (ROOT / "orders" / "placement.sql").read_text() == sql_of("0009_place_order_reserves_last")
-    assert (ROOT / "orders" / "expiry.sql").read_text() == sql_of("0005_expire_chunk_function")
+    placement = (ROOT / "orders" / "placement" / "placement.sql").read_text()
+    expiry = (ROOT / "orders" / "expiry.sql").read_text()
+    assert placement + expiry == sql_of(LATEST)
 
 
 @pytest.fixture
@@ -63,8 +67,9 @@ def functions(url: str) -> dict[str, str]:
             """
             SELECT p.proname || '(' || p.pronargs || ')', p.prosrc
               FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = 'public' AND p.proname LIKE 'orders\\_%'
-            """
+             WHERE n.nspname = 'public' AND p.proname LIKE ANY (%s)
+            """,
+            [list(OURS)],
         ).fetchall()
     return dict(rows)
 
@@ -77,7 +82,7 @@ def tables(url: str) -> set[str]:
 def installed_by(url: str, signature: str) -> str:
     """Which migration's SQL holds the body of `signature` in the scratch database."""
     body = functions(url)[signature]
-    owners = [path.stem for path in sorted(SQL_DIR.glob("*.sql")) if body in path.read_text()]
+    owners = [path.stem for path in sorted(ROOT.glob("*/migrations/sql/*.sql")) if body in path.read_text()]
     assert owners, f"{signature}'s body is in no migration's SQL"
     return owners[-1]
 
@@ -87,9 +92,22 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     url = scratch_database
 
     migrate(url)
-    assert set(functions(url)) == {"orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)"}
-    assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
+    assert set(functions(url)) == {
+        "orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)", "outbox_write(5)",
+        "inventory_ledger_write(8)", "inventory_stockmovement_append_only(0)",
+    }  # fmt: skip
+    assert installed_by(url, "orders_place_order(15)") == LATEST
+    assert installed_by(url, "orders_expire_chunk(7)") == LATEST
+    assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
+    assert installed_by(url, "inventory_ledger_write(8)") == "0006_ledger_write"
 
+    migrate(url, "orders", "0010")
+    assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
+    assert installed_by(url, "orders_expire_chunk(7)") == "0005_expire_chunk_function"
+    migrate(url, "project", "0002")
+    assert "outbox_write(5)" not in functions(url)
+    migrate(url, "inventory", "0005")
+    assert "inventory_ledger_write(8)" not in functions(url)
     migrate(url, "orders", "0008")
     assert installed_by(url, "orders_place_order(15)") == "0007_place_order_claims_the_key"
     migrate(url, "orders", "0006")
@@ -106,5 +124,7 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     assert tables(url) == {"django_migrations"}
 
     migrate(url)
-    assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
-    assert installed_by(url, "orders_expire_chunk(7)") == "0005_expire_chunk_function"
+    assert installed_by(url, "orders_place_order(15)") == LATEST
+    assert installed_by(url, "orders_expire_chunk(7)") == LATEST
+    assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
+    assert installed_by(url, "inventory_ledger_write(8)") == "0006_ledger_write"

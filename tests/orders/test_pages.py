@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from inventory.models import Product, StockLevel
 from inventory.services import product_update
-from orders.forms import sign_basket
+from orders.forms import sign_basket, unsign_basket
 from orders.models import IdempotencyKey, Order
 from tests.factories import UserFactory
 from tests.invariants import assert_stock_invariants
@@ -267,6 +267,21 @@ def test_a_bad_address_is_a_form_error_and_nothing_is_placed(shop, shopper, fiel
     assert cart_of(shopper) == {"MUG": 1}
     # what the shopper typed is still there, with a fresh key for the next try
     assert 'value="Ada Lovelace"' in response.content.decode() or field == "name"
+
+
+def test_a_page_shown_again_keeps_the_typed_errors_and_renews_the_hidden_fields(shop, shopper):
+    add(shopper, "MUG", 1)
+    sent = {**checkout_form(shopper), "country": "GBR", "basket": "garbage", "idempotency_key": "not-a-uuid"}
+
+    response = shopper.post("/checkout/", sent)
+
+    assert response.status_code == 400
+    form = response.context["form"]
+    assert set(form.errors) == {"country"}
+    assert form["basket"].value() != "garbage" and form["idempotency_key"].value() != "not-a-uuid"
+    assert unsign_basket(form["basket"].value()) == [("MUG", 1)]
+    assert form["name"].value() == sent["name"] and form["country"].value() == "GBR"
+    assert any("out of date or altered" in text for text in texts(response))
 
 
 @pytest.mark.parametrize(

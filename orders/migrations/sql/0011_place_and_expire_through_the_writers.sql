@@ -1,9 +1,10 @@
 -- orders_place_order: the whole order transaction of the `conditional` strategy in one round trip.
 --
--- It writes exactly the rows orders.services._create_order writes through the ORM, with the same
--- lock order (the new order row, its lines, then stock levels by id ascending): resolve the SKUs,
--- insert the order and its lines, write the confirmation email to the outbox, plan each line over
--- active warehouses by priority (a line may split), write the ledger rows and allocations and
+-- It writes exactly the rows orders.placement.orm._create_order writes through the ORM, with the
+-- same lock order (the new order row, its lines, then stock levels by id ascending): resolve the
+-- SKUs, insert the order and its lines, write the confirmation email to the outbox (outbox_write,
+-- the outbox's one writer), plan each line over active warehouses by priority (a line may split),
+-- write the ledger rows (inventory_ledger_write, the ledger's one writer) and allocations and
 -- complete the idempotency key with the response body, then, last, reserve each level with a
 -- conditional UPDATE (PostgreSQL re-checks `on_hand - reserved >= n` on the newest row version
 -- after any lock wait) and re-read the warehouses used in a new statement (a concurrent
@@ -139,14 +140,11 @@ BEGIN
         )
         SELECT array_agg(i.id ORDER BY array_position(v_pids, i.product_id)) INTO v_line_ids FROM inserted i;
 
-        INSERT INTO project_outboxmessage (task, args, kwargs, request_id, state, attempts, last_error)
-        VALUES (p_email_task, '[]'::jsonb, jsonb_build_object('order_id', v_order_id, 'kind', 'placed'),
-                p_request_id, 'pending', 0, '');
-        -- NULL: this process notified the relay a moment ago (project.outbox.outbox_notify_channel):
-        -- notifying commits are serialised by PostgreSQL, so they are throttled.
-        IF p_notify_channel IS NOT NULL THEN
-            PERFORM pg_notify(p_notify_channel, '');
-        END IF;
+        -- p_notify_channel NULL: this process notified the relay a moment ago
+        -- (project.outbox.services.outbox_notify_channel): notifying commits are serialised by
+        -- PostgreSQL, so they are throttled.
+        PERFORM outbox_write(p_email_task, NULL, ARRAY[jsonb_build_object('order_id', v_order_id, 'kind', 'placed')],
+                             p_request_id, p_notify_channel);
 
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).
@@ -188,10 +186,10 @@ BEGIN
             -- SKU. A lost race undoes this whole attempt (the block is a subtransaction) and
             -- plans again.
             BEGIN
-                INSERT INTO inventory_stockmovement (level_id, delta_on_hand, delta_reserved, reason, reference, note, actor_id, created_at)
-                SELECT u.level_id, 0, u.qty, 'reservation', p_number, '', p_user_id, v_now
-                  FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty)
-                 ORDER BY u.level_id;
+                PERFORM inventory_ledger_write(array_agg(u.level_id ORDER BY u.level_id), array_agg(0 ORDER BY u.level_id),
+                                               array_agg(u.qty ORDER BY u.level_id), 'reservation',
+                                               array_agg(p_number ORDER BY u.level_id), '', p_user_id, v_now)
+                   FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty);
 
                 INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
                 SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
@@ -256,5 +254,127 @@ BEGIN
     END;
 
     RETURN jsonb_build_object('order_id', v_order_id, 'body', v_body);
+END
+$fn$;
+-- orders_expire_chunk: one chunk of the expiry sweep (orders.jobs.expire_reservations) in one call.
+--
+-- Claims up to p_limit reserved orders past their deadline that no one else holds (FOR UPDATE SKIP
+-- LOCKED, in the (expires_at, id) order of the partial index order_reserved_expiry_id, starting
+-- after the previous chunk's last row), moves them to `expired`, writes their emails to the outbox
+-- (outbox_write), then locks every stock level they hold in id order in one statement (the
+-- system's lock order: order rows, then levels by id) and gives the units back: each level updated
+-- once with its total, one `expiry` ledger row per allocation (reference: the order's number),
+-- written by inventory_ledger_write.
+--
+-- Runs inside the caller's transaction, which commits the chunk. Returns how many orders it
+-- expired, the (expires_at, id) to continue after, the ledger rows written and the SKUs touched
+-- (the caller invalidates their cached reads at commit).
+
+CREATE OR REPLACE FUNCTION orders_expire_chunk(
+    p_now timestamptz,
+    p_limit integer,
+    p_after_expires timestamptz,  -- the previous chunk's last row; '-infinity', 0 for the first
+    p_after_id bigint,
+    p_order_ids bigint[],         -- NULL: every order; otherwise only these (the admin's selection)
+    p_email_task text,
+    p_request_id text,
+    OUT expired integer,
+    OUT last_expires timestamptz,
+    OUT last_id bigint,
+    OUT ledger_rows integer,
+    OUT skus text[]
+)
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    v_ids bigint[];
+    v_numbers text[];
+    v_expires timestamptz[];
+    v_moved integer;
+    v_a_level bigint[];
+    v_a_qty integer[];
+    v_a_ref text[];
+    v_levels bigint[];
+    v_units bigint[];
+    v_updated integer;
+BEGIN
+    -- Two static claims rather than one with `p_order_ids IS NULL OR ...`: each keeps a plan that
+    -- walks the partial index from (p_after_expires, p_after_id) once PL/pgSQL caches it.
+    IF p_order_ids IS NULL THEN
+        SELECT array_agg(c.id ORDER BY c.expires_at, c.id), array_agg(c.number ORDER BY c.expires_at, c.id),
+               array_agg(c.expires_at ORDER BY c.expires_at, c.id)
+          INTO v_ids, v_numbers, v_expires
+          FROM (SELECT o.id, o.number, o.expires_at
+                  FROM orders_order o
+                 WHERE o.status = 'reserved' AND o.expires_at <= p_now
+                   AND (o.expires_at, o.id) > (p_after_expires, p_after_id)
+                 ORDER BY o.expires_at, o.id
+                 LIMIT p_limit
+                   FOR UPDATE SKIP LOCKED) c;
+    ELSE
+        SELECT array_agg(c.id ORDER BY c.expires_at, c.id), array_agg(c.number ORDER BY c.expires_at, c.id),
+               array_agg(c.expires_at ORDER BY c.expires_at, c.id)
+          INTO v_ids, v_numbers, v_expires
+          FROM (SELECT o.id, o.number, o.expires_at
+                  FROM orders_order o
+                 WHERE o.id = ANY (p_order_ids) AND o.status = 'reserved' AND o.expires_at <= p_now
+                   AND (o.expires_at, o.id) > (p_after_expires, p_after_id)
+                 ORDER BY o.expires_at, o.id
+                 LIMIT p_limit
+                   FOR UPDATE SKIP LOCKED) c;
+    END IF;
+    expired := coalesce(cardinality(v_ids), 0);
+    ledger_rows := 0;
+    skus := '{}';
+    IF expired = 0 THEN
+        RETURN;
+    END IF;
+    last_expires := v_expires[expired];
+    last_id := v_ids[expired];
+
+    -- The rows are ours (claimed above) and still `reserved`: move them and write their emails
+    -- before any stock level is locked, so those locks are held for the release alone.
+    UPDATE orders_order
+       SET status = 'expired', expired_at = p_now, updated_at = p_now, version = version + 1
+     WHERE id = ANY (v_ids) AND status = 'reserved';
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    IF v_moved <> expired THEN
+        RAISE EXCEPTION 'expired % of % claimed orders', v_moved, expired;  -- rolls the chunk back
+    END IF;
+    -- No NOTIFY here: the caller (orders.jobs) notifies the relay once the chunk is written.
+    PERFORM outbox_write(p_email_task, NULL,
+                         ARRAY(SELECT jsonb_build_object('order_id', u.id, 'kind', 'expired')
+                                 FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
+                                ORDER BY u.ord),
+                         p_request_id, NULL);
+
+    SELECT array_agg(al.stock_level_id ORDER BY al.id), array_agg(al.quantity ORDER BY al.id),
+           array_agg(o.number ORDER BY al.id), coalesce(array_agg(DISTINCT p.sku), '{}')
+      INTO v_a_level, v_a_qty, v_a_ref, skus
+      FROM unnest(v_ids, v_numbers) AS o(id, number)
+      JOIN orders_orderline l ON l.order_id = o.id
+      JOIN orders_allocation al ON al.line_id = l.id
+      JOIN inventory_product p ON p.id = l.product_id;
+    IF v_a_level IS NULL THEN
+        RETURN;
+    END IF;
+    SELECT array_agg(v.level_id ORDER BY v.level_id), array_agg(v.units ORDER BY v.level_id)
+      INTO v_levels, v_units
+      FROM (SELECT a.level_id, sum(a.quantity) AS units
+              FROM unnest(v_a_level, v_a_qty) AS a(level_id, quantity)
+             GROUP BY a.level_id) v;
+    -- Every level of the chunk locked in id order by one statement before any of them changes.
+    PERFORM 1 FROM inventory_stocklevel s WHERE s.id = ANY (v_levels) ORDER BY s.id FOR UPDATE;
+    UPDATE inventory_stocklevel s
+       SET reserved = s.reserved - v.units, updated_at = now()
+      FROM unnest(v_levels, v_units) AS v(id, units)
+     WHERE s.id = v.id;
+    GET DIAGNOSTICS v_updated = ROW_COUNT;
+    IF v_updated <> cardinality(v_levels) THEN
+        RAISE EXCEPTION 'updated % of % stock levels', v_updated, cardinality(v_levels);
+    END IF;
+    ledger_rows := inventory_ledger_write(
+        v_a_level, array_fill(0::bigint, ARRAY[cardinality(v_a_level)]),
+        ARRAY(SELECT -a.quantity::bigint FROM unnest(v_a_qty) WITH ORDINALITY AS a(quantity, ord) ORDER BY a.ord),
+        'expiry', v_a_ref, '', NULL, now());
 END
 $fn$;

@@ -1,4 +1,4 @@
-"""The one-round-trip placement (orders/placement.sql) and the ORM path leave the same rows."""
+"""The one-round-trip placement (orders/placement/placement.sql) and the ORM path leave the same rows."""
 
 import pytest
 from django.db import connection

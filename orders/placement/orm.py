@@ -1,0 +1,135 @@
+"""Placing an order through the ORM: every strategy but `conditional` with ORDER_PLACEMENT_IN_SQL.
+
+The idempotency key is claimed and committed first (orders.idempotency), then one transaction
+writes the order, its lines, its email (outbox) and reserves stock last, through
+inventory.services.reserve_stock: the order row, its lines, then stock levels by pk (DESIGN §4).
+"""
+
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError
+from django.utils import timezone
+
+from inventory import services as stock
+from inventory.models import Product
+from orders.emails import order_email_enqueue
+from orders.idempotency import claim_idempotency_key, complete_claim, drop_claim, store_refusal
+from orders.models import Allocation, Order, OrderLine
+from orders.placement.body import placed_lines
+from orders.placement.request import (
+    OrderLineRequest,
+    PlacedLines,
+    PlacementResult,
+    check_line_count,
+    new_order_number,
+    quantity_errors,
+)
+from project.db.transactions import atomic_with_retry
+from project.errors import DomainError, InvalidInput
+
+
+def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]]:
+    check_line_count(lines)
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[line.sku for line in lines])}
+    problems, found = [], []
+    for line in lines:
+        product = products.get(line.sku)
+        errors = {}
+        if product is None:
+            errors["sku"] = [f"Unknown SKU {line.sku!r}."]
+        elif not product.active:
+            errors["sku"] = [f"{line.sku!r} is no longer sold."]
+        errors.update(quantity_errors(line))
+        problems.append(errors)
+        found.append((product, line.quantity))
+    if any(problems):
+        raise InvalidInput(fields={"lines": problems})
+    return found
+
+
+@atomic_with_retry
+def _create_order(
+    *, user, lines: Sequence[OrderLineRequest], shipping_address: dict, reference: str, claim_id: int | None, render
+) -> tuple[Order, dict]:
+    products = _products_for(lines)
+    now = timezone.now()
+    order = Order(
+        number=new_order_number(),
+        user=user,
+        total=sum((product.price * quantity for product, quantity in products), Decimal("0.00")),
+        currency=settings.SHOP_CURRENCY,
+        reference=reference,
+        expires_at=now + timedelta(minutes=settings.ORDER_RESERVATION_MINUTES),
+        **{f"shipping_{field}": value for field, value in shipping_address.items()},
+    )
+    order.save()  # a number collision (32^8 numbers) raises IntegrityError: the caller draws again
+    order_lines = OrderLine.objects.bulk_create(
+        [
+            OrderLine(order=order, product=product, quantity=quantity, unit_price=product.price)
+            for product, quantity in products
+        ]
+    )
+    order_email_enqueue(order_id=order.pk, kind="placed")  # outbox row: commits with the order or not at all
+    # Stock levels are locked last (the system's lock order) and held for as short as possible.
+    allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
+    line_for_product = {line.product_id: line for line in order_lines}
+    rows = Allocation.objects.bulk_create(
+        [
+            Allocation(line=line_for_product[a.product_id], stock_level_id=a.level_id, quantity=a.quantity)
+            for a in allocations
+        ]
+    )
+    body = render(order, placed_lines(order_lines, products, rows, allocations))
+    if claim_id is not None:
+        complete_claim(claim_id=claim_id, body=body, order_id=order.pk)
+    return order, body
+
+
+def place_through_orm(
+    *,
+    user,
+    lines: Sequence[OrderLineRequest],
+    shipping_address: dict,
+    render: Callable[[Order, PlacedLines], dict],
+    reference: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> PlacementResult:
+    """Claim the key (committed), then place the order in one transaction with bounded retries
+    (lock timeouts and deadlocks, then LockTimeout; an order number drawn twice is drawn again).
+    Domain refusals (4xx) are stored on the claim for replays; anything else drops the claim."""
+    claim_id = None
+    if idempotency_key is not None:
+        claim_id, stored = claim_idempotency_key(user=user, key=idempotency_key, fingerprint=fingerprint)
+        if stored is not None:
+            return PlacementResult(stored.response_status, stored.response_body, replayed=True)
+    try:
+        for attempt in range(3):
+            try:
+                order, body = _create_order(
+                    user=user,
+                    lines=lines,
+                    shipping_address=shipping_address,
+                    reference=reference,
+                    claim_id=claim_id,
+                    render=render,
+                )
+                break
+            except IntegrityError as exc:  # an order number drawn twice: draw again
+                if attempt == 2 or "orders_order_number_key" not in str(exc):
+                    raise
+    except DomainError as error:
+        if claim_id is not None:
+            if 400 <= error.status_code < 500:
+                store_refusal(claim_id, error)
+            else:
+                drop_claim(claim_id)
+        raise
+    except BaseException:
+        if claim_id is not None:
+            drop_claim(claim_id)
+        raise
+    return PlacementResult(201, body, replayed=False, placed=order)
