@@ -17,7 +17,7 @@ def initialise_series() -> None:
 
 
 def record_stock_changes(reason: str, count: int) -> None:
-    """For ledger rows written in SQL (orders/placement.sql, orders/expiry.sql, the import), which
+    """For ledger rows written in SQL (orders/placement/placement.sql, orders/expiry.sql, the import), which
     inventory.services cannot count one by one."""
     if count:
         STOCK_CHANGES.labels(reason=reason).inc(count)

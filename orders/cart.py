@@ -5,7 +5,7 @@ product retired since it was added) or were never valid (a session row edited by
 format). Reading the cart drops whatever is not a known, active SKU with a whole quantity from
 1 to ORDER_MAX_QUANTITY, keeps every good line, and reports what it dropped so the page can say
 so. Availability shown next to a line is the cached catalogue figure; stock is only decided when
-the order is placed (orders.services.order_place).
+the order is placed (orders.placement.order_place).
 
 Django's `login()` cycles the session key but keeps its data, so a cart built before logging in
 is still there afterwards; `logout()` flushes the session, cart included.

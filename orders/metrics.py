@@ -24,7 +24,7 @@ ORDERS_PLACED = Counter(
 # Lock timeout is 3 s and the service retries up to 4 times: the top buckets catch that tail.
 ORDER_PLACEMENT_SECONDS = Histogram(
     "stockroom_order_placement_seconds",
-    "Time in orders.services.order_place (key claim, reservation transaction and its retries), by outcome",
+    "Time in orders.placement.order_place (key claim, reservation transaction and its retries), by outcome",
     ["outcome"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15),
 )
@@ -32,7 +32,7 @@ EXPIRED_RESERVATIONS = Counter(
     "stockroom_expired_reservations_total", "Unpaid orders expired by the sweep, their stock released"
 )
 # The services whose lock retries the dashboard watches first: the ORM placement's transaction and
-# the one-round-trip placement of orders/placement.sql.
+# the one-round-trip placement of orders/placement/placement.sql.
 WATCHED_RETRY_SERVICES = ("_create_order", "orders_place_order")
 # SQL functions that run a whole locking transaction step in one statement (their time is observed
 # as a lock wait of kind `function`, project.observability.queries).
@@ -65,7 +65,7 @@ def placement_outcome(exc: BaseException) -> str:
 
 
 def observe_order_placement(place: Callable) -> Callable:
-    """Decorate orders.services.order_place: count each placement by outcome, time it, and log it
+    """Decorate orders.placement.order_place: count each placement by outcome, time it, and log it
     (one JSON line with the request id). Costs two clock reads and one log line per order."""
 
     @functools.wraps(place)

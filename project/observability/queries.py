@@ -35,7 +35,7 @@ _LOCKED_TABLE = re.compile(r'FOR (?:NO KEY )?(?:UPDATE|SHARE) OF "?(\w+)"?')
 _FROM_TABLE = re.compile(r'\bFROM\s+"?(\w+)"?', re.IGNORECASE)
 _UPDATE_TABLE = re.compile(r'^\s*UPDATE\s+"?(\w+)"?', re.IGNORECASE)
 # SQL functions that run a whole locking transaction step in one statement: their time is the
-# lock waits plus their work (orders/placement.sql places an order, stock levels locked inside).
+# lock waits plus their work (an app's SQL function that places an order locks stock levels inside).
 # Apps name theirs from their AppConfig.ready() (register_locking_functions).
 LOCKING_FUNCTIONS: tuple[str, ...] = ()
 

@@ -283,7 +283,7 @@ ORDER_MAX_LINES = env_int("ORDER_MAX_LINES", 50)
 ORDER_MAX_QUANTITY = env_int("ORDER_MAX_QUANTITY", 1000)
 IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 30)
 IDEMPOTENCY_KEEP_HOURS = env_int("IDEMPOTENCY_KEEP_HOURS", 24)
-# With the `conditional` strategy, place an order in one round trip (orders/placement.sql); off:
+# With the `conditional` strategy, place an order in one round trip (orders/placement/placement.sql); off:
 # the same steps through the ORM (the other strategies always go that way).
 ORDER_PLACEMENT_IN_SQL = env_bool("ORDER_PLACEMENT_IN_SQL", True)
 STOCK_RESERVATION_STRATEGY = env_str("STOCK_RESERVATION_STRATEGY", "conditional")
