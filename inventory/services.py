@@ -354,6 +354,20 @@ def warehouse_activate(*, code: str) -> Warehouse:
     return warehouse
 
 
+@atomic_with_retry
+def warehouse_update(*, code: str, name: str, priority: int) -> Warehouse:
+    """Set a warehouse's name and priority; NotFound for an unknown code.
+
+    Only these two columns are written: `active` moves only through warehouse_activate and
+    warehouse_deactivate, and an edit made meanwhile must not undo that. No invariant depends on
+    name or priority (priority orders the warehouses an order draws from, read when it reserves),
+    and the catalogue shows neither: no lock is taken and no cached read changes.
+    """
+    if not Warehouse.objects.filter(code=code).update(name=name, priority=priority):
+        raise NotFound(f"No warehouse {code!r}.")
+    return Warehouse.objects.get(code=code)
+
+
 # --- stock primitives, inside the caller's transaction -------------------------------------------
 
 
@@ -544,20 +558,3 @@ def _modified_before(storage, name: str, cutoff) -> bool:
         return storage.get_modified_time(name) < cutoff
     except FileNotFoundError:
         return False  # deleted meanwhile
-
-
-# --- warehouse edits ---------------------------------------------------------------------------
-
-
-@atomic_with_retry
-def warehouse_update(*, code: str, name: str, priority: int) -> Warehouse:
-    """Set a warehouse's name and priority; NotFound for an unknown code.
-
-    Only these two columns are written: `active` moves only through warehouse_activate and
-    warehouse_deactivate, and an edit made meanwhile must not undo that. No invariant depends on
-    name or priority (priority orders the warehouses an order draws from, read when it reserves),
-    and the catalogue shows neither: no lock is taken and no cached read changes.
-    """
-    if not Warehouse.objects.filter(code=code).update(name=name, priority=priority):
-        raise NotFound(f"No warehouse {code!r}.")
-    return Warehouse.objects.get(code=code)

@@ -100,7 +100,12 @@ class ContentSecurityPolicyMiddleware:
 
 class LazyMessageMiddleware(MessageMiddleware):
     """Django's MessageMiddleware, building the message storage (a cookie signer and two
-    backends) only for a request that reads or adds a message; most requests do neither."""
+    backends) only for a request that reads or adds a message; most requests do neither.
+
+    The one place we lean on Django's private side of messages: the storage lives on
+    `request._messages` (where MessageMiddleware puts it and django.contrib.messages.api reads it)
+    and a SimpleLazyObject's `_wrapped` is `empty` until first used.
+    tests/project/http/test_messages.py fails if either changes."""
 
     def process_request(self, request):
         request._messages = SimpleLazyObject(lambda: default_storage(request))

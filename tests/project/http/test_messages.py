@@ -2,10 +2,11 @@
 
 from django.contrib import messages
 from django.contrib.messages import get_messages
+from django.contrib.messages.middleware import MessageMiddleware
 from django.contrib.sessions.middleware import SessionMiddleware
 from django.http import HttpResponse
 from django.test import RequestFactory
-from django.utils.functional import empty
+from django.utils.functional import SimpleLazyObject, empty
 
 from project.http.middleware import LazyMessageMiddleware
 
@@ -47,3 +48,20 @@ def test_a_message_added_before_a_redirect_is_shown_by_the_next_request_once():
 
     assert shown.content == b"Order SR-1 placed."
     assert again.content == b""
+
+
+def test_django_keeps_the_message_storage_where_the_lazy_middleware_puts_it():
+    """The private Django behaviour LazyMessageMiddleware relies on: MessageMiddleware stores the
+    storage on `request._messages`, the messages API reads it from there, and a SimpleLazyObject's
+    `_wrapped` is `empty` until used."""
+    request = RequestFactory().get("/")
+    SessionMiddleware(lambda request: HttpResponse())(request)
+    MessageMiddleware(lambda request: HttpResponse()).process_request(request)
+    stored = request._messages
+    assert get_messages(request) is stored
+
+    lazy = SimpleLazyObject(lambda: stored)
+    assert lazy._wrapped is empty
+    request._messages = lazy
+    messages.info(request, "read through the lazy object")
+    assert lazy._wrapped is stored
