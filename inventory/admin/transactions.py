@@ -12,7 +12,7 @@ either of these, or if the service stops being the outermost transaction of the 
 class ServiceTransactionMixin:
     """Let the service open the outermost transaction of a POSTed add or change form.
 
-    The form calls the service while it validates (admin_forms.ServiceModelForm), so the only
+    The form calls the service while it validates (inventory.admin.forms.ServiceModelForm), so the only
     other write of the request is the admin's LogEntry, which needs no shared transaction.
     """
 
