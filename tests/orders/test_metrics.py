@@ -9,14 +9,7 @@ from orders.api import render_order
 from orders.metrics import placement_outcome
 from project.errors import LockTimeout, ServiceUnavailable
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
-
-ADDRESS = {
-    "name": "Ada Lovelace",
-    "line1": "12 Analytical St",
-    "city": "London",
-    "postal_code": "N1 9GU",
-    "country": "GB",
-}
+from tests.orders.conftest import ADDRESS
 
 
 def sample(name: str, **labels) -> float:
