@@ -17,7 +17,7 @@ class ProjectConfig(AppConfig):
 
     def ready(self):
         # Every process (web, worker, relay, manage.py): metrics series, statement timing, pool stats.
-        # The relay's module defines a model query, so it is imported once the models are loaded.
+        # The relay imports the outbox model, so it is imported once the models are loaded.
         from project.outbox import relay
 
         relay.initialise_series()
