@@ -29,6 +29,8 @@ import psutil
 import psycopg
 from psycopg import sql
 
+from tests.bench import whole_shop
+
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 RESULTS_DIR = ROOT / "bench-results"
@@ -532,6 +534,41 @@ def batch_table(results: list[BatchResult]) -> str:
     return "\n".join(lines)
 
 
+def run_whole_shop(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -> list[whole_shop.Round]:
+    """tests/bench/whole_shop.py: the shop as `make run` starts it, email through SMTP to a sink."""
+    uniform = next(s for s in scenarios(args.products) if s.name == "orders_uniform")
+    shop_tmp = tmp / "whole-shop"
+    shop_tmp.mkdir(parents=True, exist_ok=True)
+    with whole_shop.SmtpSink() as sink:
+        env = bench_env(
+            database_url,
+            redis_url,
+            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_HOST="127.0.0.1",
+            EMAIL_PORT=str(sink.port),
+        )
+        with Gunicorn(env, shop_tmp) as server, whole_shop.Background(env, shop_tmp) as background:
+
+            def place_orders(seconds: float) -> tuple[int, float]:
+                raw = wrk(server.port, uniform, seconds, args.connections, extra)
+                placed = sum(n for status, n in raw["statuses"].items() if 200 <= int(status) < 300)
+                return placed, raw["seconds"]
+
+            def one_round(seconds: float) -> whole_shop.Round:
+                return whole_shop.run_round(
+                    place_orders=place_orders, load_seconds=seconds, web_pid=server.proc.pid,
+                    background=background, sink=sink, database_url=database_url, redis_url=redis_url,
+                )  # fmt: skip
+
+            if args.warmup:  # the worker and relay start, connect and import their tasks
+                one_round(args.warmup)
+            rounds = []
+            for number in range(1, args.runs + 1):
+                log(f"whole_shop: round {number} of {args.runs}")
+                rounds.append(one_round(args.shop_seconds))
+            return rounds
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="one short run of two scenarios (make test)")
@@ -544,6 +581,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
     parser.add_argument("--import-rows", type=int, default=1_000_000, help="0: skip the import scenario")
     parser.add_argument("--expiry-orders", type=int, default=100_000, help="0: skip the expiry scenario")
+    parser.add_argument("--shop-seconds", type=float, default=30, help="whole_shop: seconds of orders per half-round")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
@@ -591,8 +629,21 @@ def main() -> int:
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
+    wanted = set(args.only.split(",")) if args.only else {"import", "expiry", "whole_shop"}
+    shop_rounds: list[whole_shop.Round] = []
+    if "whole_shop" in wanted:
+        log(f"whole_shop: web, worker, relay and beat with SMTP; {args.runs} rounds of {args.shop_seconds}s web-only"
+            f" then {args.shop_seconds}s whole-shop and its drain")  # fmt: skip
+        shop_rounds = run_whole_shop(args, database_url, redis_url, tmp, extra)
+        count = invariant_breaches(database_url)
+        broken += count
+        if count:
+            log(f"whole_shop: invariants BROKEN ({count})")
+        if not whole_shop.delivered_exactly(shop_rounds):
+            log("whole_shop: emails received differ from orders placed, or a Message-ID came twice")
+            broken += 1
+
     batch_results: list[BatchResult] = []
-    wanted = set(args.only.split(",")) if args.only else {"import", "expiry"}
     if (args.import_rows and "import" in wanted) or (args.expiry_orders and "expiry" in wanted):
         env = bench_env(database_url, redis_url)
         if args.import_rows and "import" in wanted:
@@ -627,6 +678,8 @@ def main() -> int:
         "ratios": ratios,
     }
     text = table(results, meta)
+    if shop_rounds:
+        text += "\n\n" + whole_shop.report(shop_rounds)
     if batch_results:
         text += "\n\n" + batch_table(batch_results)
     print(text)
@@ -639,6 +692,9 @@ def main() -> int:
                 "meta": meta,
                 "results": [asdict(r) for r in results],
                 "batch": [dict(asdict(r), ratio=r.ratio) for r in batch_results],
+                "whole_shop": [
+                    dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
+                ],
             },
             indent=2,
         )
