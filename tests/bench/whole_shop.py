@@ -323,7 +323,6 @@ def run_round(
             while True:
                 # The sink first: the database is asked only once every email has arrived, so the
                 # benchmark's own queries stay out of PostgreSQL's CPU per order.
-                pending = None
                 if sink.received() - emails_before >= orders:
                     pending, _ = _outbox_backlog(conn)
                     if pending == 0:
