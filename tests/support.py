@@ -1,6 +1,8 @@
-"""Helpers for tests that run real processes: free ports, waiting, a closed port, a TCP proxy."""
+"""Helpers for tests: free ports, waiting, a closed port, a TCP proxy, reading a CSV download."""
 
 import contextlib
+import csv
+import io
 import os
 import selectors
 import socket
@@ -9,6 +11,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from django.http import StreamingHttpResponse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,3 +197,13 @@ def other_connection(**options):
     for key in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(key, None)
     return psycopg.connect(**params, **options)
+
+
+def read_csv(response, *, filename_prefix: str = "") -> list[list[str]]:
+    """The rows of a streamed CSV download (200, text/csv, an attachment named `filename_prefix`...)."""
+    assert response.status_code == 200
+    assert isinstance(response, StreamingHttpResponse)
+    assert response["Content-Type"] == "text/csv; charset=utf-8"
+    assert response["Content-Disposition"].startswith(f'attachment; filename="{filename_prefix}')
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.reader(io.StringIO(body)))

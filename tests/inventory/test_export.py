@@ -1,41 +1,22 @@
 """CSV exports in the admin: streamed, every row there, formula-like cells made inert, staff only."""
 
-import csv
-import io
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.http import StreamingHttpResponse
 from django.test import Client
 
 from inventory import services as stock
 from inventory.exports import inert
 from inventory.models import Product
 from tests.factories import ProductFactory, WarehouseFactory
+from tests.support import read_csv
 from users.models import User
 
 pytestmark = pytest.mark.django_db
 
 EXPORTS = "/admin/inventory/importjob/exports"
 FORMULAS = ['=HYPERLINK("http://evil")', "+1+1", "-2+3", "@SUM(A1:A2)", "\tTAB", "\rCR"]
-
-
-@pytest.fixture
-def admin_client() -> Client:
-    user = User.objects.create_user(email="admin@example.com", password="x" * 20, is_staff=True, is_superuser=True)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def read_csv(response) -> list[list[str]]:
-    assert response.status_code == 200
-    assert isinstance(response, StreamingHttpResponse)
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"].startswith('attachment; filename="')
-    body = b"".join(response.streaming_content).decode()
-    return list(csv.reader(io.StringIO(body)))
 
 
 @pytest.mark.parametrize("text", FORMULAS)

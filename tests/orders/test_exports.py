@@ -1,13 +1,10 @@
 """The orders CSV export: mounted by orders.admin on the imports page, next to the stock exports."""
 
-import csv
-import io
 import uuid
 from decimal import Decimal
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.http import StreamingHttpResponse
 from django.test import Client
 
 from inventory import services as stock
@@ -15,28 +12,12 @@ from orders import services as order_services
 from orders.api import render_order
 from tests.factories import ProductFactory, WarehouseFactory
 from tests.orders.conftest import ADDRESS
+from tests.support import read_csv
 from users.models import User
 
 pytestmark = pytest.mark.django_db
 
 EXPORT = "/admin/inventory/importjob/exports/orders.csv"
-
-
-@pytest.fixture
-def admin_client() -> Client:
-    user = User.objects.create_user(email="admin@example.com", password="x" * 20, is_staff=True, is_superuser=True)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-def read_csv(response) -> list[list[str]]:
-    assert response.status_code == 200
-    assert isinstance(response, StreamingHttpResponse)
-    assert response["Content-Type"] == "text/csv; charset=utf-8"
-    assert response["Content-Disposition"].startswith('attachment; filename="orders-')
-    body = b"".join(response.streaming_content).decode()
-    return list(csv.reader(io.StringIO(body)))
 
 
 def test_the_orders_export_lists_orders_with_their_customer_and_an_inert_reference(admin_client):
@@ -54,7 +35,7 @@ def test_the_orders_export_lists_orders_with_their_customer_and_an_inert_referen
         fingerprint="x",
     )
 
-    rows = read_csv(admin_client.get(EXPORT))
+    rows = read_csv(admin_client.get(EXPORT), filename_prefix="orders-")
 
     header, (row,) = rows[0], rows[1:]
     record = dict(zip(header, row, strict=True))
