@@ -280,7 +280,7 @@ def _orders_since(conn, last_id: int) -> int:
 
 def run_round(
     *,
-    place_orders: Callable[[float], tuple[int, float]],
+    place_orders: Callable[[float], float],  # places orders for so long; returns the seconds it ran
     load_seconds: float,
     web_pid: int,
     background: Background,
@@ -302,7 +302,7 @@ def run_round(
         with psycopg.connect(database_url, autocommit=True) as conn:
             last_id = _last_order_id(conn)
             web_before = {kind: tree_cpu_seconds(roots[kind]) for kind in ("web", "postgres")}
-            _, web_seconds = place_orders(load_seconds)
+            web_seconds = place_orders(load_seconds)
             web_orders = _orders_since(conn, last_id)
             web_cpu = {kind: tree_cpu_seconds(roots[kind]) - web_before[kind] for kind in web_before}
             conn.execute("UPDATE project_outboxmessage SET state = 'done', done_at = now() WHERE state <> 'done'")
@@ -317,7 +317,7 @@ def run_round(
     try:
         with psycopg.connect(database_url, autocommit=True) as conn:
             last_id = _last_order_id(conn)
-            _, seconds = place_orders(load_seconds)
+            seconds = place_orders(load_seconds)
             drain_started = time.perf_counter()
             orders = _orders_since(conn, last_id)
             while True:
