@@ -8,8 +8,9 @@ outbox relay is handed it through settings.CELERY_APP.
 import os
 from logging.config import dictConfig
 
-from celery import Celery, signals
+from celery import Celery, signals, states
 from django.conf import settings
+from django.db import close_old_connections, connections
 
 # Task runs, failures and durations, and the worker's own metrics port: connected at import.
 from project.observability import tasks as task_metrics  # noqa: F401
@@ -37,6 +38,21 @@ def _restore_request_id(task=None, **kwargs):
 @signals.task_postrun.connect
 def _forget_request_id(**kwargs):
     request_id_var.set(None)
+
+
+@signals.task_prerun.connect
+def _drop_old_connections(**kwargs):
+    """Worker processes keep their database connections between tasks, as Django keeps them
+    between requests (CONN_MAX_AGE, checked with CONN_HEALTH_CHECKS): at a task's start, drop
+    the ones past their age or broken, as at a request's start."""
+    close_old_connections()
+
+
+@signals.task_postrun.connect
+def _drop_connections_of_a_failed_task(state=None, **kwargs):
+    """A task that failed (a time limit can interrupt a query) leaves no connection behind."""
+    if state != states.SUCCESS:
+        connections.close_all()
 
 
 @signals.setup_logging.connect

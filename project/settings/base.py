@@ -197,6 +197,12 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = False
+# Celery's Django fixup closes a process's database connections after every task unless this
+# many tasks have run since it last did. A worker process without the pool (bin/worker) keeps its
+# connections as a web process does: never closed by the fixup, dropped by project/celery.py when
+# past CONN_MAX_AGE, broken, or used by a failed task. Closing them made every task (every email)
+# start a new PostgreSQL backend. With the pool, closing returns the connection to the pool.
+CELERY_DB_REUSE_MAX = None if DB_POOL else 2**62
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
 
@@ -221,6 +227,10 @@ OUTBOX_NOTIFY_CHANNEL = env_str("OUTBOX_NOTIFY_CHANNEL", "stockroom_outbox")
 # NOTIFY serializes commits database-wide, so each process sends at most one per interval
 # (project.outbox.services.outbox_notify_channel); 0 notifies with every message.
 OUTBOX_NOTIFY_INTERVAL_MS = env_int("OUTBOX_NOTIFY_INTERVAL_MS", 100)
+# After a round that found work (less than a full batch), the relay waits this long before the
+# next, so under load the messages of that time go out together: a batch task's (order emails)
+# as one Celery message. Not below OUTBOX_NOTIFY_INTERVAL_MS (rows whose NOTIFY was skipped).
+OUTBOX_GATHER_MS = max(env_int("OUTBOX_GATHER_MS", 250), OUTBOX_NOTIFY_INTERVAL_MS)
 # How long a task waits for its outbox row while the relay is still committing its batch.
 OUTBOX_TASK_LOCK_TIMEOUT_MS = env_int("OUTBOX_TASK_LOCK_TIMEOUT_MS", 15_000)
 EXPIRY_CHUNK_SIZE = env_int("EXPIRY_CHUNK_SIZE", 500)
