@@ -1,14 +1,19 @@
 """Order emails: enqueued through the outbox inside the order's transaction, sent by a task.
 
-`order_email_enqueue` is what the order services call; the `orders.send_order_email` task calls
-`order_email_send`. Django's email backend sends (console in development, SMTP in production),
-with a Message-ID that is the same at every delivery of the outbox message (outbox_send_mail).
+`order_email_enqueue` is what the order services call; the `orders.send_order_email` task sends
+through `order_emails_sender`, a batch of emails at a time. Django's email backend sends (console
+in development, SMTP in production), with a Message-ID that is the same at every delivery of the
+outbox message (outbox_send_mail).
 """
 
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
 from django.conf import settings
+from django.core.mail import get_connection
 from django.utils import timezone
 
-from orders.models import Order
+from orders.selectors import OrderEmailFacts, order_email_facts
 from project.outbox.services import outbox_enqueue, outbox_send_mail
 
 SEND_ORDER_EMAIL = "orders.send_order_email"
@@ -30,7 +35,7 @@ def order_email_enqueue(*, order_id: int, kind: str) -> None:
     outbox_enqueue(task=SEND_ORDER_EMAIL, kwargs={"order_id": order_id, "kind": kind})
 
 
-def _body(order: Order, kind: str) -> str:
+def _body(order: OrderEmailFacts, kind: str) -> str:
     lines = [f"Hello {order.shipping_name},", ""]
     if kind == "placed":
         minutes = settings.ORDER_RESERVATION_MINUTES
@@ -50,25 +55,37 @@ def _body(order: Order, kind: str) -> str:
             f"order {order.number} has left our warehouse for {order.shipping_city}, {order.shipping_country}."
         )
     lines += ["", "Items:"]
-    lines += [f"  {line.quantity} x {line.product.name} ({line.product.sku})" for line in order.lines.all()]
+    lines += [f"  {quantity} x {name} ({sku})" for quantity, name, sku in order.lines]
     lines += ["", "Stockroom"]
     return "\n".join(lines)
 
 
-def order_email_send(*, order_id: int, kind: str) -> bool:
-    """Send the `kind` email of an order to its customer. False if the order no longer exists.
+@contextmanager
+def order_emails_sender(*, order_ids: Iterable[int]) -> Iterator[Callable[[int, str], bool]]:
+    """Read these orders in one go (order_email_facts) and open one mail connection; yields `send(order_id, kind)`,
+    which emails the `kind` message of one of them to its customer (False if the order no longer
+    exists). A batch of emails costs two queries and one SMTP connection, not queries and a
+    connection each.
 
     Reads only; locks nothing, and runs outside any transaction (OutboxTask). Not idempotent by
     itself: the outbox task around it makes a redelivered message skip, so a message's email goes
     out once unless a crash falls between sending and recording it; then it goes out again with
     the same Message-ID.
     """
-    order = Order.objects.select_related("user").prefetch_related("lines__product").filter(pk=order_id).first()
-    if order is None:
-        return False
-    outbox_send_mail(
-        subject=SUBJECTS[kind].format(number=order.number),
-        body=_body(order, kind),
-        recipients=[order.user.email],
-    )
-    return True
+    orders = order_email_facts(order_ids=list(order_ids))
+
+    with get_connection() as mail:
+
+        def send(order_id: int, kind: str) -> bool:
+            order = orders.get(order_id)
+            if order is None:
+                return False
+            outbox_send_mail(
+                subject=SUBJECTS[kind].format(number=order.number),
+                body=_body(order, kind),
+                recipients=[order.email],
+                connection=mail,
+            )
+            return True
+
+        yield send

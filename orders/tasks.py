@@ -11,9 +11,10 @@ from celery import shared_task
 from django.conf import settings
 
 from orders import jobs
-from orders.emails import KINDS, SEND_ORDER_EMAIL, order_email_send
+from orders.emails import KINDS, SEND_ORDER_EMAIL, order_emails_sender
 from project.errors import InvalidInput
-from project.outbox.services import OutboxTask
+from project.outbox.models import OutboxMessage
+from project.outbox.services import OutboxBatch, OutboxTask
 from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.orders.tasks")
@@ -23,17 +24,58 @@ def _is_id(value) -> bool:
     return is_whole_number(value, minimum=1)
 
 
-@shared_task(name=SEND_ORDER_EMAIL, base=OutboxTask)
-def send_order_email(order_id: int, kind: str) -> bool:
-    """Email the customer about their order (placed, paid, cancelled, expired, fulfilled)."""
-    if not _is_id(order_id) or kind not in KINDS:
-        logger.error("send_order_email refused: order_id=%r kind=%r", order_id, kind)
-        return False
-    sent = order_email_send(order_id=order_id, kind=kind)
+def _email_arguments(order_id, kind) -> tuple[int, str]:
+    return order_id, kind
+
+
+def _email_valid(order_id, kind) -> bool:
+    if _is_id(order_id) and kind in KINDS:
+        return True
+    logger.error("send_order_email refused: order_id=%r kind=%r", order_id, kind)
+    return False
+
+
+def _email_request(message: OutboxMessage) -> tuple[int, str] | None:
+    """The (order id, kind) of an order email message, or None (logged) if its arguments are bad."""
+    try:
+        order_id, kind = _email_arguments(*message.args, **message.kwargs)
+    except TypeError:
+        logger.error("send_order_email refused: arguments %.200r %.200r", message.args, message.kwargs)
+        return None
+    return (order_id, kind) if _email_valid(order_id, kind) else None
+
+
+def _log_email(sent: bool, order_id: int, kind: str) -> None:
     if sent:
         logger.info("order email %s sent for order %s", kind, order_id, extra={"order_id": order_id, "kind": kind})
     else:
         logger.warning("order email %s not sent: order %s does not exist", kind, order_id)
+
+
+class OrderEmailTask(OutboxTask):
+    """Order emails go out in groups: the relay hands a worker up to `outbox_batch_size` of them in
+    one Celery message, their orders are read in one go and they share one SMTP connection."""
+
+    outbox_batch_size = 50
+
+    def run_batch(self, batch: OutboxBatch) -> None:
+        requests = {message.pk: _email_request(message) for message in batch.messages}
+        order_ids = [request[0] for request in requests.values() if request is not None]
+        with order_emails_sender(order_ids=order_ids) as send:
+            for message in batch:
+                request = requests[message.pk]
+                if request is not None:
+                    _log_email(send(*request), *request)
+
+
+@shared_task(name=SEND_ORDER_EMAIL, base=OrderEmailTask)
+def send_order_email(order_id: int, kind: str) -> bool:
+    """Email the customer about their order (placed, paid, cancelled, expired, fulfilled)."""
+    if not _email_valid(order_id, kind):
+        return False
+    with order_emails_sender(order_ids=[order_id]) as send:
+        sent = send(order_id, kind)
+    _log_email(sent, order_id, kind)
     return sent
 
 

@@ -1,10 +1,13 @@
 """Every locking queryset of the project app: the outbox rows.
 
-Outbox rows are locked by the relay (claim, publish, mark sent, one short transaction) and by
-an outbox task while it claims its row and while it marks it done (two short transactions; the
-task itself runs holding no lock, project.outbox.services.OutboxTask). Nothing else is locked meanwhile,
-so these locks take part in no cycle with the order and stock locks.
+Outbox rows are locked by the relay (claim, publish, mark sent, one short transaction; SKIP
+LOCKED) and by an outbox delivery while it claims its rows and while it marks them done (two
+short transactions, each locking its rows in id order with `lock_messages`; the task itself runs
+holding no lock, project.outbox.services.OutboxTask). Nothing else is locked meanwhile, so these
+locks take part in no cycle with the order and stock locks.
 """
+
+from collections.abc import Iterable
 
 from django.db.models.functions import Now
 
@@ -24,3 +27,13 @@ def claim_due_messages(limit: int) -> list[OutboxMessage]:
 
 def lock_message(message_id: int) -> OutboxMessage | None:
     return OutboxMessage.objects.select_for_update(of=("self",)).filter(pk=message_id).order_by("pk").first()
+
+
+def lock_messages(message_ids: Iterable[int]) -> list[int]:
+    """Lock these rows in id order (waiting for a relay committing them); returns the ids that exist."""
+    return list(
+        OutboxMessage.objects.select_for_update(of=("self",))
+        .filter(pk__in=list(message_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )

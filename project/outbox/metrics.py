@@ -30,6 +30,11 @@ logger = logging.getLogger("stockroom.metrics")
 
 STATES = ("pending", "sent", "dead")
 AGED_STATES = ("pending", "sent")
+# Counted where the work happens (the worker's processes), served on the worker's metrics port.
+OUTBOX_TASK_DONE = Counter(
+    "stockroom_outbox_done_total", "Outbox messages whose task ran and was recorded done", ["task"]
+)
+EMAILS_SENT = Counter("stockroom_emails_sent_total", "Emails handed to the mail server by outbox tasks")
 MEASURE_FAILURES = Counter(
     "stockroom_outbox_backlog_measure_failures_total", "Backlog measurements that could not read the outbox"
 )

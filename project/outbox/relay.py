@@ -9,8 +9,12 @@ relay that dies between publishing and committing leaves its rows pending, so th
 again (tasks are idempotent). Several relays may run; SKIP LOCKED splits the rows between them.
 
 Between rounds the relay sleeps on LISTEN (outbox_enqueue NOTIFYs at commit) with a poll of
-OUTBOX_POLL_SECONDS as a fallback, so a new message is published within milliseconds of its
-commit and a due retry within a second. When the broker is unreachable the relay keeps the rows
+OUTBOX_POLL_SECONDS as a fallback, so a new message in a quiet shop is published within
+milliseconds of its commit and a due retry within a second. After a round that found work (but
+not a full batch) it gathers for OUTBOX_GATHER_MS before the next, so under load the
+messages of that interval go out together: the messages of a task with an `outbox_batch_size`
+above 1 (the order emails) as one Celery message per group, one broker round trip and one task
+run for the group. When the broker is unreachable the relay keeps the rows
 pending, backs off (up to OUTBOX_BROKER_BACKOFF_MAX_SECONDS) and tries again; a broker outage
 never makes a message dead.
 """
@@ -32,7 +36,13 @@ from prometheus_client import Counter
 from project.observability.logs import REQUEST_ID_HEADER
 from project.outbox import locks
 from project.outbox.models import OutboxMessage
-from project.outbox.services import ERROR_CHARS, OUTBOX_HEADER, retry_delay, task_lease_seconds
+from project.outbox.services import (
+    ERROR_CHARS,
+    OUTBOX_BATCH_HEADER,
+    OUTBOX_HEADER,
+    retry_delay,
+    task_lease_seconds,
+)
 
 logger = logging.getLogger("stockroom.relay")
 
@@ -75,6 +85,7 @@ class OutboxRelay:
         self._producer = None
         self._listener: psycopg.Connection | None = None
         self._leases: dict[str, int] = {}
+        self._batch_sizes: dict[str, int] = {}
         self._tasks_imported = False
         self.rounds = 0  # loop rounds started, for tests and logs
 
@@ -91,19 +102,19 @@ class OutboxRelay:
         broker_error = None
         with transaction.atomic():
             messages = locks.claim_due_messages(self.batch_size)
+            live = []
             for message in messages:
-                if message.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
-                    dead.append(message)
-                    continue
+                (dead if message.attempts >= settings.OUTBOX_MAX_ATTEMPTS else live).append(message)
+            for delivery in self._deliveries(live):
                 try:
-                    self._publish(message)
+                    self._publish(delivery)
                 except BROKER_ERRORS as exc:
                     broker_error = exc
                     break
-                except Exception as exc:  # this message cannot be published; the others can
-                    failed.append((message, exc))
+                except Exception as exc:  # these messages cannot be published; the others can
+                    failed.extend((message, exc) for message in delivery)
                     continue
-                published.append(message)
+                published.extend(delivery)
             self._mark_sent(published)
             self._mark_failed(failed)
             self._mark_dead(dead)
@@ -113,32 +124,63 @@ class OutboxRelay:
             raise BrokerUnavailable(str(broker_error)) from broker_error
         return len(messages)
 
-    def _publish(self, message: OutboxMessage) -> None:
-        headers = {OUTBOX_HEADER: message.pk}
-        if message.request_id:
-            headers[REQUEST_ID_HEADER] = message.request_id
+    def _deliveries(self, messages: list[OutboxMessage]) -> list[list[OutboxMessage]]:
+        """The Celery messages to publish, in claim order: one per message, except that the
+        messages of a task with an `outbox_batch_size` above 1 go in groups of up to that size."""
+        deliveries: list[list[OutboxMessage]] = []
+        open_groups: dict[str, list[OutboxMessage]] = {}
+        for message in messages:
+            size = self.batch_size_of(message.task)
+            group = open_groups.get(message.task)
+            if group is None or len(group) >= size:
+                group = open_groups[message.task] = []
+                deliveries.append(group)
+            group.append(message)
+        return deliveries
+
+    def _publish(self, delivery: list[OutboxMessage]) -> None:
+        first = delivery[0]
+        if self.batch_size_of(first.task) > 1:
+            # Each row holds its own arguments and request id; the task reads them when it claims.
+            headers, args, kwargs = {OUTBOX_BATCH_HEADER: [message.pk for message in delivery]}, [], {}
+        else:
+            headers, args, kwargs = {OUTBOX_HEADER: first.pk}, first.args, first.kwargs
+            if first.request_id:
+                headers[REQUEST_ID_HEADER] = first.request_id
         # retry=False: a broker outage is the relay's to handle (back off, rows stay pending),
         # not a reason to block this transaction in kombu's own retry loop.
         self.app.send_task(
-            message.task,
-            args=message.args,
-            kwargs=message.kwargs,
+            first.task,
+            args=args,
+            kwargs=kwargs,
             headers=headers,
             producer=self._broker_producer(),
             retry=False,
         )
 
+    def _task(self, task_name: str):
+        """The task registered under `task_name`, found as a worker finds it; None if unknown."""
+        task = self.app.tasks.get(task_name)
+        if task is None and not self._tasks_imported:
+            # The apps' task modules, found by Celery's autodiscovery as a worker finds them
+            # (the platform imports no app by name).
+            self.app.loader.import_default_modules()
+            self._tasks_imported = True
+            task = self.app.tasks.get(task_name)
+        return task
+
+    def batch_size_of(self, task_name: str) -> int:
+        """How many messages of `task_name` one Celery message carries (the task's `outbox_batch_size`)."""
+        size = self._batch_sizes.get(task_name)
+        if size is None:
+            size = self._batch_sizes[task_name] = max(int(getattr(self._task(task_name), "outbox_batch_size", 1)), 1)
+        return size
+
     def lease_seconds(self, task_name: str) -> int:
         """The lease of a message of `task_name`, from the task's own time limit."""
         lease = self._leases.get(task_name)
         if lease is None:
-            task = self.app.tasks.get(task_name)
-            if task is None and not self._tasks_imported:
-                # The apps' task modules, found by Celery's autodiscovery as a worker finds them
-                # (the platform imports no app by name).
-                self.app.loader.import_default_modules()
-                self._tasks_imported = True
-                task = self.app.tasks.get(task_name)
+            task = self._task(task_name)
             if task is None:
                 logger.warning("relay: unknown task %s; lease OUTBOX_LEASE_SECONDS", task_name)
             lease = self._leases[task_name] = task_lease_seconds(task)
@@ -268,9 +310,13 @@ class OutboxRelay:
                     self._close_listener()
                     self.stop.wait(backoff)
                     continue
+                if claimed >= self.batch_size:
+                    continue  # a backlog: look again at once
                 if claimed:
-                    # Look again at once: a backlog, or rows committed during this round whose
-                    # transactions skipped their NOTIFY (outbox_notify_channel throttles it).
+                    # Gather, then look again: the rows committed meanwhile go out together (a
+                    # batch task's in one Celery message), and so do those whose transactions
+                    # skipped their NOTIFY (outbox_notify_channel).
+                    self.stop.wait(settings.OUTBOX_GATHER_MS / 1000)
                     continue
                 self._wait(self.poll_seconds)
         finally:

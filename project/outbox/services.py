@@ -28,6 +28,7 @@ from email.utils import parseaddr
 from celery import Task
 from django.conf import settings
 from django.core.mail import EmailMessage
+from django.core.mail.backends.base import BaseEmailBackend
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
@@ -35,6 +36,7 @@ from project.db.transactions import require_transaction
 from project.errors import InvalidInput
 from project.observability.logs import request_id_var
 from project.outbox import locks
+from project.outbox.metrics import EMAILS_SENT, OUTBOX_TASK_DONE
 from project.outbox.models import OutboxMessage
 from project.values import is_whole_number
 
@@ -42,6 +44,8 @@ logger = logging.getLogger("stockroom.outbox")
 
 State = OutboxMessage.State
 OUTBOX_HEADER = "outbox_id"  # the message id travels as a Celery message header
+OUTBOX_BATCH_HEADER = "outbox_ids"  # a batch task's message ids, in one Celery message
+OUTBOX_BATCH_LIMIT = 1000  # the most ids one batch delivery accepts
 ERROR_CHARS = 4000
 PRUNE_CHUNK = 5000
 
@@ -150,18 +154,20 @@ def _set_lock_timeout() -> None:
         cursor.execute("SELECT set_config('lock_timeout', %s, true)", [f"{settings.OUTBOX_TASK_LOCK_TIMEOUT_MS}ms"])
 
 
-def _reset_lock_timeout() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SET LOCAL lock_timeout TO DEFAULT")
-
-
-def _mark_done(message_id: int) -> None:
-    """Idempotent: a row already done (or deleted) is left as it is."""
+def _mark_done(message_ids: Sequence[int]) -> None:
+    """One statement for a delivery's messages. Idempotent: a row already done (or deleted) is
+    left as it is."""
     with transaction.atomic():
         _set_lock_timeout()
-        OutboxMessage.objects.filter(pk=message_id).exclude(state=State.DONE).update(
-            state=State.DONE, done_at=Now(), last_error="", claimed_until=None
-        )
+        with connection.cursor() as cursor:
+            cursor.execute(
+                """
+                UPDATE project_outboxmessage
+                   SET state = 'done', done_at = now(), last_error = '', claimed_until = NULL
+                 WHERE id = ANY(%s) AND state <> 'done'
+                """,
+                [locks.lock_messages(message_ids)],
+            )
 
 
 def outbox_failed(*, message_id: int, error: str, delivery_id: str | None = None) -> None:
@@ -208,64 +214,101 @@ def task_lease_seconds(task: Task | None) -> int:
 
 
 def outbox_claim(*, message_id: int, delivery_id: str, lease_seconds: int) -> OutboxMessage | None:
-    """Claim a message for one delivery before its task runs; None if the delivery must skip it.
+    """`outbox_claim_many` for one message: the message, or None if the delivery must skip it."""
+    claimed = outbox_claim_many(message_ids=[message_id], delivery_id=delivery_id, lease_seconds=lease_seconds)
+    return claimed[0] if claimed else None
 
-    One short transaction, committed before the task runs: locks the row (waiting up to
-    OUTBOX_TASK_LOCK_TIMEOUT_MS for a relay still committing it) and skips a message that is gone
-    (discarded), done, or claimed by another delivery whose claim has not run out. Otherwise
-    records `delivery_id` with `claimed_until = now() + lease_seconds`, and moves the relay's
-    lease (`next_attempt_at`) there too, so the relay leaves a running task's message alone.
-    The same delivery again (the broker redelivering the Celery message of a worker that died,
-    with the same task id) takes its own claim over; another delivery waits for it to run out.
+
+# The columns the claim returns (its RETURNING list, in this order).
+CLAIMED_COLUMNS = ("id", "task", "args", "kwargs", "request_id", "created_at", "claimed_by", "claimed_until")
+
+
+def outbox_claim_many(*, message_ids: Sequence[int], delivery_id: str, lease_seconds: int) -> list[OutboxMessage]:
+    """Claim messages for one delivery before its task runs; returns those it may run, in id order.
+
+    One short transaction, committed before the task runs: locks the rows in id order (waiting up
+    to OUTBOX_TASK_LOCK_TIMEOUT_MS for a relay still committing them) and skips a message that
+    is gone (discarded), done, or claimed by another delivery whose claim has not run out. Each
+    claimed row records `delivery_id` with `claimed_until = now() + lease_seconds`, and the
+    relay's lease (`next_attempt_at`) moves there too, so the relay leaves a running task's
+    messages alone. The same delivery again (the broker redelivering the Celery message of a
+    worker that died, with the same task id) takes its own claim over; another delivery waits for
+    it to run out.
     """
+    wanted = sorted(set(message_ids))
     with transaction.atomic():
         _set_lock_timeout()
-        message = locks.lock_message(message_id)
-        _reset_lock_timeout()
-        if message is None:
-            logger.warning("outbox message %s no longer exists (discarded); skipped", message_id)
-            return None
-        if message.state == State.DONE:
-            logger.info("outbox message %s is already done; skipped", message_id)
-            return None
         with connection.cursor() as cursor:
             cursor.execute(
                 """
                 UPDATE project_outboxmessage
-                   SET claimed_by = %s, claimed_until = now() + make_interval(secs => %s),
-                       next_attempt_at = now() + make_interval(secs => %s)
-                 WHERE id = %s AND (claimed_by = %s OR claimed_until IS NULL OR claimed_until <= now())
-                RETURNING claimed_until
+                   SET claimed_by = %(delivery)s, claimed_until = now() + make_interval(secs => %(lease)s),
+                       next_attempt_at = now() + make_interval(secs => %(lease)s)
+                 WHERE id = ANY(%(ids)s) AND state <> 'done'
+                   AND (claimed_by = %(delivery)s OR claimed_until IS NULL OR claimed_until <= now())
+                RETURNING id, task, args::text, kwargs::text, request_id, created_at, claimed_by, claimed_until
                 """,
-                [delivery_id, lease_seconds, lease_seconds, message_id, delivery_id],
+                {"delivery": delivery_id, "lease": lease_seconds, "ids": locks.lock_messages(wanted)},
             )
-            claimed = cursor.fetchone()
-        if claimed is None:
+            rows = cursor.fetchall()
+    claimed = sorted((_claimed_message(row) for row in rows), key=_pk)
+    if len(claimed) < len(wanted):
+        _log_skipped(sorted(set(wanted) - {message.pk for message in claimed}))
+    return claimed
+
+
+def _claimed_message(row: tuple) -> OutboxMessage:
+    fields = dict(zip(CLAIMED_COLUMNS, row, strict=True))
+    fields["args"], fields["kwargs"] = json.loads(fields["args"]), json.loads(fields["kwargs"])
+    return OutboxMessage(**fields)
+
+
+def _pk(message: OutboxMessage) -> int:
+    return message.pk
+
+
+def _log_skipped(message_ids: list[int]) -> None:
+    """Why a delivery skipped these messages (read after the claim, for the log only)."""
+    found = {
+        row[0]: row[1:]
+        for row in OutboxMessage.objects.filter(pk__in=message_ids).values_list(
+            "pk", "state", "claimed_by", "claimed_until"
+        )
+    }
+    for message_id in message_ids:
+        if message_id not in found:
+            logger.warning("outbox message %s no longer exists (discarded); skipped", message_id)
+            continue
+        state, claimed_by, claimed_until = found[message_id]
+        if state == State.DONE:
+            logger.info("outbox message %s is already done; skipped", message_id)
+        else:
             logger.info(
                 "outbox message %s is claimed by another delivery (%s) until %s; skipped",
                 message_id,
-                message.claimed_by,
-                message.claimed_until,
+                claimed_by,
+                claimed_until,
             )
-            return None
-        message.claimed_by, message.claimed_until = delivery_id, claimed[0]
-    return message
 
 
 _delivery: ContextVar[OutboxMessage | None] = ContextVar("outbox_delivery", default=None)
 
 
-def outbox_send_mail(*, subject: str, body: str, recipients: Sequence[str]) -> None:
+def outbox_send_mail(
+    *, subject: str, body: str, recipients: Sequence[str], connection: BaseEmailBackend | None = None
+) -> None:
     """Send an email from an outbox task, with a Message-ID that is the same at every delivery of
     the task's message (derived from the message's id and creation time, in DEFAULT_FROM_EMAIL's
     domain) and differs between messages: a receiver can drop a repeat. Called outside an outbox
-    delivery, the email gets a fresh Message-ID. The SMTP backend gives up after EMAIL_TIMEOUT."""
+    delivery, the email gets a fresh Message-ID. `connection`: an open email backend to reuse (a
+    batch sends its emails over one SMTP connection); the SMTP backend gives up after EMAIL_TIMEOUT."""
     headers = {}
     message = _delivery.get()
     if message is not None:
         created = int(message.created_at.timestamp() * 1_000_000)
         headers["Message-ID"] = stable_message_id(f"outbox.{message.pk}.{created}")
-    EmailMessage(subject=subject, body=body, to=list(recipients), headers=headers).send()
+    EmailMessage(subject=subject, body=body, to=list(recipients), headers=headers, connection=connection).send()
+    EMAILS_SENT.inc()
 
 
 def stable_message_id(local_part: str) -> str:
@@ -274,6 +317,51 @@ def stable_message_id(local_part: str) -> str:
     delivery and worker, so a receiver could not drop a repeat."""
     domain = parseaddr(settings.DEFAULT_FROM_EMAIL)[1].rpartition("@")[2] or "localhost"
     return f"<{local_part}@{domain}>"
+
+
+class OutboxBatch:
+    """The messages one delivery claimed, in id order, for a task's `run_batch`.
+
+    Iterate over it to run them. While a message is the loop's current one, it is the delivery
+    (`outbox_send_mail` takes its Message-ID) and its request id is the log's; a message is done
+    once the loop moves past it. If the loop stops on an exception, the current message and those
+    not reached yet are failed with it (published again after a backoff, as a single message's
+    failure is); if `run_batch` returns without reaching some messages, they are failed too.
+    """
+
+    def __init__(self, messages: Sequence[OutboxMessage]):
+        self.messages = list(messages)
+        self.done: list[int] = []
+        self._next = 0
+        self._current: OutboxMessage | None = None
+        self._tokens = None
+
+    def __iter__(self) -> "OutboxBatch":
+        return self
+
+    def __next__(self) -> OutboxMessage:
+        if self._current is not None:
+            self.done.append(self._current.pk)
+        self.close()
+        if self._next >= len(self.messages):
+            raise StopIteration
+        message = self._current = self.messages[self._next]
+        self._next += 1
+        self._tokens = (_delivery.set(message), request_id_var.set(message.request_id or None))
+        return message
+
+    def close(self) -> None:
+        """Leave the current message (its delivery context), done or not."""
+        self._current = None
+        if self._tokens is not None:
+            delivery, request_id = self._tokens
+            _delivery.reset(delivery)
+            request_id_var.reset(request_id)
+            self._tokens = None
+
+    def not_done(self) -> list[int]:
+        done = set(self.done)
+        return [message.pk for message in self.messages if message.pk not in done]
 
 
 class OutboxTask(Task):
@@ -288,16 +376,28 @@ class OutboxTask(Task):
     task's lease (`task_lease_seconds`), and the relay publishes the message again. Tasks are
     idempotent; a batch task commits per chunk on its own. Called without the header (beat, a
     direct call) it simply runs.
+
+    A task with `outbox_batch_size` above 1 takes its messages in groups: the relay publishes
+    up to that many of them as one Celery message (the `outbox_ids` header, no arguments: each
+    row holds its own), and the delivery claims them all in one statement, runs `run_batch` with
+    an OutboxBatch, and marks the done ones done in one statement. The default `run_batch` runs
+    the task once per message; a task overrides it to share work between its messages (one read
+    of their rows, one SMTP connection). The guarantees are a single message's, per message.
     """
 
+    outbox_batch_size = 1
+
     def __call__(self, *args, **kwargs):
+        message_ids = getattr(self.request, OUTBOX_BATCH_HEADER, None)
+        if message_ids is not None:
+            return self._deliver_batch(message_ids)
         message_id = getattr(self.request, OUTBOX_HEADER, None)
         if message_id is None:
             return super().__call__(*args, **kwargs)
         if not is_whole_number(message_id):
             logger.error("%s refused: outbox id %r is not a whole number", self.name, message_id)
             return None
-        delivery_id = str(self.request.id or "") or f"direct-{time.monotonic_ns()}"
+        delivery_id = self._delivery_id()
         try:
             message = outbox_claim(
                 message_id=message_id, delivery_id=delivery_id, lease_seconds=task_lease_seconds(self)
@@ -310,15 +410,69 @@ class OutboxTask(Task):
             finally:
                 _delivery.reset(token)
         except Exception as exc:
-            try:
-                outbox_failed(message_id=message_id, error=f"{type(exc).__name__}: {exc}", delivery_id=delivery_id)
-            except Exception:  # the lease brings the message back anyway
-                logger.exception("could not record the failure of outbox message %s", message_id)
+            _record_failure([message_id], exc, delivery_id)
             raise
         # The effect has happened: a failure to record it leaves the claim to run out, and the
         # message is delivered again (at least once), never marked failed.
-        _mark_done(message_id)
+        _mark_done([message_id])
+        OUTBOX_TASK_DONE.labels(task=self.name).inc()
         return result
+
+    def run_batch(self, batch: OutboxBatch) -> None:
+        """Run each message of the batch (override to share work between them)."""
+        for message in batch:
+            self.run(*message.args, **message.kwargs)
+
+    def _delivery_id(self) -> str:
+        return str(self.request.id or "") or f"direct-{time.monotonic_ns()}"
+
+    def _deliver_batch(self, message_ids) -> int | None:
+        if (
+            not isinstance(message_ids, list)
+            or not 0 < len(message_ids) <= OUTBOX_BATCH_LIMIT
+            or not all(is_whole_number(message_id) for message_id in message_ids)
+        ):
+            logger.error("%s refused: outbox ids %.200r are not a list of ids", self.name, message_ids)
+            return None
+        delivery_id = self._delivery_id()
+        messages = outbox_claim_many(
+            message_ids=message_ids, delivery_id=delivery_id, lease_seconds=task_lease_seconds(self)
+        )
+        if not messages:
+            return None
+        batch = OutboxBatch(messages)
+        try:
+            self.run_batch(batch)
+        except Exception as exc:
+            batch.close()
+            self._record_batch(batch, delivery_id, exc)
+            raise
+        batch.close()
+        self._record_batch(batch, delivery_id, None)
+        return len(batch.done)
+
+    def _record_batch(self, batch: OutboxBatch, delivery_id: str, exc: Exception | None) -> None:
+        if batch.done:
+            try:
+                _mark_done(batch.done)
+            except Exception:  # their effects happened; the lease delivers them again
+                logger.exception("could not mark outbox messages %s done", batch.done)
+            else:
+                OUTBOX_TASK_DONE.labels(task=self.name).inc(len(batch.done))
+        failed = batch.not_done()
+        if failed:
+            error = exc if exc is not None else RuntimeError(f"{self.name}.run_batch returned before running it")
+            _record_failure(failed, error, delivery_id)
+
+
+def _record_failure(message_ids: list[int], exc: Exception, delivery_id: str) -> None:
+    """Fail messages of a delivery (outbox_failed); a failure to record it leaves their claims to
+    run out, and the relay publishes them again anyway."""
+    for message_id in message_ids:
+        try:
+            outbox_failed(message_id=message_id, error=f"{type(exc).__name__}: {exc}", delivery_id=delivery_id)
+        except Exception:
+            logger.exception("could not record the failure of outbox message %s", message_id)
 
 
 # --- staff actions and housekeeping ---------------------------------------------------------------
