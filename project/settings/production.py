@@ -60,4 +60,4 @@ RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 1)
 # Behind that proxy every client would be loopback to /metrics: the scraper brings METRICS_TOKEN,
 # unless this says it is on this host with no proxy in front (project.observability.checks refuses neither).
 METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", False)
-EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "project.mail.smtp.EmailBackend")

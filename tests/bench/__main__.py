@@ -543,7 +543,7 @@ def run_whole_shop(args, database_url: str, redis_url: str, tmp: Path, extra: di
         env = bench_env(
             database_url,
             redis_url,
-            EMAIL_BACKEND="django.core.mail.backends.smtp.EmailBackend",
+            EMAIL_BACKEND="project.mail.smtp.EmailBackend",
             EMAIL_HOST="127.0.0.1",
             EMAIL_PORT=str(sink.port),
         )

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import socketserver
 import statistics
 import subprocess
@@ -53,25 +54,41 @@ _TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class _SmtpSession(socketserver.StreamRequestHandler):
-    """Just enough SMTP for smtplib (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT); accepts everything."""
+    """Just enough SMTP for smtplib (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT); accepts everything.
+    It answers one command at a time from a buffered reader, so pipelined commands (RFC 2920,
+    which it offers, as mail servers do) are answered in order."""
 
     def reply(self, line: str) -> None:
         self.wfile.write(line.encode() + b"\r\n")
 
+    def setup(self) -> None:
+        super().setup()
+        # Each reply goes out at once, as a mail server flushes the replies of a pipelined group;
+        # with Nagle's algorithm the second reply would wait for the client's delayed ACK.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
     def handle(self) -> None:
         self.reply("220 stockroom-bench-sink ESMTP")
+        recipients = 0  # accepted in the current mail transaction
         while True:
             line = self.rfile.readline(65536)
             if not line:
                 return
             verb = line.split(b" ", 1)[0].strip().upper()
             if verb == b"EHLO":
-                self.wfile.write(b"250-stockroom-bench-sink\r\n250 8BITMIME\r\n")
+                self.wfile.write(b"250-stockroom-bench-sink\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
             elif verb == b"HELO":
                 self.reply("250 stockroom-bench-sink")
+            elif verb == b"RCPT" and line.split(b":", 1)[-1].strip().strip(b"<>").decode() in self.server.sink.refuse:
+                self.reply("550 No such user")
             elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                if verb != b"NOOP":  # MAIL and RSET start a transaction, RCPT adds a recipient
+                    recipients = recipients + 1 if verb == b"RCPT" else 0
                 self.reply("250 OK")
+            elif verb == b"DATA" and not recipients:
+                self.reply("554 No valid recipients")
             elif verb == b"DATA":
+                recipients = 0
                 self.reply("354 End data with <CR><LF>.<CR><LF>")
                 self.server.sink.accept(self._message())
                 self.reply("250 OK")
@@ -98,7 +115,8 @@ class _Server(socketserver.ThreadingTCPServer):
 class SmtpSink:
     """A local SMTP server counting the messages it accepts by Message-ID (thread-safe)."""
 
-    def __init__(self):
+    def __init__(self, refuse: frozenset[str] = frozenset()):
+        self.refuse = refuse  # recipients answered 550 (tests)
         self._server = _Server(("127.0.0.1", 0), _SmtpSession)
         self._server.sink = self
         self.port = self._server.server_address[1]
