@@ -10,7 +10,9 @@ Delivery is at least once: a message can reach a worker twice (a relay that died
 and commit, a lease that ran out while the broker lost the message), so outbox tasks are
 idempotent. A task runs holding no lock and no transaction: it claims its row in a short
 transaction first (`outbox_claim`), so a second delivery of the message skips it while the claim
-is live, and marks it done in another. An effect outside the system (an email) therefore happens
+is live, and marks it done in another; a task with an `outbox_batch_size` does the same for a group
+of messages, one statement each (`outbox_claim_many`, `OutboxBatch`). An effect outside the
+system (an email) therefore happens
 once unless a crash falls between the effect and its record; then it happens again with the same
 id (`outbox_send_mail` gives every delivery of a message one Message-ID) and a receiver can drop
 the repeat.
