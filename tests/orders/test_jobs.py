@@ -19,7 +19,7 @@ from inventory import services as stock
 from inventory.models import StockLevel, StockMovement
 from orders import jobs, services, tasks
 from orders.api import render_order
-from orders.emails import KINDS
+from orders.emails import KINDS, order_emails_sender
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
 from project.db.transactions import advisory_key
 from project.errors import InvalidInput
@@ -426,6 +426,25 @@ def test_each_order_email_names_the_order_and_its_items(db, kind):
     assert email.to == ["ada@example.com"]
     assert order.number in email.subject
     assert "2 x" in email.body and "(MUG)" in email.body
+
+
+def test_a_batch_of_emails_reads_its_orders_and_their_lines_in_one_query(db):
+    _stock()
+    first = _place(UserFactory(email="ada@example.com"), ("TEA", 1), ("MUG", 3))
+    second = _place(UserFactory(email="bob@example.com"), ("JAR", 2))
+    mail.outbox = []
+
+    with CaptureQueriesContext(connection) as queries, order_emails_sender(order_ids=[first.pk, second.pk]) as send:
+        sent = [send(first.pk, "placed"), send(999_999, "placed"), send(second.pk, "paid")]
+
+    assert sent == [True, False, True]
+    assert len(queries) == 1
+    ada, bob = mail.outbox
+    assert ada.to == ["ada@example.com"] and bob.to == ["bob@example.com"]
+    lines = {line.strip() for line in ada.body.splitlines() if " x " in line}
+    assert lines == {f"{line.quantity} x {line.product.name} ({line.product.sku})" for line in first.lines.all()}
+    assert len(lines) == 2
+    assert "2 x" in bob.body and "(JAR)" in bob.body and "(MUG)" not in bob.body
 
 
 def test_an_email_for_an_order_that_no_longer_exists_is_skipped(db):
