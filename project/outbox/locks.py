@@ -13,6 +13,9 @@ from django.db.models.functions import Now
 
 from project.outbox.models import OutboxMessage
 
+# What the relay reads of a claimed row: timestamps and errors are written in SQL, never read.
+RELAY_FIELDS = ("id", "task", "args", "kwargs", "request_id", "attempts")
+
 
 def claim_due_messages(limit: int) -> list[OutboxMessage]:
     """Pending rows due now and sent rows whose lease ran out, oldest due first (the `outbox_due`
@@ -21,7 +24,8 @@ def claim_due_messages(limit: int) -> list[OutboxMessage]:
     return list(
         OutboxMessage.objects.select_for_update(of=("self",), skip_locked=True)
         .filter(state__in=[OutboxMessage.State.PENDING, OutboxMessage.State.SENT], next_attempt_at__lte=Now())
-        .order_by("next_attempt_at", "id")[:limit]
+        .order_by("next_attempt_at", "id")
+        .only(*RELAY_FIELDS)[:limit]
     )
 
 

@@ -19,6 +19,7 @@ pending, backs off (up to OUTBOX_BROKER_BACKOFF_MAX_SECONDS) and tries again; a 
 never makes a message dead.
 """
 
+import collections
 import contextlib
 import logging
 import threading
@@ -118,8 +119,8 @@ class OutboxRelay:
             self._mark_sent(published)
             self._mark_failed(failed)
             self._mark_dead(dead)
-        for message in published:
-            OUTBOX_PUBLISHED.labels(task=message.task).inc()
+        for task, count in collections.Counter(message.task for message in published).items():
+            OUTBOX_PUBLISHED.labels(task=task).inc(count)
         if broker_error is not None:
             raise BrokerUnavailable(str(broker_error)) from broker_error
         return len(messages)
