@@ -1,6 +1,7 @@
 """REST endpoints of the catalogue and stock: parse, call a selector or service, shape the output."""
 
 import re
+import time
 from urllib.parse import urlencode
 
 import orjson
@@ -13,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from inventory import selectors, services
+from inventory.availability import ListTemplate
 from inventory.cache import cached_list
 from inventory.models import SKU_VALIDATOR
 from inventory.serializers import (
@@ -95,7 +97,7 @@ def catalogue_list_key(request, params: dict, active: bool | None) -> tuple[str,
     links_query = urlencode(query) if query else ""
     cursor = pagination.decode_cursor(request) if "cursor" in request.query_params else None
     at = "" if cursor is None else f"#o={cursor.offset}&r={int(cursor.reverse)}&p={cursor.position or ''}"
-    key = f"json:{request.scheme}://{request.get_host()}?{links_query}{at}"
+    key = f"page:{request.scheme}://{request.get_host()}?{links_query}{at}"
     whole_catalogue = not params["search"] and params.get("updated_since") is None
     return key, links_query, whole_catalogue and cursor is None
 
@@ -106,6 +108,11 @@ def _product_sku(sku: str) -> str:
     if not SKU_VALIDATOR.regex.fullmatch(sku):
         raise NotFound(f"No product with SKU {sku[:70]!r}.")
     return sku
+
+
+def product_etag(payload: dict) -> str:
+    """A product's ETag as its payload shows it: version and availability."""
+    return etag(payload["version"], available=payload["available"])
 
 
 IF_MATCH = OpenApiParameter(
@@ -124,7 +131,8 @@ class ProductListView(APIView):
         responses={200: paginated(ProductSerializer), **errors(400, 401, 404, 429, 503)},
     )
     def get(self, request):
-        """The catalogue, with live availability (cached; invalidated on every change)."""
+        """The catalogue: product data cached (invalidated by product edits and imports), availability
+        at most CATALOGUE_AVAILABILITY_MAX_AGE_MS old."""
         params = catalogue_query(request.query_params)
         active = {"true": True, "false": False, "all": None}[params["active"]]
         if not acts_as_staff(request):
@@ -132,7 +140,8 @@ class ProductListView(APIView):
 
         key, links_query, keep_last_good = catalogue_list_key(request, params, active)
 
-        def build() -> bytes:
+        def build() -> ListTemplate:
+            read_at = time.monotonic()
             products = selectors.catalogue_list(
                 search=params["search"], active=active, updated_since=params.get("updated_since")
             )
@@ -140,11 +149,18 @@ class ProductListView(APIView):
             page = paginator.paginate_queryset(products, request, view=self)
             # The links are shared by every request with this key: only the validated query in them.
             paginator.base_url = request.build_absolute_uri(f"{request.path}?{links_query}".rstrip("?"))
-            return OrjsonRenderer().render(paginator.get_paginated_response([product_payload(p) for p in page]).data)
 
-        # The page is cached as its JSON: a hit neither unpickles 25 products nor encodes them again.
-        # ("json:" keeps these entries apart from the dicts that releases before 2026-12 cached.)
-        return Response(orjson.Fragment(cached_list(key, build, keep_last_good=keep_last_good)))
+            def render(payloads: list[dict]) -> bytes:
+                return OrjsonRenderer().render(paginator.get_paginated_response(payloads).data)
+
+            return ListTemplate.render(render, [product_payload(p) for p in page], read_at)
+
+        # The page is cached as its JSON with a gap for each product's availability, filled at
+        # every read: a hit neither unpickles 25 products nor encodes them again, and an order
+        # throws no page away. ("page:" keeps these entries apart from the bytes ("json:") and
+        # dicts that earlier releases cached under the same tokens.)
+        page = cached_list(key, build, keep_last_good=keep_last_good)
+        return Response(orjson.Fragment(page.fill()))
 
     @extend_schema(
         request=ProductCreateSerializer, responses={201: ProductSerializer, **errors(400, 401, 403, 413, 415, 429, 503)}
@@ -153,8 +169,9 @@ class ProductListView(APIView):
         params = ProductCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         product = services.product_create(**params.validated_data)
-        response = Response(product_payload(product), status=status.HTTP_201_CREATED)
-        response["ETag"] = etag(product.version)
+        payload = product_payload(product)
+        response = Response(payload, status=status.HTTP_201_CREATED)
+        response["ETag"] = product_etag(payload)
         return response
 
 
@@ -171,15 +188,17 @@ class ProductDetailView(APIView):
         },
     )
     def get(self, request, sku: str):
-        """One product with `available`. ETag follows the product's version, not its availability."""
+        """One product with `available`. Its ETag changes with the version and with availability;
+        If-Match on a PATCH compares only the version part."""
         payload = selectors.catalogue_entry(_product_sku(sku))
         if payload is None or (not payload["active"] and not acts_as_staff(request)):
             raise NotFound(f"No product with SKU {sku!r}.")
-        if if_none_match_hits(request, payload["version"]):
+        tag = product_etag(payload)
+        if if_none_match_hits(request, tag):
             response = Response(status=status.HTTP_304_NOT_MODIFIED)
         else:
             response = Response(payload)
-        response["ETag"] = etag(payload["version"])
+        response["ETag"] = tag
         return response
 
     @extend_schema(
@@ -197,9 +216,9 @@ class ProductDetailView(APIView):
             services.product_update(sku=sku, expected_version=expected, changes=params.validated_data)
         except VersionConflict as conflict:
             raise PreconditionFailed(extra=conflict.extra) from None
-        product = selectors.product_detail(sku=sku)
-        response = Response(product_payload(product))
-        response["ETag"] = etag(product.version)
+        payload = product_payload(selectors.product_detail(sku=sku))
+        response = Response(payload)
+        response["ETag"] = product_etag(payload)
         return response
 
 

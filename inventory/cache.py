@@ -1,7 +1,11 @@
 """Cache-aside for catalogue reads, with versioned keys.
 
+What is cached is the slow-changing part of the catalogue: name, description, price, active.
+Availability changes with every order and is laid over the cached entries at each read instead
+(inventory.availability), so stock changes leave this cache alone.
+
 Each product has a version token, and the catalogue list has one. A change to a product's data
-or availability replaces both tokens after commit (never on rollback). Every entry keeps the
+(an edit, a new product, an import) replaces both tokens after commit (never on rollback). Every entry keeps the
 tokens it was built under, and a read fetches the entry and the current tokens in one MGET (one
 Redis round trip): an entry whose tokens are not the current ones is a miss, and is overwritten
 by the rebuilt value. Stock decisions never read this cache. Redis being down makes every read
@@ -115,7 +119,8 @@ def _new_tokens(skus: list[str]) -> None:
 
 
 def catalogue_changed(skus: Iterable[str]) -> None:
-    """Invalidate the cached reads of these products and of the list, once the transaction commits."""
+    """Invalidate the cached reads of these products and of the list, once the transaction commits.
+    For changes to product data; a change of stock needs nothing here (inventory.availability)."""
     changed = sorted(set(skus))
     transaction.on_commit(lambda: _new_tokens(changed))
 

@@ -1,14 +1,17 @@
 """Reads of the inventory app. `available` is summed over active warehouses in one query.
 
-`catalogue_entry` is the cached public shape of one product, the read shared by the API's
-product detail, the product page and the cart (inventory.cache holds the entries).
+`catalogue_entry` is the public shape of one product, the read shared by the API's product
+detail, the product page and the cart: its data cached (inventory.cache), its availability laid
+over it (inventory.availability).
 """
 
+import time
 from datetime import datetime
 
 from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
+from inventory.availability import overlay, remember
 from inventory.cache import cached_product
 from inventory.models import Product, StockLevel, StockMovement, is_sku
 from inventory.serializers import product_payload
@@ -51,15 +54,22 @@ def product_detail(*, sku: str, active_only: bool = False) -> Product | None:
 
 
 def catalogue_entry(sku: str) -> dict | None:
-    """The cached public shape of one product (shared with the API's product cache), or None."""
+    """The public shape of one product, or None: its data from the cache (shared with the API's
+    product detail), its availability current within CATALOGUE_AVAILABILITY_MAX_AGE_MS."""
     if not is_sku(sku):
         return None
 
     def build():
+        read_at = time.monotonic()
         product = product_detail(sku=sku)
-        return product_payload(product) if product else None
+        if product is None:
+            return None
+        payload = product_payload(product)
+        remember({sku: payload["available"]}, read_at)
+        return payload
 
-    return cached_product(sku, build)
+    entry = cached_product(sku, build)
+    return None if entry is None else overlay([entry])[0]
 
 
 def sold(entry: dict | None) -> bool:

@@ -4,7 +4,8 @@ Staff operations (receive, adjust, count, transfer, product and warehouse edits)
 an edge and open their own transaction with bounded retries (`atomic_with_retry`). The stock
 primitives (reserve, release, consume, restock) run inside the calling service's transaction and
 refuse to run outside one. Every change of on_hand or reserved writes its ledger row in the same
-transaction, and invalidates the catalogue cache after commit.
+transaction; a change of product data invalidates the catalogue cache after commit (availability
+is never cached with it: inventory.availability).
 """
 
 from collections import defaultdict
@@ -83,8 +84,9 @@ def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], in
 LEDGER_WRITE_SQL = "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s)"
 
 
-def _record(movements: Sequence[StockMovement], skus: Iterable[str]) -> None:
-    """Write ledger rows (same transaction as the change) and invalidate the catalogue on commit.
+def _record(movements: Sequence[StockMovement]) -> None:
+    """Write ledger rows (same transaction as the change). The catalogue shows the new availability
+    within its bound by itself (inventory.availability): nothing to invalidate.
 
     The one Python writer of ledger rows: the (unsaved) movements go to the SQL function
     inventory_ledger_write (inventory/migrations/sql/0006_ledger_write.sql), which every SQL path
@@ -112,7 +114,6 @@ def _record(movements: Sequence[StockMovement], skus: Iterable[str]) -> None:
             )
     for movement in movements:
         STOCK_CHANGES.labels(reason=movement.reason).inc()
-    catalogue_changed(skus)
 
 
 def _check_quantity(name: str, value: int, *, minimum: int) -> None:
@@ -161,7 +162,6 @@ def stock_adjust(
                 level_id=level_id, delta_on_hand=delta, reason=reason, note=note[:200], actor=actor, reference=reference
             )
         ],
-        [product.sku],
     )
     return StockLevel.objects.select_related("product", "warehouse").get(pk=level_id)
 
@@ -208,7 +208,6 @@ def stock_count(
         level.save(update_fields=["on_hand", "version", "updated_at"])
     _record(
         [StockMovement(level_id=level_id, delta_on_hand=delta, reason=Reason.COUNT, note=note[:200], actor=actor)],
-        [product.sku],
     )
     level.product, level.warehouse = product, warehouse
     return level
@@ -258,7 +257,6 @@ def stock_transfer(
                 actor=actor,
             ),
         ],
-        [product.sku],
     )
     for level, warehouse in ((src, source), (dst, target)):
         level.product, level.warehouse = product, warehouse
@@ -338,7 +336,6 @@ def warehouse_deactivate(*, code: str) -> Warehouse:
     if any(level.reserved for level in levels):
         raise WarehouseBusy()
     warehouse.active = False
-    catalogue_changed(Product.objects.filter(stock_levels__warehouse=warehouse).values_list("sku", flat=True))
     return warehouse
 
 
@@ -350,7 +347,6 @@ def warehouse_activate(*, code: str) -> Warehouse:
     if not warehouse.active:
         warehouse.active = True
         warehouse.save(update_fields=["active"])
-        catalogue_changed(Product.objects.filter(stock_levels__warehouse=warehouse).values_list("sku", flat=True))
     return warehouse
 
 
@@ -393,7 +389,6 @@ def reserve_stock(
             )
             for a in allocations
         ],
-        [product.sku for product, _ in lines],
     )
     return allocations
 
@@ -406,7 +401,6 @@ def _apply_deltas(
     reason: str,
     reference: str,
     actor,
-    skus,
 ) -> None:
     """Lock the levels in pk order, then apply the deltas set-based, with one ledger row per level."""
     per_level: dict[int, int] = defaultdict(int)
@@ -440,7 +434,6 @@ def _apply_deltas(
             )
             for i, on, res in zip(ids, d_on, d_res, strict=True)
         ],
-        skus,
     )
 
 
@@ -448,18 +441,15 @@ def release_stock(
     *,
     allocations: Sequence[tuple[int, int]],
     reference: str,
-    skus: Iterable[str],
     reason: str = Reason.RELEASE,
     actor=None,
 ) -> None:
     """Give reserved units back (cancel, expiry): reserved -= n per (level_id, n)."""
     require_transaction("release_stock")
-    _apply_deltas(
-        allocations, on_hand_sign=0, reserved_sign=-1, reason=reason, reference=reference, actor=actor, skus=skus
-    )
+    _apply_deltas(allocations, on_hand_sign=0, reserved_sign=-1, reason=reason, reference=reference, actor=actor)
 
 
-def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Iterable[str], actor=None) -> None:
+def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, actor=None) -> None:
     """Ship reserved units (fulfilment): on_hand -= n and reserved -= n per (level_id, n)."""
     require_transaction("consume_stock")
     _apply_deltas(
@@ -469,16 +459,13 @@ def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, sku
         reason=Reason.FULFILMENT,
         reference=reference,
         actor=actor,
-        skus=skus,
     )
 
 
-def restock(*, allocations: Sequence[tuple[int, int]], reference: str, skus: Iterable[str], actor=None) -> None:
+def restock(*, allocations: Sequence[tuple[int, int]], reference: str, actor=None) -> None:
     """Take returned units back into the levels they left from: on_hand += n."""
     require_transaction("restock")
-    _apply_deltas(
-        allocations, on_hand_sign=1, reserved_sign=0, reason=Reason.RETURN, reference=reference, actor=actor, skus=skus
-    )
+    _apply_deltas(allocations, on_hand_sign=1, reserved_sign=0, reason=Reason.RETURN, reference=reference, actor=actor)
 
 
 # --- alerts ------------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 The cache is the same cache-aside store as the API's (inventory.cache): a product page and the
 API's product detail share one cached entry per SKU; list pages have their own keys under the
-list token. Availability shown here is advisory; stock is decided when an order is placed.
+list token. Availability is laid over the cached entries at each read (inventory.availability):
+at most CATALOGUE_AVAILABILITY_MAX_AGE_MS old, and advisory; stock is decided when an order is
+placed.
 """
 
+import time
 from urllib.parse import urlencode
 
 from django import forms
@@ -15,6 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from inventory import selectors
+from inventory.availability import overlay, remember
 from inventory.cache import cached_list
 from inventory.serializers import product_payload
 
@@ -27,10 +31,13 @@ class CatalogueQueryForm(forms.Form):
 
 
 def _catalogue_page(search: str, page_number: int) -> dict:
+    read_at = time.monotonic()
     products = selectors.catalogue_list(search=search, active=True)
     page = Paginator(products, PRODUCTS_PER_PAGE).get_page(page_number)
+    payloads = [product_payload(product) for product in page.object_list]
+    remember({payload["sku"]: payload["available"] for payload in payloads}, read_at)
     return {
-        "products": [product_payload(product) for product in page.object_list],
+        "products": payloads,
         "number": page.number,
         "num_pages": page.paginator.num_pages,
         "count": page.paginator.count,
@@ -58,7 +65,7 @@ def catalogue(request):
         {
             "search": search,
             "search_invalid": not query.is_valid(),
-            "products": page["products"],
+            "products": overlay(page["products"]),
             "page_number": page["number"],
             "num_pages": page["num_pages"],
             "count": page["count"],

@@ -21,7 +21,6 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from inventory import locks as stock_locks
-from inventory.cache import catalogue_changed
 from inventory.exports import inert
 from inventory.metrics import record_stock_changes
 from inventory.models import StockLevel, StockMovement
@@ -89,12 +88,11 @@ def _expire_chunk(*, limit: int, order_ids: Sequence[int] | None, after: tuple) 
             "SELECT * FROM orders_expire_chunk(%s, %s, %s, %s, %s, %s, %s)",
             [timezone.now(), limit, *after, order_ids, SEND_ORDER_EMAIL, request_id_var.get() or ""],
         )
-        expired, last_expires, last_id, ledger_rows, skus = cursor.fetchone()
+        expired, last_expires, last_id, ledger_rows, _skus = cursor.fetchone()
     if not expired:
         return 0, after
     notify_relay()
     record_stock_changes(StockMovement.Reason.EXPIRY, ledger_rows)
-    catalogue_changed(skus)
     return expired, (last_expires, last_id)
 
 

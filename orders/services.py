@@ -38,9 +38,8 @@ Status = Order.Status
 # --- lifecycle --------------------------------------------------------------------------------
 
 
-def _allocations_of(order: Order) -> tuple[list[tuple[int, int]], list[str]]:
-    rows = Allocation.objects.filter(line__order=order).values_list("stock_level_id", "quantity", "line__product__sku")
-    return [(level, quantity) for level, quantity, _ in rows], sorted({sku for _, _, sku in rows})
+def _allocations_of(order: Order) -> list[tuple[int, int]]:
+    return list(Allocation.objects.filter(line__order=order).values_list("stock_level_id", "quantity"))
 
 
 def _locked_for_transition(order_id: int, *, allowed: set[str], expected_version: int | None) -> Order:
@@ -82,8 +81,8 @@ def order_cancel(*, order_id: int, actor=None, expected_version: int | None = No
     """Cancel a reserved or paid order and release its stock (a paid one is refunded, simulated)."""
     order = _locked_for_transition(order_id, allowed={Status.RESERVED, Status.PAID}, expected_version=expected_version)
     order_email_enqueue(order_id=order.pk, kind="cancelled")
-    allocations, skus = _allocations_of(order)
-    stock.release_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    allocations = _allocations_of(order)
+    stock.release_stock(allocations=allocations, reference=order.number, actor=actor)
     return _move(order, Status.CANCELLED, stamp="cancelled_at")
 
 
@@ -92,8 +91,8 @@ def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = No
     """Ship a paid order: its reserved units leave the shelves (on_hand and reserved both drop)."""
     order = _locked_for_transition(order_id, allowed={Status.PAID}, expected_version=expected_version)
     order_email_enqueue(order_id=order.pk, kind="fulfilled")
-    allocations, skus = _allocations_of(order)
-    stock.consume_stock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    allocations = _allocations_of(order)
+    stock.consume_stock(allocations=allocations, reference=order.number, actor=actor)
     return _move(order, Status.FULFILLED, stamp="fulfilled_at")
 
 
@@ -101,8 +100,8 @@ def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = No
 def order_return(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
     """Take a fulfilled order back: its units return to the levels they left from."""
     order = _locked_for_transition(order_id, allowed={Status.FULFILLED}, expected_version=expected_version)
-    allocations, skus = _allocations_of(order)
-    stock.restock(allocations=allocations, reference=order.number, skus=skus, actor=actor)
+    allocations = _allocations_of(order)
+    stock.restock(allocations=allocations, reference=order.number, actor=actor)
     return _move(order, Status.RETURNED, stamp="returned_at")
 
 
@@ -113,6 +112,6 @@ def order_expire(*, order_id: int) -> Order | None:
     if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
         return None
     order_email_enqueue(order_id=order.pk, kind="expired")
-    allocations, skus = _allocations_of(order)
-    stock.release_stock(allocations=allocations, reference=order.number, skus=skus, reason=StockMovement.Reason.EXPIRY)
+    allocations = _allocations_of(order)
+    stock.release_stock(allocations=allocations, reference=order.number, reason=StockMovement.Reason.EXPIRY)
     return _move(order, Status.EXPIRED, stamp="expired_at")

@@ -9,6 +9,7 @@ from django.test import Client
 from pythonjsonlogger.json import JsonFormatter
 from rest_framework.test import APIClient
 
+from inventory import availability
 from project.observability.logs import RequestIdFilter
 from users.models import User
 from users.services import api_key_create
@@ -19,6 +20,7 @@ def _empty_cache():
     """Each test starts with an empty cache, so no cached read leaks between tests. Only this run's
     keys (its prefix) go: parallel runs share the test Redis database."""
     cache.delete_pattern("*")
+    availability.forget()
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock
 from inventory.metrics import record_stock_changes
 from orders.emails import SEND_ORDER_EMAIL
@@ -90,8 +89,6 @@ def place_in_one_round_trip(
             store_refusal(result["claim_id"], error)
         raise error
     body = result["body"]
-    # What inventory.services does for the ORM path: the ledger rows the SQL function wrote are
-    # counted, and the cached availability of what it reserved is replaced after commit.
+    # What inventory.services does for the ORM path: the ledger rows the SQL function wrote are counted.
     record_stock_changes("reservation", sum(len(line["allocations"]) for line in body["lines"]))
-    catalogue_changed([line.sku for line in lines])
     return PlacementResult(201, sql_body(body), replayed=False)

@@ -4,11 +4,15 @@ import re
 
 from project.errors import PreconditionFailed, PreconditionRequired
 
-_TAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})"\s*$')
+# A version, optionally followed by what else the representation shows that the version does not
+# count ("3-17": version 3, 17 units available).
+_TAG = re.compile(r'^\s*(?:W/)?"(\d{1,18})(?:-\d{1,18})?"\s*$')
 
 
-def etag(version: int) -> str:
-    return f'"{version}"'
+def etag(version: int, *, available: int | None = None) -> str:
+    """The ETag of a row at `version`; with `available`, of a product as shown with that
+    availability (which changes without the version), so a cached copy goes stale with it."""
+    return f'"{version}"' if available is None else f'"{version}-{available}"'
 
 
 def _versions(header: str) -> list[int | None]:
@@ -32,8 +36,11 @@ def if_match_version(request, *, required: bool) -> int | None:
     return versions[0]
 
 
-def if_none_match_hits(request, version: int) -> bool:
+def if_none_match_hits(request, tag: str) -> bool:
+    """Whether If-None-Match names `tag` (an `etag()`), compared weakly as RFC 9110 asks, or is `*`."""
     header = request.headers.get("If-None-Match")
     if header is None:
         return False
-    return header.strip() == "*" or version in _versions(header)
+    if header.strip() == "*":
+        return True
+    return any(part.strip().removeprefix("W/") == tag for part in header.split(","))

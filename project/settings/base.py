@@ -142,6 +142,9 @@ CIRCUIT_FAILURE_THRESHOLD = env_int("CIRCUIT_FAILURE_THRESHOLD", 3)
 CIRCUIT_COOLDOWN_SECONDS = env_float("CIRCUIT_COOLDOWN_SECONDS", 5.0)
 # Last good catalogue reads are kept this long, to serve (marked X-Stale) while PostgreSQL is down.
 CATALOGUE_STALE_TTL_SECONDS = env_int("CATALOGUE_STALE_TTL_SECONDS", 86_400)
+# The catalogue's availability (API, shop pages, cart) is at most this old: each web process reads
+# it again from PostgreSQL once its value is this old; 0 reads it every time (inventory.availability).
+CATALOGUE_AVAILABILITY_MAX_AGE_MS = max(env_int("CATALOGUE_AVAILABILITY_MAX_AGE_MS", 1000), 0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: cache on one database number, the Celery broker on another -------

@@ -17,6 +17,9 @@ os.environ["CACHE_KEY_PREFIX"] = f"stockroom-test{TEST_RUN_ID}"
 os.environ["CELERY_QUEUE_PREFIX"] = f"stockroom-test{TEST_RUN_ID}"
 os.environ.setdefault("DB_POOL_MAX_SIZE", "60")
 os.environ.setdefault("DEBUG", "0")
+# Availability exact (read every time), so a test reads what it just changed; the tests of the
+# bound (tests/inventory/test_availability.py) set their own.
+os.environ.setdefault("CATALOGUE_AVAILABILITY_MAX_AGE_MS", "0")
 # Generous limits, so the suite (and parallel runs sharing this Redis DB) never throttles itself;
 # tests of the limiter set their own rates and key prefix with the `settings` fixture.
 os.environ["RATELIMIT_READ"] = "1000000/60"

@@ -105,16 +105,31 @@ def test_product_detail_etag_and_304(api_client, stocked):
     response = api_client.get("/api/v1/products/MUG")
     assert response.status_code == 200
     assert response.json()["available"] == 10
-    assert response["ETag"] == '"1"'
+    assert response["ETag"] == '"1-10"'
 
-    not_modified = api_client.get("/api/v1/products/MUG", HTTP_IF_NONE_MATCH='"1"')
+    not_modified = api_client.get("/api/v1/products/MUG", HTTP_IF_NONE_MATCH='W/"1-10"')
     assert not_modified.status_code == 304
+    assert not_modified["ETag"] == '"1-10"'
 
     with transaction.atomic():
         services.reserve_stock(lines=[(Product.objects.get(sku="MUG"), 4)], reference="ORD-1")
-    # Availability changed, but the ETag follows the product's version only.
-    again = api_client.get("/api/v1/products/MUG", HTTP_IF_NONE_MATCH='"1"')
-    assert again.status_code == 304
+    # Availability changed without the version: a copy of the old representation is stale.
+    again = api_client.get("/api/v1/products/MUG", HTTP_IF_NONE_MATCH='"1-10"')
+    assert again.status_code == 200
+    assert again["ETag"] == '"1-6"' and again.json()["available"] == 6
+
+
+def test_if_match_takes_the_version_of_a_detail_etag(staff_client, stocked):
+    tag = staff_client.get("/api/v1/products/MUG")["ETag"]
+    with transaction.atomic():
+        services.reserve_stock(lines=[(Product.objects.get(sku="MUG"), 4)], reference="ORD-1")
+
+    # The availability part is not a precondition of an edit: the version is.
+    ok = staff_client.patch("/api/v1/products/MUG", {"name": "Red mug"}, format="json", HTTP_IF_MATCH=tag)
+    assert ok.status_code == 200
+    assert ok["ETag"] == '"2-6"'
+    stale = staff_client.patch("/api/v1/products/MUG", {"name": "Lost"}, format="json", HTTP_IF_MATCH=tag)
+    assert stale.status_code == 412
 
 
 def test_patch_needs_if_match_and_refuses_a_stale_one(staff_client, stocked):
@@ -124,7 +139,7 @@ def test_patch_needs_if_match_and_refuses_a_stale_one(staff_client, stocked):
 
     ok = staff_client.patch("/api/v1/products/MUG", {"name": "Red mug"}, format="json", HTTP_IF_MATCH='"1"')
     assert ok.status_code == 200
-    assert ok["ETag"] == '"2"' and ok.json()["name"] == "Red mug"
+    assert ok["ETag"] == '"2-10"' and ok.json()["name"] == "Red mug"
 
     stale = staff_client.patch("/api/v1/products/MUG", {"name": "Lost"}, format="json", HTTP_IF_MATCH='"1"')
     assert stale.status_code == 412

@@ -4,6 +4,7 @@ from django.db import transaction
 from prometheus_client import REGISTRY
 
 from inventory import services
+from inventory.availability import ListTemplate
 from inventory.cache import catalogue_changed, redis_connections
 from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel
@@ -27,7 +28,8 @@ def listed_available(client) -> int:
     return client.get("/api/v1/products").json()["results"][0]["available"]
 
 
-def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_queries):
+def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_queries, settings):
+    settings.CATALOGUE_AVAILABILITY_MAX_AGE_MS = 60_000  # availability read at most once a minute
     available(api_client)
     listed_available(api_client)
 
@@ -37,6 +39,7 @@ def test_reads_are_served_from_the_cache(api_client, mug, django_assert_num_quer
 
 
 def test_a_catalogue_page_is_cached_as_its_json_and_a_hit_answers_the_same_bytes(api_client, mug, monkeypatch):
+    """The JSON with a gap for each product's availability, filled at every read."""
     stored = []
     set_many = cache.set_many
 
@@ -52,7 +55,9 @@ def test_a_catalogue_page_is_cached_as_its_json_and_a_hit_answers_the_same_bytes
     assert hit["Content-Type"] == miss["Content-Type"] == "application/json"
     assert miss.json()["results"][0]["sku"] == "MUG"
     entry, last_good = (next(iter(data.values())) for data in stored)
-    assert entry[1] == last_good == miss.content  # the JSON itself, under its token
+    assert isinstance(entry[1], ListTemplate) and entry[1].skus == ["MUG"]
+    assert entry[1].fill() == last_good.fill() == miss.content  # the JSON itself, under its token
+    assert entry[1].parts[0].endswith(b'"available":')  # the gap is where the number goes
 
 
 class CommandCounter:
@@ -121,24 +126,30 @@ def test_an_entry_built_under_an_old_token_is_a_miss_and_is_replaced(api_client,
     assert cache.get("catalogue:product:MUG")[1]["available"] == 4
 
 
-def test_a_committed_change_invalidates_detail_and_list(api_client, mug):
+def test_a_committed_stock_change_shows_in_detail_and_list_and_invalidates_nothing(api_client, mug, monkeypatch):
     assert (available(api_client), listed_available(api_client)) == (5, 5)
+    counter = CommandCounter(monkeypatch)
 
     with transaction.atomic():
         services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
+    assert counter.commands == []  # an order costs the cache nothing
 
+    misses = cache_gets("misses")
     assert (available(api_client), listed_available(api_client)) == (3, 3)
+    assert cache_gets("misses") == misses
 
 
-def test_a_rolled_back_change_does_not_invalidate(api_client, mug, django_assert_num_queries):
+def test_a_rolled_back_change_does_not_invalidate(api_client, mug, django_assert_num_queries, settings):
+    settings.CATALOGUE_AVAILABILITY_MAX_AGE_MS = 60_000
     available(api_client)
 
     with pytest.raises(RuntimeError), transaction.atomic():
-        services.reserve_stock(lines=[(mug, 2)], reference="ORD-1")
-        raise RuntimeError("abandon the order")
+        services.product_update(sku="MUG", expected_version=1, changes={"name": "Renamed"})
+        raise RuntimeError("abandon the edit")
 
     with django_assert_num_queries(0):
         assert available(api_client) == 5
+    assert api_client.get("/api/v1/products/MUG").json()["name"] != "Renamed"
 
 
 def test_product_edits_invalidate(api_client, mug):
@@ -150,9 +161,10 @@ def test_product_edits_invalidate(api_client, mug):
     assert api_client.get("/api/v1/products").json()["results"][0]["name"] == "Renamed"
 
 
-def test_stock_decisions_never_read_the_cache(api_client, mug):
+def test_stock_decisions_never_read_the_cache(api_client, mug, settings):
+    settings.CATALOGUE_AVAILABILITY_MAX_AGE_MS = 60_000
     assert available(api_client) == 5
-    # The shelf changes behind the cache's back (no invalidation): the cache still says 5 ...
+    # The shelf changes and the catalogue, within its bound, still says 5 ...
     StockLevel.objects.filter(product=mug).update(on_hand=1)
     assert available(api_client) == 5
 
@@ -188,10 +200,12 @@ def test_with_the_caches_redis_unreachable_reads_come_from_the_database_and_chan
 
     assert available(api_client) == 5
     assert listed_available(api_client) == 5
-    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=2)  # its invalidation fails, logged
+    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=2)
+    services.product_update(sku="MUG", expected_version=1, changes={"name": "Renamed"})  # invalidation fails, logged
 
     assert available(api_client) == 7
     assert listed_available(api_client) == 7
+    assert api_client.get("/api/v1/products/MUG").json()["name"] == "Renamed"
     failures = [record.getMessage() for record in caplog.records if record.name == "stockroom.cache"]
     assert any(message.startswith("catalogue read from Redis failed") for message in failures)
     assert any(message.startswith("catalogue invalidation failed") for message in failures)

@@ -55,7 +55,7 @@ def test_database_outage_serves_stale_catalogue_refuses_writes_and_recovers(prox
     warm_list = httpx.get(f"{base}/api/v1/products", timeout=5)
     assert warm_detail.status_code == warm_list.status_code == 200
     assert "X-Stale" not in warm_detail.headers
-    # A change after the warm-up: the current cache entries are invalidated, only "last good" remains.
+    # A change after the warm-up that only the database knows of (availability is read from it).
     stock.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=1)
 
     proxy.cut()
