@@ -29,7 +29,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from tests.bench import whole_shop
+from tests.bench import mixed, whole_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -300,8 +300,8 @@ def wrk(port: int, scenario: Scenario, seconds: float, connections: int, extra_e
     return json.loads(line.removeprefix("BENCH_JSON "))
 
 
-def run_once(port: int, scenario: Scenario, args, extra_env: dict) -> dict:
-    raw = wrk(port, scenario, args.duration, args.connections, extra_env)
+def run_once(port: int, scenario: Scenario, args, extra_env: dict, connections: int | None = None) -> dict:
+    raw = wrk(port, scenario, args.duration, connections or args.connections, extra_env)
     statuses = {int(k): v for k, v in raw["statuses"].items()}
     ok = sum(n for status, n in statuses.items() if 200 <= status < 300)
     conflicts = statuses.get(409, 0)
@@ -567,6 +567,37 @@ def run_whole_shop(args, database_url: str, redis_url: str, tmp: Path, extra: di
             return rounds
 
 
+def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -> dict[str, list[mixed.MixedRound]]:
+    """tests/bench/mixed.py: readers and orderers alone, then together, on one production server."""
+    import httpx
+
+    env = bench_env(database_url, redis_url)
+    by_name = {scenario.name: scenario for scenario in scenarios(args.products)}
+    by_name["product_hot"] = Scenario("product_hot", "/api/v1/products/HOT")
+    chosen = [m for m in mixed.MIXED if not args.only or m.name in args.only.split(",")]
+    results: dict[str, list[mixed.MixedRound]] = {}
+    with Gunicorn(env, tmp) as server:
+
+        def run(name: str, connections: int) -> float:
+            return run_once(server.port, by_name[name], args, extra, connections=connections)["rps"]
+
+        def metrics() -> str:
+            headers = {"Authorization": f"Bearer {env['METRICS_TOKEN']}", "X-Forwarded-Proto": "https"}
+            response = httpx.get(f"http://127.0.0.1:{server.port}/metrics", headers=headers, timeout=30)
+            response.raise_for_status()
+            return response.text
+
+        for pair in chosen:
+            if args.warmup:
+                wrk(server.port, by_name[pair.readers], args.warmup, pair.reader_connections, extra)
+                wrk(server.port, by_name[pair.writers], args.warmup, pair.writer_connections, extra)
+            results[pair.name] = []
+            for number in range(1, args.runs + 1):
+                log(f"{pair.name}: round {number} of {args.runs} (alone, alone, together; {args.duration}s each)")
+                results[pair.name].append(mixed.run_round(pair, run, metrics))
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="one short run of two scenarios (make test)")
@@ -627,7 +658,16 @@ def main() -> int:
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
-    wanted = set(args.only.split(",")) if args.only else {"import", "expiry", "whole_shop"}
+    every_job = {"import", "expiry", "whole_shop", *(m.name for m in mixed.MIXED)}
+    wanted = set(args.only.split(",")) if args.only else every_job
+    mixed_results: dict[str, list[mixed.MixedRound]] = {}
+    if any(m.name in wanted for m in mixed.MIXED):
+        log("mixed: readers and orderers alone, then together, on one server")
+        mixed_results = run_mixed(args, database_url, redis_url, tmp, extra)
+        count = invariant_breaches(database_url)
+        broken += count
+        if count:
+            log(f"mixed: invariants BROKEN ({count})")
     shop_rounds: list[whole_shop.Round] = []
     if "whole_shop" in wanted:
         log(f"whole_shop: web, worker, relay and beat with SMTP; {args.runs} rounds of {args.shop_seconds}s web-only"
@@ -676,6 +716,8 @@ def main() -> int:
         "ratios": ratios,
     }
     text = table(results, meta)
+    if mixed_results:
+        text += "\n\n" + mixed.report(mixed_results)
     if shop_rounds:
         text += "\n\n" + whole_shop.report(shop_rounds)
     if batch_results:
@@ -690,6 +732,19 @@ def main() -> int:
                 "meta": meta,
                 "results": [asdict(r) for r in results],
                 "batch": [dict(asdict(r), ratio=r.ratio) for r in batch_results],
+                "mixed": {
+                    name: [
+                        dict(
+                            asdict(r),
+                            reader_ratio=r.reader_ratio,
+                            writer_ratio=r.writer_ratio,
+                            share=r.share,
+                            hit_ratio=r.hit_ratio,
+                        )
+                        for r in rounds
+                    ]
+                    for name, rounds in mixed_results.items()
+                },
                 "whole_shop": [
                     dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
                 ],
