@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -571,6 +572,7 @@ def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -
     """tests/bench/mixed.py: readers and orderers alone, then together, on one production server."""
     import httpx
 
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per /metrics read otherwise
     env = bench_env(database_url, redis_url)
     by_name = {scenario.name: scenario for scenario in scenarios(args.products)}
     by_name["product_hot"] = Scenario("product_hot", "/api/v1/products/HOT")
