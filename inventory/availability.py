@@ -24,8 +24,9 @@ from collections.abc import Sequence
 
 import orjson
 from django.conf import settings
-from django.db import OperationalError, connection
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, router
 
+from inventory.models import Product
 from project.db.transactions import is_lock_error
 from project.http.degraded import mark_stale
 
@@ -83,7 +84,9 @@ def availability(skus: Sequence[str]) -> dict[str, int]:
 def remember(units: dict[str, int], read_at: float) -> None:
     """Keep values read from PostgreSQL by a statement that started at `read_at` (time.monotonic()):
     a catalogue entry just built carries its products' availability, so its first read needs no
-    second statement."""
+    second statement. Not when catalogue reads go to a replica: its lag is not in `read_at`."""
+    if router.db_for_read(Product) != DEFAULT_DB_ALIAS:
+        return
     with _lock:
         if len(_known) + len(units) > MAX_KNOWN:
             _known.clear()

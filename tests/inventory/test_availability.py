@@ -15,11 +15,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from inventory import imports, services
+from inventory import availability, imports, services
 from inventory.models import ImportJob, Product
 from orders import jobs
 from orders import services as orders
 from orders.models import Order
+from project.db.routers import wrote_in_request
 from tests.factories import ProductFactory, WarehouseFactory
 from tests.inventory.import_support import csv_bytes
 from tests.orders.conftest import place
@@ -158,3 +159,16 @@ def _catalogue_card(client, name: str) -> str:
     body = client.get("/").content.decode()
     start = body.index(name)
     return body[start : start + 400]
+
+
+def test_values_a_replica_read_for_a_cached_entry_are_not_kept(api_client, mug, settings):
+    settings.DATABASES = {**settings.DATABASES, "replica": settings.DATABASES["default"]}
+    token = wrote_in_request.set(False)  # a fresh request: catalogue reads would go to the replica
+    try:
+        availability.remember({"MUG": 99}, time.monotonic())  # as a build on the replica would
+    finally:
+        wrote_in_request.reset(token)
+
+    with CaptureQueriesContext(connection) as primary:
+        assert availability.availability(["MUG"]) == {"MUG": 5}
+    assert len(primary) == 1  # read again from the primary, not taken from the replica's build
