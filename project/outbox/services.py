@@ -162,14 +162,7 @@ def _mark_done(message_ids: Sequence[int]) -> None:
     with transaction.atomic():
         _set_lock_timeout()
         with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE project_outboxmessage
-                   SET state = 'done', done_at = now(), last_error = '', claimed_until = NULL
-                 WHERE id = ANY(%s) AND state <> 'done'
-                """,
-                [locks.lock_messages(message_ids)],
-            )
+            cursor.execute(locks.MARK_DONE_SQL, {"ids": sorted(set(message_ids))})
 
 
 def outbox_failed(*, message_id: int, error: str, delivery_id: str | None = None) -> None:
@@ -241,17 +234,7 @@ def outbox_claim_many(*, message_ids: Sequence[int], delivery_id: str, lease_sec
     with transaction.atomic():
         _set_lock_timeout()
         with connection.cursor() as cursor:
-            cursor.execute(
-                """
-                UPDATE project_outboxmessage
-                   SET claimed_by = %(delivery)s, claimed_until = now() + make_interval(secs => %(lease)s),
-                       next_attempt_at = now() + make_interval(secs => %(lease)s)
-                 WHERE id = ANY(%(ids)s) AND state <> 'done'
-                   AND (claimed_by = %(delivery)s OR claimed_until IS NULL OR claimed_until <= now())
-                RETURNING id, task, args::text, kwargs::text, request_id, created_at, claimed_by, claimed_until
-                """,
-                {"delivery": delivery_id, "lease": lease_seconds, "ids": locks.lock_messages(wanted)},
-            )
+            cursor.execute(locks.CLAIM_MESSAGES_SQL, {"delivery": delivery_id, "lease": lease_seconds, "ids": wanted})
             rows = cursor.fetchall()
     claimed = sorted((_claimed_message(row) for row in rows), key=_pk)
     if len(claimed) < len(wanted):
