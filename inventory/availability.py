@@ -94,6 +94,14 @@ def remember(units: dict[str, int], read_at: float) -> None:
             _known[sku] = (value, read_at)
 
 
+def remember_payloads(payloads: list[dict], read_at: float) -> dict[str, int]:
+    """`remember` the availability of product payloads just built (product_payload's shape) by a
+    read that started at `read_at`; returns it by SKU."""
+    units = {payload["sku"]: payload["available"] for payload in payloads}
+    remember(units, read_at)
+    return units
+
+
 def forget() -> None:
     """Drop this process's values (tests, and a setting changed)."""
     with _lock:
@@ -121,8 +129,7 @@ class ListTemplate:
         """`render(payloads)` (bytes of a JSON document holding them) with gaps for availability.
         `read_at`: when the statement that read the payloads started (their availability is kept)."""
         marker = f"available:{uuid.uuid4().hex}"
-        built = {payload["sku"]: payload["available"] for payload in payloads}
-        remember(built, read_at)
+        built = remember_payloads(payloads, read_at)
         body = render([{**payload, "available": marker} for payload in payloads])
         parts = body.split(orjson.dumps(marker))
         skus = [payload["sku"] for payload in payloads]

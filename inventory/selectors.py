@@ -11,7 +11,7 @@ from datetime import datetime
 from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
-from inventory.availability import overlay, remember
+from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_product
 from inventory.models import Product, StockLevel, StockMovement, is_sku
 from inventory.serializers import product_payload
@@ -65,7 +65,7 @@ def catalogue_entry(sku: str) -> dict | None:
         if product is None:
             return None
         payload = product_payload(product)
-        remember({sku: payload["available"]}, read_at)
+        remember_payloads([payload], read_at)
         return payload
 
     entry = cached_product(sku, build)

@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from inventory import selectors
-from inventory.availability import overlay, remember
+from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_list
 from inventory.serializers import product_payload
 
@@ -35,7 +35,7 @@ def _catalogue_page(search: str, page_number: int) -> dict:
     products = selectors.catalogue_list(search=search, active=True)
     page = Paginator(products, PRODUCTS_PER_PAGE).get_page(page_number)
     payloads = [product_payload(product) for product in page.object_list]
-    remember({payload["sku"]: payload["available"] for payload in payloads}, read_at)
+    remember_payloads(payloads, read_at)
     return {
         "products": payloads,
         "number": page.number,

@@ -64,8 +64,8 @@ def _body(order: OrderEmailFacts, kind: str) -> str:
 def order_emails_sender(*, order_ids: Iterable[int]) -> Iterator[Callable[[int, str], bool]]:
     """Read these orders in one go (order_email_facts) and open one mail connection; yields
     `send(order_id, kind)`, which emails the `kind` message of one of them to its customer (False
-    if the order no longer exists). A batch of emails costs two queries and one SMTP connection,
-    not queries and a connection each.
+    if the order no longer exists). A batch of emails costs one query and one SMTP connection,
+    not a query and a connection each.
 
     Reads only; locks nothing, and runs outside any transaction (OutboxTask). Not idempotent by
     itself: the outbox task around it makes a redelivered message skip, so a message's email goes
