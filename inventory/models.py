@@ -97,6 +97,7 @@ class StockMovement(models.Model):
         RELEASE = "release"
         FULFILMENT = "fulfilment"
         RETURN = "return"
+        DAMAGED = "damaged"
         EXPIRY = "expiry"
 
     # No index of its own: movement_level_id (level, id) covers it, and every stock change writes here.

@@ -2,10 +2,10 @@
 
 Staff operations (receive, adjust, count, transfer, product and warehouse edits) are called from
 an edge and open their own transaction with bounded retries (`atomic_with_retry`). The stock
-primitives (reserve, release, consume, restock) run inside the calling service's transaction and
-refuse to run outside one. Every change of on_hand or reserved writes its ledger row in the same
-transaction; a change of product data invalidates the catalogue cache after commit (availability
-is never cached with it: inventory.availability).
+primitives (reserve, release, consume, move reservations, receive returns) run inside the calling
+service's transaction and refuse to run outside one. Every change of on_hand or reserved writes
+its ledger row in the same transaction; a change of product data invalidates the catalogue cache
+after commit (availability is never cached with it: inventory.availability).
 """
 
 from collections import defaultdict
@@ -37,11 +37,12 @@ __all__ = [
     "consume_stock",
     "import_file_delete",
     "import_files_prune",
+    "move_reservations",
     "product_create",
     "product_update",
+    "receive_return",
     "release_stock",
     "reserve_stock",
-    "restock",
     "stock_adjust",
     "stock_count",
     "stock_receive",
@@ -462,10 +463,107 @@ def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, act
     )
 
 
-def restock(*, allocations: Sequence[tuple[int, int]], reference: str, actor=None) -> None:
-    """Take returned units back into the levels they left from: on_hand += n."""
-    require_transaction("restock")
-    _apply_deltas(allocations, on_hand_sign=1, reserved_sign=0, reason=Reason.RETURN, reference=reference, actor=actor)
+def move_reservations(
+    *, moves: Sequence[tuple[int, int, int, int]], reference: str, actor=None
+) -> dict[tuple[int, int], int]:
+    """Move reserved units to another warehouse (a shipment taken from elsewhere): each move is
+    (from level id, product id, to warehouse id, quantity). Returns the target level ids by
+    (product id, warehouse id), creating empty levels that are missing.
+
+    Every level involved is locked at once, in pk order. Each target must have the units available
+    (InsufficientStock listing the short SKUs otherwise; the caller's transaction then changes
+    nothing). Ledger: `release` -n on each source, `reservation` +n on each target.
+    """
+    require_transaction("move_reservations")
+    for _, _, _, quantity in moves:
+        _check_quantity("quantity", quantity, minimum=1)
+    targets = _ensure_levels({(product_id, warehouse_id) for _, product_id, warehouse_id, _ in moves})
+    deltas: dict[int, int] = defaultdict(int)
+    for from_level_id, product_id, warehouse_id, quantity in moves:
+        if targets[(product_id, warehouse_id)] == from_level_id:
+            raise InvalidInput(fields={"warehouse": ["The units are already allocated there."]})
+        deltas[from_level_id] -= quantity
+        deltas[targets[(product_id, warehouse_id)]] += quantity
+    levels = locks.lock_stock_levels(deltas)
+    short = [
+        {"sku": level.product.sku, "requested": deltas[level.pk], "available": level.available}
+        for level in levels.values()
+        if deltas[level.pk] > level.available
+    ]
+    if short:
+        raise InsufficientStock(short)
+    if any(-deltas[level.pk] > level.reserved for level in levels.values()):
+        raise InvalidStock("A level holds fewer reserved units than the shipment moves away.")
+    ids = sorted(deltas)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE inventory_stocklevel AS s SET reserved = s.reserved + v.d, updated_at = now()
+              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, d)
+             WHERE s.id = v.id
+            """,
+            [ids, [deltas[i] for i in ids]],
+        )
+    _record(
+        [
+            StockMovement(
+                level_id=i,
+                delta_reserved=deltas[i],
+                reason=Reason.RESERVATION if deltas[i] > 0 else Reason.RELEASE,
+                reference=reference,
+                actor=actor,
+            )
+            for i in ids
+            if deltas[i]
+        ]
+    )
+    return targets
+
+
+def receive_return(*, items: Sequence[tuple[int, int, int, int]], reference: str, actor=None) -> None:
+    """Take returned units into chosen warehouses: (product_id, warehouse_id, restocked, written_off).
+
+    Restocked units go back on sale (`on_hand += n`, ledger `return` +n). Written-off units are
+    received and written off in the same transaction (ledger `return` +n and `damaged` -n on that
+    level, so the books show both and on hand ends unchanged). Levels are created when missing and
+    locked in pk order.
+    """
+    require_transaction("receive_return")
+    per_pair: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
+    for product_id, warehouse_id, restocked, written_off in items:
+        if restocked < 0 or written_off < 0 or restocked + written_off == 0:
+            raise InvalidInput(f"Returned quantities must be positive, got {restocked} and {written_off}.")
+        per_pair[(product_id, warehouse_id)][0] += restocked
+        per_pair[(product_id, warehouse_id)][1] += written_off
+    ids = _ensure_levels(per_pair)
+    locks.lock_stock_levels(ids.values())
+    movements = []
+    for pair, (restocked, written_off) in sorted(per_pair.items(), key=lambda item: ids[item[0]]):
+        level_id = ids[pair]
+        if restocked:
+            StockLevel.objects.filter(pk=level_id).update(
+                on_hand=F("on_hand") + restocked, version=F("version") + 1, updated_at=timezone.now()
+            )
+        movements.append(
+            StockMovement(
+                level_id=level_id,
+                delta_on_hand=restocked + written_off,
+                reason=Reason.RETURN,
+                reference=reference,
+                actor=actor,
+            )
+        )
+        if written_off:
+            movements.append(
+                StockMovement(
+                    level_id=level_id,
+                    delta_on_hand=-written_off,
+                    reason=Reason.DAMAGED,
+                    reference=reference,
+                    actor=actor,
+                )
+            )
+    _record(movements)
 
 
 # --- alerts ------------------------------------------------------------------------------------

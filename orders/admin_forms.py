@@ -50,9 +50,11 @@ ORDER_TRANSITIONS: dict[str, OrderTransition] = {
     t.name: t
     for t in [
         OrderTransition("pay", "Pay", "paid", frozenset({Status.RESERVED}), _pay),
-        OrderTransition("fulfil", "Fulfil", "fulfilled", frozenset({Status.PAID}), _fulfil),
+        OrderTransition("fulfil", "Fulfil", "fulfilled", frozenset({Status.PAID, Status.PARTIALLY_FULFILLED}), _fulfil),
         OrderTransition("cancel", "Cancel", "cancelled", frozenset({Status.RESERVED, Status.PAID}), _cancel),
-        OrderTransition("return", "Return", "returned", frozenset({Status.FULFILLED}), _return),
+        OrderTransition(
+            "return", "Return", "returned", frozenset({Status.FULFILLED, Status.PARTIALLY_RETURNED}), _return
+        ),
     ]
 }
 

@@ -23,6 +23,7 @@ SUBJECTS = {
     "paid": "Order {number}: payment received",
     "cancelled": "Order {number}: cancelled",
     "expired": "Order {number}: reservation expired",
+    "shipped": "Order {number}: a parcel is on its way",
     "fulfilled": "Order {number}: on its way",
 }
 KINDS = frozenset(SUBJECTS)
@@ -50,6 +51,12 @@ def _body(order: OrderEmailFacts, kind: str) -> str:
         lines.append(f"order {order.number} is cancelled. Any payment is refunded.")
     elif kind == "expired":
         lines.append(f"the time to pay for order {order.number} ran out, so its items were released.")
+    elif kind == "shipped":
+        lines.append(
+            f"part of order {order.number} has left our warehouse for {order.shipping_city}, "
+            f"{order.shipping_country}. Your order page shows each parcel with its tracking number, "
+            "and what is still to come."
+        )
     elif kind == "fulfilled":
         lines.append(
             f"order {order.number} has left our warehouse for {order.shipping_city}, {order.shipping_country}."

@@ -28,3 +28,13 @@ class IdempotencyKeyRequired(DomainError):
     status_code = HTTPStatus.BAD_REQUEST
     code = "idempotency_key_required"
     default_detail = "Send an Idempotency-Key header (a unique string per order, up to 255 characters)."
+
+
+class NotShippable(DomainError):
+    code = "not_shippable"
+    default_detail = "These units cannot be shipped: not that many are left to ship from there."
+
+
+class NotReturnable(DomainError):
+    code = "not_returnable"
+    default_detail = "These units cannot be returned: not that many were shipped and not yet returned."

@@ -30,7 +30,7 @@ from orders.emails import SEND_ORDER_EMAIL
 from orders.metrics import record_expired
 from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, OrderLine, ReconciliationRun, SalesReport
 from orders.selectors import order_stock_breaches
-from orders.services import order_fulfil
+from orders.services import SHIPPABLE, order_fulfil
 from project.db.transactions import atomic_with_retry, raise_statement_timeout, try_advisory_xact_lock
 from project.errors import InvalidInput
 from project.observability.logs import request_id_var
@@ -146,8 +146,8 @@ def _fulfil_chunk(*, run_id: int, ids: list[int], actor) -> ChunkOutcome:
     existing = set(Order.objects.filter(pk__in=ids).values_list("pk", flat=True))
     outcome.missing = [i for i in ids if i not in existing]
     outcome.locked = [i for i in ids if i in existing and i not in taken_ids]
-    paid = [order for order in taken if order.status == Status.PAID]
-    outcome.not_paid = [order.pk for order in taken if order.status != Status.PAID]
+    paid = [order for order in taken if order.status in SHIPPABLE]  # paid, or partly shipped
+    outcome.not_paid = [order.pk for order in taken if order.status not in SHIPPABLE]
     if paid:
         _lock_levels_of(_allocations_by_order([order.pk for order in paid]))
     for order in paid:
@@ -292,7 +292,12 @@ def idempotency_keys_prune(*, older_than_hours: int | None = None) -> int:
 
 # --- reconciliation -------------------------------------------------------------------------------
 
-ORDER_CHECKS = {"reserved_vs_allocations": 3, "lines_vs_allocations": 4, "idempotency_key_orders": 5}
+ORDER_CHECKS = {
+    "reserved_vs_allocations": 3,
+    "lines_vs_allocations": 4,
+    "idempotency_key_orders": 5,
+    "shipments_vs_lines": 6,
+}
 
 
 def _jsonable(row: dict) -> dict:

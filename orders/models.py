@@ -2,14 +2,16 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from inventory.models import Product, StockLevel
+from inventory.models import Product, StockLevel, Warehouse
 
 
 class Order(models.Model):
     class Status(models.TextChoices):
         RESERVED = "reserved"
         PAID = "paid"
+        PARTIALLY_FULFILLED = "partially_fulfilled"
         FULFILLED = "fulfilled"
+        PARTIALLY_RETURNED = "partially_returned"
         RETURNED = "returned"
         CANCELLED = "cancelled"
         EXPIRED = "expired"
@@ -18,10 +20,12 @@ class Order(models.Model):
     # db_index=False here and on the FKs below: a composite index leading with the column covers it,
     # and every order pays for each index it writes.
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="orders", db_index=False)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.RESERVED)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RESERVED)
     total = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
     paid_amount = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    # The sum of every return's refund (orders.shipping): returned units at their line's unit price.
+    refunded_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0, db_default=0)
     reference = models.CharField(max_length=64, blank=True, help_text="The client's own reference.")
     shipping_name = models.CharField(max_length=100)
     shipping_line1 = models.CharField(max_length=200)
@@ -86,13 +90,109 @@ class Allocation(models.Model):
     line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="allocations")
     stock_level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="allocations")
     quantity = models.PositiveIntegerField()
+    # Units of this allocation that left in shipped shipments: still reserved = quantity - shipped.
+    # db_default, so the SQL placement path inserts allocations without naming it.
+    shipped = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["id"]
-        constraints = [models.CheckConstraint(condition=Q(quantity__gte=1), name="allocation_quantity_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="allocation_quantity_positive"),
+            models.CheckConstraint(
+                condition=Q(shipped__gte=0, shipped__lte=models.F("quantity")), name="allocation_shipped_within"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.quantity} from level {self.stock_level_id}"
+
+
+class Shipment(models.Model):
+    """A parcel: quantities of an order's lines taken from one warehouse (orders.shipping).
+
+    `pending` promises the units (they count against what is left to ship, DESIGN §3 invariant 6);
+    shipping it consumes them from the allocations at that warehouse; a pending one can be
+    cancelled. Every change locks the order row first, so one order's shipments never race."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SHIPPED = "shipped"
+        CANCELLED = "cancelled"
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="shipments")
+    warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    carrier = models.CharField(max_length=50, blank=True)
+    tracking_number = models.CharField(max_length=100, blank=True)
+    version = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    shipped_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}/S{self.pk}"
+
+
+class ShipmentLine(models.Model):
+    shipment = models.ForeignKey(Shipment, on_delete=models.CASCADE, related_name="lines", db_index=False)
+    line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="shipment_lines")
+    quantity = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shipment", "line"], name="shipmentline_one_per_line"),
+            models.CheckConstraint(condition=Q(quantity__gte=1), name="shipmentline_quantity_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x line {self.line_id}"
+
+
+class OrderReturn(models.Model):
+    """Units that came back: each line's quantity restocked or written off in a chosen warehouse,
+    and the refund they are worth (payment is simulated: the amount is recorded)."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="returns")
+    reason = models.CharField(max_length=200)
+    refund_amount = models.DecimalField(max_digits=14, decimal_places=2)
+    version = models.PositiveIntegerField(default=1)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}/R{self.pk}"
+
+
+class ReturnLine(models.Model):
+    class Disposition(models.TextChoices):
+        RESTOCK = "restock", "back on sale"
+        DAMAGED = "damaged", "written off"
+
+    order_return = models.ForeignKey(OrderReturn, on_delete=models.CASCADE, related_name="lines", db_index=False)
+    line = models.ForeignKey(OrderLine, on_delete=models.CASCADE, related_name="return_lines")
+    warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveIntegerField()
+    disposition = models.CharField(max_length=8, choices=Disposition.choices)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["order_return", "line"], name="returnline_return_line")]
+        constraints = [models.CheckConstraint(condition=Q(quantity__gte=1), name="returnline_quantity_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x line {self.line_id} ({self.disposition})"
 
 
 class IdempotencyKey(models.Model):

@@ -1,11 +1,11 @@
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
 from django.db.models import Prefetch, QuerySet
 
-from orders.models import Allocation, Order, OrderLine
+from orders.models import Allocation, Order, OrderLine, OrderReturn, ReturnLine, Shipment, ShipmentLine
 
 
 def orders_visible_to(user, *, as_staff: bool = False) -> QuerySet[Order]:
@@ -55,11 +55,11 @@ RESERVED_VS_ALLOCATIONS_SQL = """
 SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations
   FROM inventory_stocklevel s
   LEFT JOIN (
-        SELECT al.stock_level_id, SUM(al.quantity) AS live
+        SELECT al.stock_level_id, SUM(al.quantity - al.shipped) AS live
           FROM orders_allocation al
           JOIN orders_orderline l ON l.id = al.line_id
           JOIN orders_order o ON o.id = l.order_id
-         WHERE o.status IN ('reserved', 'paid')
+         WHERE o.status IN ('reserved', 'paid', 'partially_fulfilled')
          GROUP BY al.stock_level_id
        ) a ON a.stock_level_id = s.id
  WHERE s.reserved <> COALESCE(a.live, 0)
@@ -73,6 +73,41 @@ SELECT l.id AS line_id, o.number, l.quantity, COALESCE(SUM(al.quantity), 0) AS a
   LEFT JOIN orders_allocation al ON al.line_id = l.id
  GROUP BY l.id, o.number
 HAVING l.quantity <> COALESCE(SUM(al.quantity), 0)
+ ORDER BY l.id
+"""
+
+# Invariant 6, per line: shipped (by its allocations, and by its shipped shipments: the two agree
+# per warehouse) <= ordered; shipped + promised to pending shipments <= ordered; returned <= shipped.
+SHIPMENTS_VS_LINES_SQL = """
+WITH allocated AS (
+    SELECT al.line_id, s.warehouse_id, SUM(al.shipped) AS shipped
+      FROM orders_allocation al JOIN inventory_stocklevel s ON s.id = al.stock_level_id
+     GROUP BY al.line_id, s.warehouse_id
+), parcels AS (
+    SELECT sl.line_id, sh.warehouse_id,
+           COALESCE(SUM(sl.quantity) FILTER (WHERE sh.status = 'shipped'), 0) AS shipped,
+           COALESCE(SUM(sl.quantity) FILTER (WHERE sh.status = 'pending'), 0) AS pending
+      FROM orders_shipmentline sl JOIN orders_shipment sh ON sh.id = sl.shipment_id
+     GROUP BY sl.line_id, sh.warehouse_id
+), per_line AS (
+    SELECT COALESCE(a.line_id, p.line_id) AS line_id, SUM(COALESCE(a.shipped, 0)) AS shipped,
+           SUM(COALESCE(p.pending, 0)) AS pending,
+           bool_or(COALESCE(a.shipped, 0) <> COALESCE(p.shipped, 0)) AS books_disagree
+      FROM allocated a FULL JOIN parcels p ON p.line_id = a.line_id AND p.warehouse_id = a.warehouse_id
+     GROUP BY 1
+), returned AS (
+    SELECT line_id, SUM(quantity) AS returned FROM orders_returnline GROUP BY line_id
+)
+SELECT l.id AS line_id, o.number, l.quantity AS ordered, COALESCE(p.shipped, 0) AS shipped,
+       COALESCE(p.pending, 0) AS pending, COALESCE(r.returned, 0) AS returned,
+       COALESCE(p.books_disagree, false) AS books_disagree
+  FROM orders_orderline l
+  JOIN orders_order o ON o.id = l.order_id
+  LEFT JOIN per_line p ON p.line_id = l.id
+  LEFT JOIN returned r ON r.line_id = l.id
+ WHERE COALESCE(p.shipped, 0) + COALESCE(p.pending, 0) > l.quantity
+    OR COALESCE(r.returned, 0) > COALESCE(p.shipped, 0)
+    OR COALESCE(p.books_disagree, false)
  ORDER BY l.id
 """
 
@@ -95,11 +130,13 @@ def _rows(sql: str) -> list[dict]:
 
 
 def order_stock_breaches() -> dict[str, list[dict]]:
-    """Invariants 3 (reserved equals live allocations), 4 (allocations cover each line) and 5."""
+    """Invariants 3 (reserved equals live allocations), 4 (allocations cover each line), 5, and 6
+    (shipped and returned quantities per line)."""
     return {
         "reserved_vs_allocations": _rows(RESERVED_VS_ALLOCATIONS_SQL),
         "lines_vs_allocations": _rows(LINES_VS_ALLOCATIONS_SQL),
         "idempotency_key_orders": _rows(KEYS_WITH_SEVERAL_ORDERS_SQL),
+        "shipments_vs_lines": _rows(SHIPMENTS_VS_LINES_SQL),
     }
 
 
@@ -145,3 +182,112 @@ def order_email_facts(*, order_ids: list[int]) -> dict[int, OrderEmailFacts]:
             if quantity is not None:
                 facts[order_id].lines.append((quantity, name, sku))
     return facts
+
+
+# --- shipping progress (orders.services: shipments and returns) ----------------------------------
+
+
+@dataclass
+class WarehouseProgress:
+    """One allocation of a line: the units reserved for it in one warehouse and where they stand."""
+
+    warehouse_id: int
+    warehouse_code: str
+    level_id: int
+    allocation_id: int
+    allocated: int
+    shipped: int = 0
+    pending: int = 0
+
+    @property
+    def left(self) -> int:
+        """Units of this allocation no shipment has taken or promised yet."""
+        return self.allocated - self.shipped - self.pending
+
+
+@dataclass
+class LineProgress:
+    """What became of one order line: ordered, shipped, promised to pending shipments, returned."""
+
+    line_id: int
+    product_id: int
+    sku: str
+    name: str
+    unit_price: Decimal
+    ordered: int
+    returned: int = 0
+    warehouses: list[WarehouseProgress] = field(default_factory=list)
+
+    @property
+    def shipped(self) -> int:
+        return sum(w.shipped for w in self.warehouses)
+
+    @property
+    def pending(self) -> int:
+        return sum(w.pending for w in self.warehouses)
+
+    @property
+    def left(self) -> int:
+        """Units not yet shipped nor promised to a pending shipment."""
+        return self.ordered - self.shipped - self.pending
+
+    @property
+    def returnable(self) -> int:
+        return self.shipped - self.returned
+
+    def at(self, warehouse_id: int) -> WarehouseProgress | None:
+        return next((w for w in self.warehouses if w.warehouse_id == warehouse_id), None)
+
+
+PROGRESS_ALLOCATIONS_SQL = """
+SELECT l.id, l.product_id, p.sku, p.name, l.unit_price, l.quantity,
+       a.id, a.stock_level_id, s.warehouse_id, w.code, a.quantity, a.shipped,
+       COALESCE((SELECT SUM(sl.quantity) FROM orders_shipmentline sl
+                   JOIN orders_shipment sh ON sh.id = sl.shipment_id
+                  WHERE sl.line_id = l.id AND sh.status = 'pending' AND sh.warehouse_id = s.warehouse_id), 0),
+       COALESCE((SELECT SUM(rl.quantity) FROM orders_returnline rl WHERE rl.line_id = l.id), 0)
+  FROM orders_orderline l
+  JOIN inventory_product p ON p.id = l.product_id
+  LEFT JOIN orders_allocation a ON a.line_id = l.id
+  LEFT JOIN inventory_stocklevel s ON s.id = a.stock_level_id
+  LEFT JOIN inventory_warehouse w ON w.id = s.warehouse_id
+ WHERE l.order_id = %s
+ ORDER BY l.id, a.id
+"""
+
+
+def shipping_progress(*, order_id: int) -> dict[int, LineProgress]:
+    """Each line of the order by id, with its allocations per warehouse: allocated, shipped and
+    promised to pending shipments, and what came back. One query. The services read it under the
+    order's row lock (every shipment and return of an order locks that row first), so what it
+    says cannot change under them."""
+    lines: dict[int, LineProgress] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(PROGRESS_ALLOCATIONS_SQL, [order_id])
+        for row in cursor.fetchall():
+            line_id, product_id, sku, name, unit_price, ordered, allocation_id, level_id, *rest = row
+            warehouse_id, code, allocated, shipped, pending, returned = rest
+            line = lines.get(line_id)
+            if line is None:
+                line = lines[line_id] = LineProgress(line_id, product_id, sku, name, unit_price, ordered, returned)
+            if allocation_id is not None:
+                line.warehouses.append(
+                    WarehouseProgress(warehouse_id, code, level_id, allocation_id, allocated, shipped, pending)
+                )
+    return lines
+
+
+def order_shipments(*, order_id: int) -> QuerySet:
+    """The order's shipments with their lines (and each line's product) and warehouse, oldest first."""
+    lines = ShipmentLine.objects.select_related("line__product")
+    return (
+        Shipment.objects.filter(order_id=order_id)
+        .select_related("warehouse")
+        .prefetch_related(Prefetch("lines", queryset=lines))
+        .order_by("id")
+    )
+
+
+def order_returns(*, order_id: int) -> QuerySet:
+    lines = ReturnLine.objects.select_related("line__product", "warehouse")
+    return OrderReturn.objects.filter(order_id=order_id).prefetch_related(Prefetch("lines", queryset=lines))

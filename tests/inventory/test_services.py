@@ -169,7 +169,7 @@ def test_primitives_refuse_to_run_outside_a_transaction(product, main):
         services.release_stock(allocations=[(level(product, main).pk, 1)], reference="ORD-1")
 
 
-def test_release_consume_and_restock_keep_the_ledger_exact(product, main):
+def test_release_consume_and_return_keep_the_ledger_exact(product, main):
     services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=10)
     with transaction.atomic():
         allocations = services.reserve_stock(lines=[(product, 4)], reference="ORD-1")
@@ -179,7 +179,7 @@ def test_release_consume_and_restock_keep_the_ledger_exact(product, main):
     with transaction.atomic():
         services.release_stock(allocations=[(pairs[0][0], 1)], reference="ORD-1")
         services.consume_stock(allocations=[(pairs[0][0], 3)], reference="ORD-1")
-        services.restock(allocations=[(pairs[0][0], 2)], reference="ORD-1")
+        services.receive_return(items=[(product.pk, main.pk, 2, 0)], reference="ORD-1")
 
     current = level(product, main)
     assert (current.on_hand, current.reserved) == (9, 0)

@@ -1,3 +1,4 @@
+import re
 from datetime import timedelta
 
 import pytest
@@ -241,9 +242,20 @@ def test_lifecycle_pay_fulfil_return(customer_client, staff_client, shop):
     returned = staff_client.post(f"/api/v1/orders/{number}/return")
     assert returned.json()["status"] == "returned"
     assert sum(StockLevel.objects.filter(product__sku="MUG").values_list("on_hand", flat=True)) == 10
-    assert list(StockMovement.objects.filter(reference=number).values_list("reason", flat=True).order_by("id")) == [
-        "reservation", "reservation", "fulfilment", "fulfilment", "return", "return",
-    ]  # fmt: skip
+    # The reservation is the order's; each shipment (one per warehouse) and the return name theirs.
+    ledger = list(StockMovement.objects.filter(reference__startswith=number).order_by("id"))
+    assert [row.reason for row in ledger] == [
+        "reservation",
+        "reservation",
+        "fulfilment",
+        "fulfilment",
+        "return",
+        "return",
+    ]
+    shapes = [re.sub(r"\d+$", "N", row.reference.removeprefix(number)) for row in ledger]
+    assert shapes == ["", "", "/SN", "/SN", "/RN", "/RN"]
+    assert ledger[2].reference != ledger[3].reference  # two warehouses, two parcels
+    assert ledger[4].reference == ledger[5].reference  # one return
     assert_stock_invariants()
 
 
