@@ -20,7 +20,15 @@ from inventory.models import StockLevel, StockMovement
 from orders import jobs, services, tasks
 from orders.api import render_order
 from orders.emails import KINDS, order_emails_sender
-from orders.models import Allocation, BulkFulfilment, IdempotencyKey, Order, ReconciliationRun, SalesReport
+from orders.models import (
+    Allocation,
+    BulkFulfilment,
+    IdempotencyKey,
+    Order,
+    OrderLine,
+    ReconciliationRun,
+    SalesReport,
+)
 from project.db.transactions import advisory_key
 from project.errors import InvalidInput
 from project.observability.logs import request_id_var
@@ -380,6 +388,40 @@ def test_reconciliation_records_allocation_breaches_with_their_rows():
     assert [(b["invariant"], b["check"], b["row"]["level_id"]) for b in run.breaches] == [
         (3, "reserved_vs_allocations", level.pk)
     ]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reconciliation_checks_shipped_and_returned_units_per_line():
+    _stock()
+    order = _place(UserFactory(), ("MUG", 2), ("TEA", 1))
+    services.order_pay(order_id=order.pk)
+    mug = OrderLine.objects.get(order=order, product__sku="MUG")
+    shipment = services.shipment_create(
+        order_id=order.pk, warehouse="MAIN", lines=[services.ShipmentLineRequest(mug.pk, 2)]
+    )
+    services.shipment_ship(order_id=order.pk, shipment_id=shipment.pk)
+    assert jobs.reconcile_stock().outcome == ReconciliationRun.Outcome.CLEAN
+    with connection.cursor() as cursor:
+        # A second pending parcel of the same units: promised twice, invariant 6 only.
+        cursor.execute(
+            """
+            INSERT INTO orders_shipment (order_id, warehouse_id, status, carrier, tracking_number, version, created_at)
+            SELECT order_id, warehouse_id, 'pending', '', '', 1, now() FROM orders_shipment WHERE id = %s
+            RETURNING id
+            """,
+            [shipment.pk],
+        )
+        twin = cursor.fetchone()[0]
+        cursor.execute(
+            "INSERT INTO orders_shipmentline (shipment_id, line_id, quantity) VALUES (%s, %s, 1)", [twin, mug.pk]
+        )
+
+    run = jobs.reconcile_stock()
+
+    assert [(b["invariant"], b["check"], b["row"]["line_id"]) for b in run.breaches] == [
+        (6, "shipments_vs_lines", mug.pk)
+    ]
+    assert (run.breaches[0]["row"]["shipped"], run.breaches[0]["row"]["pending"]) == (2, 1)
 
 
 @pytest.mark.django_db(transaction=True)
