@@ -20,7 +20,7 @@ from orders import selectors, services
 from orders.cart import Cart
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
 from orders.forms import CartAddForm, CartRemoveForm, CartSetForm, CheckoutForm, TransitionForm, sign_basket
-from orders.models import Order
+from orders.models import Order, Shipment
 from orders.serializers import request_fingerprint
 from project.errors import DomainError, InvalidInput, LockTimeout, PreconditionFailed
 
@@ -269,6 +269,14 @@ def _order_or_404(request, number: str) -> Order:
     return order
 
 
+# The shopper's words for the statuses whose code name says it the warehouse's way.
+STATUS_WORDS = {
+    Order.Status.PARTIALLY_FULFILLED: "Partly shipped",
+    Order.Status.PARTIALLY_RETURNED: "Partly returned",
+}
+STILL_SHIPPING = {Order.Status.PAID, Order.Status.PARTIALLY_FULFILLED}
+
+
 @login_required
 @require_GET
 def order_detail(request, number: str):
@@ -276,18 +284,30 @@ def order_detail(request, number: str):
     now = timezone.now()
     awaiting_payment = order.status == Order.Status.RESERVED and order.expires_at > now
     seconds_left = int((order.expires_at - now).total_seconds()) if awaiting_payment else 0
+    progress = selectors.shipping_progress(order_id=order.pk).values()
+    nothing_shipped = not any(line.shipped for line in progress)
     return render(
         request,
         "orders/order_detail.html",
         {
             "order": order,
+            "status_words": STATUS_WORDS.get(order.status, order.get_status_display()),
             "lines": order.lines.all(),
             "awaiting_payment": awaiting_payment,
             "time_ran_out": order.status == Order.Status.RESERVED and not awaiting_payment,
             "minutes_left": seconds_left // 60,
             "seconds_left": seconds_left % 60,
-            # An unpaid order past its time is left to the expiry sweep, not offered for cancelling.
-            "can_cancel": awaiting_payment or order.status == Order.Status.PAID,
+            # Parcels on their way; pending ones are counted per line below as "being prepared".
+            "parcels": selectors.order_shipments(order_id=order.pk).filter(status=Shipment.Status.SHIPPED),
+            # Ordered minus shipped, while the order is still being shipped (not before it is paid,
+            # not after it is cancelled).
+            "to_come": [line for line in progress if line.shipped < line.ordered]
+            if order.status in STILL_SHIPPING
+            else [],
+            "returns": selectors.order_returns(order_id=order.pk),
+            # An unpaid order past its time is left to the expiry sweep, not offered for cancelling;
+            # once a parcel has left, the order can no longer be cancelled (only returned).
+            "can_cancel": awaiting_payment or (order.status == Order.Status.PAID and nothing_shipped),
         },
     )
 
