@@ -7,7 +7,13 @@ order in its own transaction, one message per refusal) and by the same moves as 
 order's page. The buttons carry the version the page showed, so acting on a stale page is
 refused ("changed by someone else") rather than applied.
 
-Moving orders needs the order's change permission; seeing them, the view permission.
+The page's "Shipping" section shows, per line and warehouse, what is allocated, shipped, promised
+to pending shipments and left to ship, with the order's shipments (pending ones can be shipped or
+cancelled there) and returns. The Ship and Return forms (their own pages under the order) call
+the shipment and return services with the order's version, like the buttons.
+
+Moving orders needs the order's change permission; seeing them, the view permission. Shipments
+and returns have read-only pages of their own; they change only through the order's page.
 """
 
 import json
@@ -16,21 +22,42 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 
 from inventory.admin import mount_export
+from orders import services
 from orders.admin_forms import (
     ORDER_TRANSITIONS,
+    RETURNABLE,
+    SHIPPABLE,
+    OrderLinesForm,
     OrderTransition,
     OrderTransitionForm,
+    ReturnForm,
+    ShipmentActionForm,
+    ShipmentForm,
+    active_warehouses,
     refusal_message,
+    refused,
     transitions_offered,
 )
 from orders.admin_jobs import bulk_fulfil_selected, release_expired_selected
 from orders.exports import orders_csv_view
-from orders.models import Allocation, IdempotencyKey, Order, OrderLine
+from orders.models import (
+    Allocation,
+    IdempotencyKey,
+    Order,
+    OrderLine,
+    OrderReturn,
+    ReturnLine,
+    Shipment,
+    ShipmentLine,
+)
+from orders.selectors import order_returns, order_shipments, shipping_progress
 from project.errors import DomainError
 from project.http.admin_selection import ReadOnlyAdminMixin
 
@@ -211,15 +238,31 @@ class OrderAdmin(admin.ModelAdmin):
     # --- the same moves as buttons on an order's page ---
 
     def get_urls(self):
-        name = f"{self.opts.app_label}_{self.opts.model_name}_transition"
-        custom = [path("<int:order_id>/transition/", self.admin_site.admin_view(self.transition_view), name=name)]
-        # Before the defaults: their "<path:object_id>/" catch-all would take this path.
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
+        custom = [
+            path("<int:order_id>/transition/", wrap(self.transition_view), name=f"{prefix}_transition"),
+            path("<int:order_id>/ship/", wrap(self.ship_view), name=f"{prefix}_ship"),
+            path("<int:order_id>/return/", wrap(self.return_view), name=f"{prefix}_return"),
+            *(
+                path(
+                    f"<int:order_id>/shipments/<int:shipment_id>/{action}/",
+                    wrap(self.shipment_view),
+                    {"action": action},
+                    name=f"{prefix}_shipment_{action}",
+                )
+                for action in ("ship", "cancel")
+            ),
+        ]
+        # Before the defaults: their "<path:object_id>/" catch-all would take these paths.
         return custom + super().get_urls()
 
     def _url(self, name: str, *args) -> str:
         return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{name}", args=args)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context.update(self._shipping_context(request, obj))
         if obj is not None and self.has_transition_permission(request, obj):
             context.update(
                 transitions=transitions_offered(obj, now=timezone.now()),
@@ -227,6 +270,29 @@ class OrderAdmin(admin.ModelAdmin):
                 transition_form=OrderTransitionForm(initial={"expected_version": obj.version}),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def _shipping_context(self, request, order: Order) -> dict:
+        """The "Shipping" section: progress per line and warehouse, shipments, returns. A fixed
+        number of queries however many lines, shipments and returns."""
+        may_move = self.has_transition_permission(request, order)
+        shipment_url = f"{self.admin_site.name}:{self.opts.app_label}_shipment_change"
+        shipments = [
+            {
+                "shipment": shipment,
+                "url": reverse(shipment_url, args=[shipment.pk]),
+                "ship_url": self._url("shipment_ship", order.pk, shipment.pk),
+                "cancel_url": self._url("shipment_cancel", order.pk, shipment.pk),
+                "may_move": may_move and shipment.status == Shipment.Status.PENDING and order.status in SHIPPABLE,
+            }
+            for shipment in order_shipments(order_id=order.pk)
+        ]
+        return {
+            "shipping_lines": list(shipping_progress(order_id=order.pk).values()),
+            "shipments": shipments,
+            "order_returns": list(order_returns(order_id=order.pk).order_by("id")),
+            "ship_url": self._url("ship", order.pk) if may_move and order.status in SHIPPABLE else None,
+            "return_url": self._url("return", order.pk) if may_move and order.status in RETURNABLE else None,
+        }
 
     def transition_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
         """POST from an order's page: run the chosen move with the version the page showed."""
@@ -256,6 +322,218 @@ class OrderAdmin(admin.ModelAdmin):
             self.message_user(request, f"{number} {transition.done} (now version {order.version}).", messages.SUCCESS)
         # Back to the page, which shows the order as it is now (status and version).
         return HttpResponseRedirect(self._url("change", order_id))
+
+    # --- shipping and returns by line ---
+
+    def ship_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
+        """A shipment from one warehouse; `?warehouse=CODE` fills in what is left there."""
+        return self._lines_form_view(request, order_id, ShipmentForm, SHIPPABLE, warehouse=request.GET.get("warehouse"))
+
+    def return_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
+        return self._lines_form_view(request, order_id, ReturnForm, RETURNABLE)
+
+    def _lines_form_view(
+        self, request: HttpRequest, order_id: int, form_class: type[OrderLinesForm], allowed: frozenset, **options
+    ) -> HttpResponse:
+        """Show the form (GET) or run it (POST). A refusal is an error message on the form as
+        posted, which changed nothing; success goes back to the order's page."""
+        if not self.has_transition_permission(request):
+            raise PermissionDenied
+        order = Order.objects.filter(pk=order_id).first()
+        if order is None:
+            self.message_user(request, f"Order {order_id} does not exist.", messages.WARNING)
+            return HttpResponseRedirect(self._url("changelist"))
+        if request.method != "POST" and order.status not in allowed:
+            self.message_user(
+                request, f"{order.number} is {order.status}: it cannot be {form_class.done} now.", messages.WARNING
+            )
+            return HttpResponseRedirect(self._url("change", order_id))
+        form = form_class(
+            request.POST if request.method == "POST" else None,
+            order=order,
+            progress=shipping_progress(order_id=order.pk),
+            warehouses=active_warehouses(),
+            initial={"expected_version": order.version},
+            **options,
+        )
+        if request.method == "POST" and form.is_valid():
+            try:
+                done = form.submit(actor=request.user)
+            except DomainError as exc:
+                self.message_user(request, refused(order.number, form.done, exc), messages.ERROR)
+            else:
+                order.refresh_from_db()
+                self.log_change(request, order, f"{form.title}: {done} (order page).")
+                self.message_user(
+                    request, f"{done} {order.number} is now {order.status} (version {order.version}).", messages.SUCCESS
+                )
+                return HttpResponseRedirect(self._url("change", order_id))
+        prefill = []  # the ship form's "fill in what is left at" links, one per warehouse (no JavaScript)
+        if isinstance(form, ShipmentForm):
+            here = self._url("ship", order.pk)
+            prefill = [(code, f"{here}?{urlencode({'warehouse': code})}") for code, _ in form.warehouses]
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{form.title}: order {order.number}",
+            "subtitle": None,
+            "order": order,
+            "form": form,
+            "prefill": prefill,
+            "reload_url": request.get_full_path(),
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/orders/order/line_form.html", context)
+
+    def shipment_view(self, request: HttpRequest, order_id: int, shipment_id: int, action: str) -> HttpResponse:
+        """POST from an order's page: ship or cancel one pending shipment, with the shipment's
+        version the page showed (a shipment changed since is refused, never acted on)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_transition_permission(request):
+            raise PermissionDenied
+        number = Order.objects.filter(pk=order_id).values_list("number", flat=True).first()
+        if number is None:
+            self.message_user(request, f"Order {order_id} does not exist.", messages.WARNING)
+            return HttpResponseRedirect(self._url("changelist"))
+        what, done = f"{number}/S{shipment_id}", {"ship": "shipped", "cancel": "cancelled"}[action]
+        form = ShipmentActionForm(request.POST)
+        if not form.is_valid():
+            for errors in form.errors.values():
+                for error in errors:
+                    self.message_user(request, f"{what}: {error}", messages.ERROR)
+            return HttpResponseRedirect(self._url("change", order_id))
+        data = form.cleaned_data
+        try:
+            if action == "ship":
+                services.shipment_ship(
+                    order_id=order_id,
+                    shipment_id=shipment_id,
+                    tracking_number=data["tracking_number"].strip() or None,
+                    actor=request.user,
+                    expected_version=data["expected_version"],
+                )
+            else:
+                services.shipment_cancel(
+                    order_id=order_id,
+                    shipment_id=shipment_id,
+                    actor=request.user,
+                    expected_version=data["expected_version"],
+                )
+        except DomainError as exc:
+            self.message_user(request, refused(what, done, exc), messages.ERROR)
+        else:
+            order = Order.objects.get(pk=order_id)
+            self.log_change(request, order, f"Shipment S{shipment_id} {done} (order page).")
+            self.message_user(
+                request, f"{what} {done}. {number} is now {order.status} (version {order.version}).", messages.SUCCESS
+            )
+        return HttpResponseRedirect(self._url("change", order_id))
+
+
+class _PartOfParentInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Read-only lines of a shipment or return: whoever may see the parent sees its lines."""
+
+    extra = 0
+    can_delete = False
+
+    def has_view_permission(self, request, obj=None):
+        parent = self.parent_model._meta
+        return request.user.has_perm(f"{parent.app_label}.view_{parent.model_name}") or request.user.has_perm(
+            f"{parent.app_label}.change_{parent.model_name}"
+        )
+
+
+class ShipmentLineInline(_PartOfParentInline):
+    model = ShipmentLine
+    fields = ["sku", "quantity"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("line__product")
+
+    @admin.display(description="SKU")
+    def sku(self, item: ShipmentLine) -> str:
+        return item.line.product.sku
+
+
+@admin.register(Shipment)
+class ShipmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: shipments are created, shipped and cancelled from their order's page (services)."""
+
+    list_display = [
+        "reference",
+        "order",
+        "warehouse",
+        "status",
+        "carrier",
+        "tracking_number",
+        "created_at",
+        "shipped_at",
+    ]
+    list_select_related = ["order", "warehouse"]
+    list_filter = ["status", "warehouse", "created_at"]
+    search_fields = ["order__number", "tracking_number"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = [
+        "order",
+        "warehouse",
+        "status",
+        "carrier",
+        "tracking_number",
+        "version",
+        "created_by",
+        "created_at",
+        "shipped_at",
+        "cancelled_at",
+    ]
+    readonly_fields = fields
+    inlines = [ShipmentLineInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("order", "warehouse", "created_by")
+
+    @admin.display(description="Shipment", ordering="id")
+    def reference(self, shipment: Shipment) -> str:
+        return f"{shipment.order.number}/S{shipment.pk}"
+
+
+class ReturnLineInline(_PartOfParentInline):
+    model = ReturnLine
+    fields = ["sku", "quantity", "warehouse", "disposition"]
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("line__product", "warehouse")
+
+    @admin.display(description="SKU")
+    def sku(self, item: ReturnLine) -> str:
+        return item.line.product.sku
+
+
+@admin.register(OrderReturn)
+class OrderReturnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only: returns are recorded from their order's page (or the API) through the service."""
+
+    list_display = ["reference", "order", "reason", "refund_amount", "created_at", "created_by"]
+    list_select_related = ["order", "created_by"]
+    list_filter = ["lines__disposition", "lines__warehouse", "created_at"]
+    search_fields = ["order__number", "reason"]
+    date_hierarchy = "created_at"
+    ordering = ["-id"]
+    show_full_result_count = False
+    fields = ["order", "reason", "refund_amount", "version", "created_by", "created_at"]
+    readonly_fields = fields
+    inlines = [ReturnLineInline]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("order", "created_by")
+
+    @admin.display(description="Return", ordering="id")
+    def reference(self, record: OrderReturn) -> str:
+        return f"{record.order.number}/R{record.pk}"
 
 
 @admin.register(IdempotencyKey)

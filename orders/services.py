@@ -278,6 +278,7 @@ def shipment_create(
     carrier: str = "",
     tracking_number: str = "",
     move_allocation: bool = False,
+    ship: bool = False,
     actor=None,
     expected_version: int | None = None,
     claim_id: int | None = None,
@@ -290,7 +291,8 @@ def shipment_create(
     needs `move_allocation`: the reservation moves there first (its stock must be available), in
     this transaction. Refused (nothing changes): a line of another order, more than is left to ship
     (pending shipments included), a warehouse the line is not allocated to without
-    `move_allocation`, an order that is not paid or partially fulfilled. With `claim_id` (an
+    `move_allocation`, an order that is not paid or partially fulfilled. With `ship`, the new
+    shipment is shipped at once, in the same transaction (as shipment_ship). With `claim_id` (an
     Idempotency-Key claim) the rendered response is stored on it in the same transaction.
     """
     _check_lines(lines)
@@ -330,7 +332,10 @@ def shipment_create(
     ShipmentLine.objects.bulk_create(
         [ShipmentLine(shipment=shipment, line_id=request.line_id, quantity=request.quantity) for request in lines]
     )
-    _touch(order)
+    if ship:  # read again: the new shipment's units, and any allocation just moved here
+        shipment = _ship_and_move_on(order, shipment, shipping_progress(order_id=order.pk), actor=actor)
+    else:
+        _touch(order)
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=render(shipment), order_id=order.pk)
     return shipment
@@ -405,7 +410,11 @@ def shipment_ship(
         changes["carrier"] = carrier
     if changes:
         Shipment.objects.filter(pk=shipment.pk).update(**changes)
-    progress = shipping_progress(order_id=order.pk)
+    return _ship_and_move_on(order, shipment, shipping_progress(order_id=order.pk), actor=actor)
+
+
+def _ship_and_move_on(order: Order, shipment: Shipment, progress: dict[int, LineProgress], *, actor) -> Shipment:
+    """Ship one pending shipment, move the order to partially fulfilled or fulfilled, email."""
     _ship(order, [shipment], progress, actor=actor)
     done = all(line.shipped == line.ordered for line in progress.values())
     order_email_enqueue(order_id=order.pk, kind="fulfilled" if done else "shipped")

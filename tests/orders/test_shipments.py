@@ -337,3 +337,22 @@ def test_the_whole_order_return_takes_back_what_is_left_where_it_shipped_from(sh
     with pytest.raises(InvalidTransition):
         services.order_return(order_id=order.pk)
     assert_stock_invariants()
+
+
+def test_a_shipment_can_be_created_and_shipped_at_once_even_after_moving_its_allocation(shop):
+    order = paid_order(("TEA", 2), ("MUG", 1))
+    stock.stock_receive(sku="TEA", warehouse_code="EAST", quantity=1)
+
+    shipment = services.shipment_create(
+        order_id=order.pk,
+        warehouse="EAST",
+        lines=[Ship(line(order, "TEA"), 1)],
+        move_allocation=True,
+        ship=True,
+        tracking_number="EAST-1",
+    )
+
+    assert (shipment.status, shipment.tracking_number) == ("shipped", "EAST-1")
+    assert (level("TEA", "MAIN"), level("TEA", "EAST")) == ((3, 1), (0, 0))
+    assert status(order) == "partially_fulfilled"
+    assert_stock_invariants()
