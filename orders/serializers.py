@@ -6,8 +6,9 @@ from collections.abc import Iterable
 from django.conf import settings
 from rest_framework import serializers
 
-from inventory.models import SKU_VALIDATOR
-from orders.models import Allocation, Order, OrderLine
+from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR
+from inventory.serializers import MAX_QUANTITY
+from orders.models import Allocation, Order, OrderLine, OrderReturn, ReturnLine, Shipment, ShipmentLine
 from project.api.bounded_lists import BoundedListSerializer
 
 
@@ -245,3 +246,140 @@ def order_payload(order: Order, lines: Iterable[tuple[OrderLine, Iterable[Alloca
         "cancelled_at": _datetime(order.cancelled_at),
         "expired_at": _datetime(order.expired_at),
     }
+
+
+# --- shipments and returns by line (orders.services: shipment_*, return_create) -------------------
+#
+# Requests name order lines by SKU (a line is unique per product within an order); the API turns
+# each SKU into its line. Lists are counted against their limit before any item is validated.
+
+
+class ShipmentLinesSerializer(BoundedListSerializer):
+    default_error_messages = {"too_long": "A shipment has at most {max_length} lines."}
+
+
+class ShipmentLineRequestSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+
+    class Meta:
+        list_serializer_class = ShipmentLinesSerializer
+
+
+class ShipmentCreateSerializer(serializers.Serializer):
+    warehouse = serializers.CharField(max_length=32, validators=[CODE_VALIDATOR])
+    lines = ShipmentLineRequestSerializer(many=True, allow_empty=False, max_length=order_max_lines)
+    carrier = serializers.CharField(max_length=50, required=False, allow_blank=True, default="")
+    tracking_number = serializers.CharField(max_length=100, required=False, allow_blank=True, default="")
+    move_allocation = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Take units reserved in the order's other warehouses when this one has too few.",
+    )
+
+    def validate_lines(self, lines):
+        skus = [line["sku"] for line in lines]
+        if len(set(skus)) != len(skus):
+            raise serializers.ValidationError("Each SKU may appear on one line only.")
+        return lines
+
+
+class ShipmentShipSerializer(serializers.Serializer):
+    """Optional last changes to the parcel as it leaves; a field left out stays as it is."""
+
+    carrier = serializers.CharField(max_length=50, required=False, allow_blank=True)
+    tracking_number = serializers.CharField(max_length=100, required=False, allow_blank=True)
+
+
+def return_max_lines() -> int:
+    # A line may come back in parts (some restocked, some damaged, into different warehouses).
+    return 2 * settings.ORDER_MAX_LINES
+
+
+class ReturnLinesSerializer(BoundedListSerializer):
+    default_error_messages = {"too_long": "A return has at most {max_length} lines."}
+
+
+class ReturnLineRequestSerializer(serializers.Serializer):
+    sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
+    quantity = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    warehouse = serializers.CharField(
+        max_length=32, validators=[CODE_VALIDATOR], help_text="The warehouse that takes the units in."
+    )
+    disposition = serializers.ChoiceField(
+        choices=ReturnLine.Disposition.choices, help_text="`restock`: back on sale; `damaged`: written off."
+    )
+
+    class Meta:
+        list_serializer_class = ReturnLinesSerializer
+
+
+class ReturnCreateSerializer(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+    lines = ReturnLineRequestSerializer(many=True, allow_empty=False, max_length=return_max_lines)
+
+
+class ShipmentLineOutSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(source="line.product.sku")
+
+    class Meta:
+        model = ShipmentLine
+        fields = ["sku", "quantity"]
+
+
+class ShipmentSerializer(serializers.ModelSerializer):
+    warehouse = serializers.CharField(source="warehouse.code")
+    lines = ShipmentLineOutSerializer(many=True)
+
+    class Meta:
+        model = Shipment
+        fields = [
+            "id", "status", "warehouse", "carrier", "tracking_number", "version",
+            "created_at", "shipped_at", "cancelled_at", "lines",
+        ]  # fmt: skip
+
+
+class ReturnLineOutSerializer(serializers.ModelSerializer):
+    sku = serializers.CharField(source="line.product.sku")
+    warehouse = serializers.CharField(source="warehouse.code")
+
+    class Meta:
+        model = ReturnLine
+        fields = ["sku", "quantity", "warehouse", "disposition"]
+
+
+class OrderReturnSerializer(serializers.ModelSerializer):
+    lines = ReturnLineOutSerializer(many=True)
+
+    class Meta:
+        model = OrderReturn
+        fields = ["id", "reason", "refund_amount", "created_at", "lines"]
+
+
+def shipment_payload(shipment: Shipment) -> dict:
+    """A shipment's API body (its warehouse and lines' products loaded: orders.selectors.order_shipments)."""
+    return ShipmentSerializer(shipment).data
+
+
+def return_payload(record: OrderReturn) -> dict:
+    """A return's API body (its lines' products and warehouses loaded: orders.selectors.order_returns)."""
+    return OrderReturnSerializer(record).data
+
+
+class WarehouseProgressSerializer(serializers.Serializer):
+    warehouse = serializers.CharField(source="warehouse_code")
+    allocated = serializers.IntegerField(help_text="Units of the line reserved in this warehouse.")
+    shipped = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="Promised to pending shipments from this warehouse.")
+    left = serializers.IntegerField(help_text="Neither shipped nor promised.")
+
+
+class LineProgressSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    ordered = serializers.IntegerField()
+    shipped = serializers.IntegerField()
+    pending = serializers.IntegerField(help_text="Promised to pending shipments.")
+    left = serializers.IntegerField(help_text="Neither shipped nor promised: what a new shipment may take.")
+    returned = serializers.IntegerField()
+    returnable = serializers.IntegerField(help_text="Shipped and not returned: what a new return may take.")
+    warehouses = WarehouseProgressSerializer(many=True)

@@ -248,7 +248,7 @@ def _take_from_elsewhere(
             return
     raise NotShippable(
         f"Line {line.line_id} ({line.sku}) has fewer units left to ship than asked.",
-        extra={"line": line.line_id, "left": line.left},
+        extra={"line": line.line_id, "sku": line.sku, "left": line.left},
     )
 
 
@@ -308,7 +308,7 @@ def shipment_create(
         if request.quantity > line.left:
             raise NotShippable(
                 f"Line {line.line_id} ({line.sku}) has {line.left} units left to ship, not {request.quantity}.",
-                extra={"line": line.line_id, "left": line.left},
+                extra={"line": line.line_id, "sku": line.sku, "left": line.left},
             )
         at = line.at(place.pk)
         here = at.left if at is not None else 0
@@ -317,7 +317,7 @@ def shipment_create(
                 raise NotShippable(
                     f"Line {line.line_id} ({line.sku}) has {here} units allocated to {place.code} left to ship; "
                     "set move_allocation to take the others from there.",
-                    extra={"line": line.line_id, "left_here": here},
+                    extra={"line": line.line_id, "sku": line.sku, "left_here": here},
                 )
             _take_from_elsewhere(order, line, place, request.quantity - here, moves, changes)
     if moves:
@@ -501,7 +501,7 @@ def return_create(
         if asked[line.line_id] > line.returnable:
             raise NotReturnable(
                 f"Line {line.line_id} ({line.sku}) has {line.returnable} shipped units not yet returned.",
-                extra={"line": line.line_id, "returnable": line.returnable},
+                extra={"line": line.line_id, "sku": line.sku, "returnable": line.returnable},
             )
         requests.append((line, places[request.warehouse].pk, request.quantity, request.disposition))
     record = _record_return(order, progress, requests, reason=reason.strip(), actor=actor)

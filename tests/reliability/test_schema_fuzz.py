@@ -10,7 +10,8 @@ Two passes:
 - the same schema told about the shop (request-only parts narrowed to the SKUs, warehouses,
   order numbers, import ids, key prefixes and ETags that exist), positive cases: random input
   alone never names an existing order, so this pass is what reaches placement, payment,
-  fulfilment, PATCH with a right If-Match, stock writes, token creation and their response bodies.
+  fulfilment, shipments and returns, PATCH with a right If-Match, stock writes, token creation and
+  their response bodies.
 
 Schemathesis' pytest decorator (`schema.parametrize()` with `from_fixture`) does not run on
 pytest 9.2 (it writes a node attribute pytest no longer has), so each operation's strategy is
@@ -64,13 +65,29 @@ def fuzz_shop(tmp_path):
     _, customer_key = api_key_create(user=customer, scopes=["read", "write"])
     spare, _ = api_key_create(user=customer, name="spare")
     # Orders for each transition, in the state it starts from (the fuzzer runs cancel before pay).
+    # New shipments and returns get paid and fulfilled orders of every SKU, 5 units each (what a
+    # narrowed quantity can ask); each order of `parcels` holds two pending shipments, one for the
+    # ship operation and one for the cancel operation.
     numbers = {}
-    for group, state in [("cancel", None), ("pay", None), ("fulfil", "paid"), ("return", "fulfilled")]:
+    groups = [
+        ("cancel", None),
+        ("pay", None),
+        ("fulfil", "paid"),
+        ("return", "fulfilled"),
+        ("shipments", "paid"),
+        ("returns", "fulfilled"),
+        ("parcels", "paid"),
+    ]
+    for group, state in groups:
         numbers[group] = []
         for n in range(3):
+            if group in ("shipments", "returns"):
+                lines = [order_services.OrderLineRequest(sku, 5) for sku in SKUS]
+            else:
+                lines = [order_services.OrderLineRequest(SKUS[n], 2 if group == "parcels" else 1)]
             placed = order_services.order_place(
                 user=customer,
-                lines=[order_services.OrderLineRequest(SKUS[n], 1)],
+                lines=lines,
                 shipping_address=ADDRESS,
                 render=render_order,
                 idempotency_key=f"seed-{group}-{n}",
@@ -82,12 +99,21 @@ def fuzz_shop(tmp_path):
             if state == "fulfilled":
                 order_services.order_fulfil(order_id=order_id, actor=staff)
             numbers[group].append(placed.body["number"])
+    parcels = {"ship": [], "cancel": []}
+    for order in Order.objects.filter(number__in=numbers["parcels"]).prefetch_related("lines"):
+        (line,) = order.lines.all()
+        for operation in parcels.values():
+            pending = order_services.shipment_create(
+                order_id=order.pk, warehouse="MAIN", lines=[order_services.ShipmentLineRequest(line.pk, 1)]
+            )
+            operation.append(pending.pk)
     job = ImportJob.objects.create(file="imports/none.csv", original_name="none.csv", created_by=staff)
     with live_gunicorn(tmp_path) as server:
         yield {
             "server": server,
             "keys": {"staff": staff_key, "customer": customer_key},
             "numbers": numbers,
+            "parcels": parcels,
             "prefixes": [spare.prefix],
             "import_ids": [job.pk],
         }
@@ -169,12 +195,16 @@ def _narrow_to_the_shop(raw: dict, shop: dict) -> dict:
     }
     for path, operations in schema["paths"].items():
         transition = path.rsplit("/", 1)[1]
+        group = "parcels" if "/shipments/{shipment_id}" in path else transition
         for operation in operations.values():
             for parameter in operation.get("parameters", []):
                 name = parameter["name"]
-                if parameter["in"] == "path" and name == "number" and transition in shop["numbers"]:
+                if parameter["in"] == "path" and name == "number" and group in shop["numbers"]:
                     # Each transition gets orders in the state it starts from.
-                    parameter["schema"] = {"enum": [*shop["numbers"][transition], "SR-NONE-0000"]}
+                    parameter["schema"] = {"enum": [*shop["numbers"][group], "SR-NONE-0000"]}
+                elif parameter["in"] == "path" and name == "shipment_id":
+                    ids = shop["parcels"].get(transition, [*shop["parcels"]["ship"], *shop["parcels"]["cancel"]])
+                    parameter["schema"] = {"enum": [*ids, 999_999]}
                 elif parameter["in"] == "path" and name in path_values:
                     parameter["schema"] = {"enum": path_values[name]}
                 elif parameter["in"] == "header" and name in header_values:
@@ -197,6 +227,8 @@ def _narrow_to_the_shop(raw: dict, shop: dict) -> dict:
         component["additionalProperties"] = False
         if name == "OrderRequestRequest":
             properties["lines"].update(minItems=1, maxItems=3)
+        if name in ("ShipmentCreateRequest", "ReturnCreateRequest"):
+            properties["lines"].update(minItems=1, maxItems=2)
         for field, values in body_values.items():
             if field in properties and name != "ProductCreateRequest":  # new products get new SKUs
                 properties[field] = {"enum": values}
@@ -226,5 +258,6 @@ def test_every_operation_answers_as_declared_on_the_shops_own_data(fuzz_shop):
         ("PATCH /api/v1/products/{sku}", 200),
         ("POST /api/v1/stock/adjustments", 201),
         ("POST /api/v1/auth/tokens", 201),
+        ("POST /api/v1/orders/{number}/returns", 201),
     ]:
         assert expected in reached, expected
