@@ -373,6 +373,24 @@ def test_a_redis_that_does_not_know_the_script_is_sent_it_with_the_call(limits):
     assert [first[:2], second[:2], third[0]] == [[1, 1], [1, 0], 0]
 
 
+def _resp_command(buffer: bytes) -> tuple[list[bytes], bytes] | None:
+    """The first complete command (a RESP array of bulk strings) in `buffer` and what follows it,
+    or None while it is incomplete."""
+    if not buffer.startswith(b"*") or b"\r\n" not in buffer:
+        return None
+    head, rest = buffer[1:].split(b"\r\n", 1)
+    parts = []
+    for _ in range(int(head)):
+        if not rest.startswith(b"$") or b"\r\n" not in rest:
+            return None
+        size, rest = rest[1:].split(b"\r\n", 1)
+        if len(rest) < int(size) + 2:
+            return None
+        parts.append(rest[: int(size)])
+        rest = rest[int(size) + 2 :]
+    return parts, rest
+
+
 class SlowRedis:
     """A fake Redis on a port of its own: answers the connection handshake, and to the
     script call `allowed` (1 or 0) after `delay` seconds; `delays` is popped per script call."""
@@ -402,21 +420,25 @@ class SlowRedis:
                 if not data:
                     return
                 buffer += data
-                # One command per packet is enough for redis-py's handshake and the limiter.
-                command, buffer = buffer, b""
-                if b"EVAL" in command:
-                    delay = self.delays.pop(0) if self.delays else 0.0
-                    time.sleep(delay)
-                    allowed = 0 if delay else 1  # a late answer says "refused": it must never be read
-                    reply = f"*5\r\n:{allowed}\r\n:5\r\n:1\r\n:{0 if allowed else 60_000_000}\r\n:1\r\n".encode()
-                elif b"HELLO" in command:
-                    reply = b"%1\r\n$5\r\nproto\r\n:3\r\n"
-                else:
-                    reply = b"+OK\r\n"
-                try:
-                    conn.sendall(reply)
-                except OSError:
-                    return
+                # redis-py 8 sends the tail of its handshake (CLIENT SETINFO twice, SELECT) in one
+                # packet: answer every complete command in the buffer, in order.
+                while (parsed := _resp_command(buffer)) is not None:
+                    command, buffer = parsed
+                    try:
+                        conn.sendall(self._reply(command))
+                    except OSError:
+                        return
+
+    def _reply(self, command: list[bytes]) -> bytes:
+        name = command[0].upper() if command else b""
+        if name in (b"EVAL", b"EVALSHA"):
+            delay = self.delays.pop(0) if self.delays else 0.0
+            time.sleep(delay)
+            allowed = 0 if delay else 1  # a late answer says "refused": it must never be read
+            return f"*5\r\n:{allowed}\r\n:5\r\n:1\r\n:{0 if allowed else 60_000_000}\r\n:1\r\n".encode()
+        if name == b"HELLO":
+            return b"%1\r\n$5\r\nproto\r\n:3\r\n"
+        return b"+OK\r\n"
 
     def close(self):
         self.listener.close()
