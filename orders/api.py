@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from orders import selectors, services
 from orders.errors import IdempotencyKeyRequired
-from orders.idempotency import claim_idempotency_key, drop_claim, store_refusal
+from orders.idempotency import claim_idempotency_key, settled_on_failure
 from orders.serializers import (
     LineProgressSerializer,
     OrderQuerySerializer,
@@ -31,7 +31,7 @@ from orders.serializers import (
 )
 from project.api.pagination import Cursor
 from project.api.schema import errors, paginated
-from project.errors import DomainError, InvalidInput, NotFound
+from project.errors import InvalidInput, NotFound
 from project.http.conditional import etag, if_match_version
 from users.permissions import IsStaff, ReadScope, WriteScope, acts_as_staff
 
@@ -288,17 +288,8 @@ def _created_once(
         rendered["body"] = render(created)
         return rendered["body"]
 
-    try:
+    with settled_on_failure(claim_id):
         service(**kwargs, claim_id=claim_id, render=keep)
-    except DomainError as error:
-        if 400 <= error.status_code < 500:
-            store_refusal(claim_id, error)
-        else:
-            drop_claim(claim_id)
-        raise
-    except BaseException:
-        drop_claim(claim_id)
-        raise
     return status.HTTP_201_CREATED, rendered["body"], False
 
 

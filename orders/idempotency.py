@@ -7,6 +7,8 @@ The SQL path claims the key inside orders_place_order (orders/placement/placemen
 uses `store_refusal` here.
 """
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
@@ -78,3 +80,23 @@ def store_refusal(claim_id: int, error: DomainError) -> None:
 def drop_claim(claim_id: int) -> None:
     """Forget a claim whose request failed for another reason (5xx, a crash): a retry runs again."""
     IdempotencyKey.objects.filter(pk=claim_id, state=IdempotencyKey.State.IN_FLIGHT).delete()
+
+
+@contextmanager
+def settled_on_failure(claim_id: int | None) -> Iterator[None]:
+    """Around the work a claim guards: a domain refusal (4xx) is stored on the claim and replayed
+    to the same key and body; anything else (5xx, a crash, an interrupt) drops the claim, so the
+    client's retry runs again. No claim (None): nothing to settle."""
+    try:
+        yield
+    except DomainError as error:
+        if claim_id is not None:
+            if 400 <= error.status_code < 500:
+                store_refusal(claim_id, error)
+            else:
+                drop_claim(claim_id)
+        raise
+    except BaseException:
+        if claim_id is not None:
+            drop_claim(claim_id)
+        raise

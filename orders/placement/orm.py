@@ -16,7 +16,7 @@ from django.utils import timezone
 from inventory import services as stock
 from inventory.models import Product
 from orders.emails import order_email_enqueue
-from orders.idempotency import claim_idempotency_key, complete_claim, drop_claim, store_refusal
+from orders.idempotency import claim_idempotency_key, complete_claim, settled_on_failure
 from orders.models import Allocation, Order, OrderLine
 from orders.placement.body import placed_lines
 from orders.placement.request import (
@@ -28,7 +28,7 @@ from orders.placement.request import (
     quantity_errors,
 )
 from project.db.transactions import atomic_with_retry
-from project.errors import DomainError, InvalidInput
+from project.errors import InvalidInput
 
 
 def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]]:
@@ -106,7 +106,7 @@ def place_through_orm(
         claim_id, stored = claim_idempotency_key(user=user, key=idempotency_key, fingerprint=fingerprint)
         if stored is not None:
             return PlacementResult(stored.response_status, stored.response_body, replayed=True)
-    try:
+    with settled_on_failure(claim_id):
         for attempt in range(3):
             try:
                 order, body = _create_order(
@@ -121,15 +121,4 @@ def place_through_orm(
             except IntegrityError as exc:  # an order number drawn twice: draw again
                 if attempt == 2 or "orders_order_number_key" not in str(exc):
                     raise
-    except DomainError as error:
-        if claim_id is not None:
-            if 400 <= error.status_code < 500:
-                store_refusal(claim_id, error)
-            else:
-                drop_claim(claim_id)
-        raise
-    except BaseException:
-        if claim_id is not None:
-            drop_claim(claim_id)
-        raise
     return PlacementResult(201, body, replayed=False, placed=order)
