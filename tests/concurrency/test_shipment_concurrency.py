@@ -15,24 +15,11 @@ from orders.models import Order, OrderLine, Shipment
 from tests.concurrency.support import LockWaitWatcher, run_concurrently, total_retries
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
-from tests.orders.conftest import ADDRESS
+from tests.orders.conftest import ADDRESS, place_paid
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 Ship = services.ShipmentLineRequest
-
-
-def _paid(*lines) -> Order:
-    result = services.order_place(
-        user=UserFactory(),
-        lines=[services.OrderLineRequest(sku, quantity) for sku, quantity in lines],
-        shipping_address=ADDRESS,
-        render=render_order,
-        idempotency_key=uuid.uuid4().hex,
-        fingerprint=str(lines),
-    )
-    order = Order.objects.get(number=result.body["number"])
-    return services.order_pay(order_id=order.pk)
 
 
 def _line(order: Order, sku: str) -> int:
@@ -51,7 +38,7 @@ def shop():
 
 
 def test_eight_staff_shipping_the_same_line_at_once_ship_it_once(shop):
-    order = _paid(("MUG", 2), ("TEA", 1))
+    order = place_paid(("MUG", 2), ("TEA", 1))
     line = _line(order, "MUG")
     retries_before = total_retries()
 
@@ -75,7 +62,7 @@ def test_eight_staff_shipping_the_same_line_at_once_ship_it_once(shop):
 
 @pytest.mark.parametrize("round_", range(6))
 def test_a_cancel_racing_a_shipment_leaves_a_cancelled_order_or_a_shipped_one(shop, round_):
-    order = _paid(("MUG", 1))
+    order = place_paid(("MUG", 1))
     pending = services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(_line(order, "MUG"), 1)])
 
     def race(i: int):
@@ -102,7 +89,7 @@ def test_a_cancel_racing_a_shipment_leaves_a_cancelled_order_or_a_shipped_one(sh
 def test_moving_allocations_while_shoppers_buy_the_same_units_never_oversells(shop):
     # TEA: 3 in MAIN, 6 in EAST. Three paid orders of 1 TEA each hold MAIN's units; staff ship
     # each of them from EAST (moving the reservation there) while six shoppers buy TEA.
-    orders = [_paid(("TEA", 1)) for _ in range(3)]
+    orders = [place_paid(("TEA", 1)) for _ in range(3)]
     buyers = UserFactory.create_batch(6)
 
     def act(i: int):

@@ -3,7 +3,10 @@ import uuid
 import pytest
 
 from inventory import services as stock
-from tests.factories import ProductFactory, WarehouseFactory
+from orders import services
+from orders.api import render_order
+from orders.models import Order
+from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 
 ADDRESS = {
     "name": "Ada Lovelace",
@@ -34,3 +37,17 @@ def place(client, *lines, key: str | None = None, **extra):
     return client.post(
         "/api/v1/orders", order_body(*lines, **extra), format="json", HTTP_IDEMPOTENCY_KEY=key or uuid.uuid4().hex
     )
+
+
+def place_paid(*lines, user=None) -> Order:
+    """A paid order of these (sku, quantity) lines, placed and paid through the services."""
+    result = services.order_place(
+        user=user or UserFactory(),
+        lines=[services.OrderLineRequest(sku, quantity) for sku, quantity in lines],
+        shipping_address=ADDRESS,
+        render=render_order,
+        idempotency_key=uuid.uuid4().hex,
+        fingerprint=str(lines),
+    )
+    order = Order.objects.get(number=result.body["number"])
+    return services.order_pay(order_id=order.pk)

@@ -1,6 +1,5 @@
 """Shipments and returns by line, through the services, on real PostgreSQL."""
 
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -9,15 +8,14 @@ from inventory import services as stock
 from inventory.errors import InsufficientStock
 from inventory.models import StockLevel, StockMovement
 from orders import jobs, services
-from orders.api import render_order
 from orders.errors import InvalidTransition, NotReturnable, NotShippable
 from orders.models import Order, OrderLine, Shipment
 from orders.selectors import shipping_progress
 from project.errors import InvalidInput, NotFound, PreconditionFailed
 from project.outbox.models import OutboxMessage
-from tests.factories import ProductFactory, UserFactory, WarehouseFactory
+from tests.factories import ProductFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
-from tests.orders.conftest import ADDRESS
+from tests.orders.conftest import place_paid
 
 Ship = services.ShipmentLineRequest
 Back = services.ReturnLineRequest
@@ -35,19 +33,6 @@ def shop(db):
     stock.stock_receive(sku="MUG", warehouse_code="EAST", quantity=5)
     stock.stock_receive(sku="TEA", warehouse_code="MAIN", quantity=3)
     stock.stock_receive(sku="JAR", warehouse_code="EAST", quantity=4)
-
-
-def paid_order(*lines) -> Order:
-    result = services.order_place(
-        user=UserFactory(),
-        lines=[services.OrderLineRequest(sku, quantity) for sku, quantity in lines],
-        shipping_address=ADDRESS,
-        render=render_order,
-        idempotency_key=uuid.uuid4().hex,
-        fingerprint=str(lines),
-    )
-    order = Order.objects.get(number=result.body["number"])
-    return services.order_pay(order_id=order.pk)
 
 
 def line(order: Order, sku: str) -> int:
@@ -71,7 +56,7 @@ def status(order: Order) -> str:
 
 
 def test_a_pending_shipment_promises_units_and_shipping_consumes_them_at_its_warehouse(shop):
-    order = paid_order(("MUG", 2), ("TEA", 1))
+    order = place_paid(("MUG", 2), ("TEA", 1))
     pending = services.shipment_create(
         order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 2)], carrier="DHL"
     )
@@ -93,7 +78,7 @@ def test_a_pending_shipment_promises_units_and_shipping_consumes_them_at_its_war
 
 
 def test_the_last_parcel_fulfils_the_order_and_each_parcel_emails_the_customer(shop):
-    order = paid_order(("MUG", 1), ("TEA", 1))
+    order = place_paid(("MUG", 1), ("TEA", 1))
     ship(order, "MAIN", ("MUG", 1))
     ship(order, "MAIN", ("TEA", 1))
 
@@ -104,7 +89,7 @@ def test_the_last_parcel_fulfils_the_order_and_each_parcel_emails_the_customer(s
 
 
 def test_two_pending_shipments_cannot_promise_the_same_units(shop):
-    order = paid_order(("MUG", 3))
+    order = place_paid(("MUG", 3))
     services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 2)])
 
     with pytest.raises(NotShippable):
@@ -119,7 +104,7 @@ def test_two_pending_shipments_cannot_promise_the_same_units(shop):
 
 
 def test_a_warehouse_the_line_is_not_allocated_to_needs_move_allocation(shop):
-    order = paid_order(("TEA", 2))  # allocated in MAIN
+    order = place_paid(("TEA", 2))  # allocated in MAIN
     stock.stock_receive(sku="TEA", warehouse_code="EAST", quantity=4)
 
     with pytest.raises(NotShippable) as refused:
@@ -140,7 +125,7 @@ def test_a_warehouse_the_line_is_not_allocated_to_needs_move_allocation(shop):
 
 
 def test_moving_an_allocation_needs_the_units_available_there(shop):
-    order = paid_order(("TEA", 2))
+    order = place_paid(("TEA", 2))
 
     with pytest.raises(InsufficientStock):
         services.shipment_create(
@@ -163,7 +148,7 @@ def test_moving_an_allocation_needs_the_units_available_there(shop):
     ],
 )
 def test_bad_shipments_are_refused_and_change_nothing(shop, lines, error):
-    order, other = paid_order(("MUG", 2)), paid_order(("JAR", 1))
+    order, other = place_paid(("MUG", 2)), place_paid(("JAR", 1))
 
     with pytest.raises(error):
         services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=lines(order, other))
@@ -173,7 +158,7 @@ def test_bad_shipments_are_refused_and_change_nothing(shop, lines, error):
 
 
 def test_nothing_ships_from_an_unpaid_or_cancelled_order_or_an_unknown_warehouse(shop):
-    order = paid_order(("MUG", 1))
+    order = place_paid(("MUG", 1))
     with pytest.raises(InvalidInput):
         services.shipment_create(order_id=order.pk, warehouse="NOWHERE", lines=[Ship(line(order, "MUG"), 1)])
     services.order_cancel(order_id=order.pk)
@@ -185,7 +170,7 @@ def test_nothing_ships_from_an_unpaid_or_cancelled_order_or_an_unknown_warehouse
 
 
 def test_cancelling_a_paid_order_cancels_its_pending_shipments_and_releases_everything(shop):
-    order = paid_order(("MUG", 2))
+    order = place_paid(("MUG", 2))
     pending = services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 1)])
 
     services.order_cancel(order_id=order.pk)
@@ -198,7 +183,7 @@ def test_cancelling_a_paid_order_cancels_its_pending_shipments_and_releases_ever
 
 
 def test_a_partly_shipped_order_cannot_be_cancelled(shop):
-    order = paid_order(("MUG", 1), ("TEA", 1))
+    order = place_paid(("MUG", 1), ("TEA", 1))
     ship(order, "MAIN", ("MUG", 1))
 
     with pytest.raises(InvalidTransition):
@@ -207,7 +192,7 @@ def test_a_partly_shipped_order_cannot_be_cancelled(shop):
 
 
 def test_shipping_with_a_stale_version_is_refused(shop):
-    order = paid_order(("MUG", 2))
+    order = place_paid(("MUG", 2))
     pending = services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 1)])
     services.shipment_ship(order_id=order.pk, shipment_id=pending.pk, expected_version=1)
 
@@ -220,7 +205,7 @@ def test_shipping_with_a_stale_version_is_refused(shop):
 
 
 def test_whole_order_fulfil_ships_what_is_left_one_parcel_per_warehouse(shop):
-    order = paid_order(("MUG", 7), ("TEA", 1))  # MUG: 5 from MAIN, 2 from EAST
+    order = place_paid(("MUG", 7), ("TEA", 1))  # MUG: 5 from MAIN, 2 from EAST
     pending = services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "TEA"), 1)])
     ship(order, "MAIN", ("MUG", 3))
 
@@ -237,7 +222,7 @@ def test_whole_order_fulfil_ships_what_is_left_one_parcel_per_warehouse(shop):
 
 
 def test_bulk_fulfilment_finishes_partly_shipped_orders(shop):
-    order = paid_order(("MUG", 1), ("TEA", 1))
+    order = place_paid(("MUG", 1), ("TEA", 1))
     ship(order, "MAIN", ("MUG", 1))
 
     run = jobs.bulk_fulfil(order_ids=[order.pk])
@@ -248,7 +233,7 @@ def test_bulk_fulfilment_finishes_partly_shipped_orders(shop):
 
 
 def test_a_return_restocks_or_writes_off_each_unit_and_records_the_refund(shop):
-    order = paid_order(("MUG", 3), ("TEA", 1))
+    order = place_paid(("MUG", 3), ("TEA", 1))
     services.order_fulfil(order_id=order.pk)
     before_east = level("MUG", "EAST")
 
@@ -276,7 +261,7 @@ def test_a_return_restocks_or_writes_off_each_unit_and_records_the_refund(shop):
 
 
 def test_a_return_into_a_warehouse_without_a_level_creates_it(shop):
-    order = paid_order(("JAR", 1))
+    order = place_paid(("JAR", 1))
     services.order_fulfil(order_id=order.pk)
 
     services.return_create(
@@ -304,7 +289,7 @@ def test_a_return_into_a_warehouse_without_a_level_creates_it(shop):
     ],
 )
 def test_bad_returns_are_refused_and_change_nothing(shop, lines, error):
-    order = paid_order(("MUG", 2))
+    order = place_paid(("MUG", 2))
     services.order_fulfil(order_id=order.pk)
     on_hand = level("MUG", "MAIN")
 
@@ -316,7 +301,7 @@ def test_bad_returns_are_refused_and_change_nothing(shop, lines, error):
 
 
 def test_nothing_comes_back_before_it_has_all_shipped(shop):
-    order = paid_order(("MUG", 1), ("TEA", 1))
+    order = place_paid(("MUG", 1), ("TEA", 1))
     with pytest.raises(InvalidTransition):
         services.return_create(order_id=order.pk, reason="x", lines=[Back(line(order, "MUG"), 1, "MAIN", "restock")])
     ship(order, "MAIN", ("MUG", 1))
@@ -325,7 +310,7 @@ def test_nothing_comes_back_before_it_has_all_shipped(shop):
 
 
 def test_the_whole_order_return_takes_back_what_is_left_where_it_shipped_from(shop):
-    order = paid_order(("MUG", 7))
+    order = place_paid(("MUG", 7))
     services.order_fulfil(order_id=order.pk)
     services.return_create(order_id=order.pk, reason="one", lines=[Back(line(order, "MUG"), 1, "MAIN", "damaged")])
 
@@ -340,7 +325,7 @@ def test_the_whole_order_return_takes_back_what_is_left_where_it_shipped_from(sh
 
 
 def test_a_shipment_can_be_created_and_shipped_at_once_even_after_moving_its_allocation(shop):
-    order = paid_order(("TEA", 2), ("MUG", 1))
+    order = place_paid(("TEA", 2), ("MUG", 1))
     stock.stock_receive(sku="TEA", warehouse_code="EAST", quantity=1)
 
     shipment = services.shipment_create(
