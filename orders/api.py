@@ -203,7 +203,8 @@ class OrderFulfilView(_TransitionView):
 
     @extend_schema(request=None, parameters=[IF_MATCH], responses={200: OrderSerializer, **TRANSITION_ERRORS})
     def post(self, request, number: str):
-        """Staff: ship a paid order (its units leave on_hand)."""
+        """Staff: ship everything left of a paid or partially fulfilled order: its pending shipments,
+        then one shipment per warehouse for the rest (the units leave on_hand). It ends fulfilled."""
         return super().post(request, number)
 
 
@@ -213,7 +214,8 @@ class OrderReturnView(_TransitionView):
 
     @extend_schema(request=None, parameters=[IF_MATCH], responses={200: OrderSerializer, **TRANSITION_ERRORS})
     def post(self, request, number: str):
-        """Staff: take a fulfilled order back; its units are restocked."""
+        """Staff: take back everything shipped and not yet returned, restocked into the warehouses it
+        shipped from (a return with its refund is recorded). It ends returned."""
         return super().post(request, number)
 
 
