@@ -9,9 +9,9 @@ class Order(models.Model):
     class Status(models.TextChoices):
         RESERVED = "reserved"
         PAID = "paid"
-        PARTIALLY_FULFILLED = "partially_fulfilled"
+        PARTIALLY_FULFILLED = "partially_fulfilled", "Partly shipped"
         FULFILLED = "fulfilled"
-        PARTIALLY_RETURNED = "partially_returned"
+        PARTIALLY_RETURNED = "partially_returned", "Partly returned"
         RETURNED = "returned"
         CANCELLED = "cancelled"
         EXPIRED = "expired"

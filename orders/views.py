@@ -269,11 +269,6 @@ def _order_or_404(request, number: str) -> Order:
     return order
 
 
-# The shopper's words for the statuses whose code name says it the warehouse's way.
-STATUS_WORDS = {
-    Order.Status.PARTIALLY_FULFILLED: "Partly shipped",
-    Order.Status.PARTIALLY_RETURNED: "Partly returned",
-}
 STILL_SHIPPING = {Order.Status.PAID, Order.Status.PARTIALLY_FULFILLED}
 
 
@@ -291,7 +286,6 @@ def order_detail(request, number: str):
         "orders/order_detail.html",
         {
             "order": order,
-            "status_words": STATUS_WORDS.get(order.status, order.get_status_display()),
             "lines": order.lines.all(),
             "awaiting_payment": awaiting_payment,
             "time_ran_out": order.status == Order.Status.RESERVED and not awaiting_payment,

@@ -90,9 +90,9 @@ class Migration(migrations.Migration):
                 choices=[
                     ("reserved", "Reserved"),
                     ("paid", "Paid"),
-                    ("partially_fulfilled", "Partially Fulfilled"),
+                    ("partially_fulfilled", "Partly shipped"),
                     ("fulfilled", "Fulfilled"),
-                    ("partially_returned", "Partially Returned"),
+                    ("partially_returned", "Partly returned"),
                     ("returned", "Returned"),
                     ("cancelled", "Cancelled"),
                     ("expired", "Expired"),
