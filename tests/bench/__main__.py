@@ -30,7 +30,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from tests.bench import mixed, whole_shop
+from tests.bench import mixed, placement_db, whole_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -189,7 +189,12 @@ def seed(database_url: str, redis_url: str, products: int, import_rows: int, exp
 
 def invariant_breaches(database_url: str) -> int:
     from inventory.selectors import LEDGER_BREACHES_SQL
-    from orders.selectors import KEYS_WITH_SEVERAL_ORDERS_SQL, LINES_VS_ALLOCATIONS_SQL, RESERVED_VS_ALLOCATIONS_SQL
+    from orders.selectors import (
+        KEYS_WITH_SEVERAL_ORDERS_SQL,
+        LINES_VS_ALLOCATIONS_SQL,
+        RESERVED_VS_ALLOCATIONS_SQL,
+        SHIPMENTS_VS_LINES_SQL,
+    )
 
     total = 0
     with psycopg.connect(database_url) as conn:
@@ -199,6 +204,7 @@ def invariant_breaches(database_url: str) -> int:
             RESERVED_VS_ALLOCATIONS_SQL,
             LINES_VS_ALLOCATIONS_SQL,
             KEYS_WITH_SEVERAL_ORDERS_SQL,
+            SHIPMENTS_VS_LINES_SQL,
         ):
             total += len(conn.execute(query).fetchall())
     return total
@@ -365,6 +371,10 @@ def table(results: list[Result], meta: dict) -> str:
     lines = [
         f"Stockroom benchmark, {meta['date']}, {meta['cores']} cores, {meta['duration']}s x {meta['runs']} runs "
         f"(median), {meta['connections']} connections",
+    ]
+    if not results:  # only the scenarios that report on their own (--only)
+        return lines[0]
+    lines += [
         "",
         "| scenario | req/s | p50 ms | p99 ms | errors | conflicts | ratio to ceiling | invariants |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
@@ -613,6 +623,7 @@ def main() -> int:
     parser.add_argument("--import-rows", type=int, default=1_000_000, help="0: skip the import scenario")
     parser.add_argument("--expiry-orders", type=int, default=100_000, help="0: skip the expiry scenario")
     parser.add_argument("--shop-seconds", type=float, default=30, help="whole_shop: seconds of orders per half-round")
+    parser.add_argument("--db-clients", default="16,64", help="placement_db: pgbench client counts, comma-separated")
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
@@ -660,7 +671,7 @@ def main() -> int:
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
-    every_job = {"import", "expiry", "whole_shop", *(m.name for m in mixed.MIXED)}
+    every_job = {"import", "expiry", "whole_shop", "placement_db", *(m.name for m in mixed.MIXED)}
     wanted = set(args.only.split(",")) if args.only else every_job
     mixed_results: dict[str, list[mixed.MixedRound]] = {}
     if any(m.name in wanted for m in mixed.MIXED):
@@ -698,6 +709,25 @@ def main() -> int:
         for result in batch_results:
             result.invariants = "ok" if count == 0 else f"BROKEN ({count})"
 
+    # Last: it adds a few hundred thousand orders, which the scenarios above should not carry.
+    placement_rounds: list[placement_db.PlacementRound] = []
+    if "placement_db" in wanted:
+        clients = tuple(int(c) for c in args.db_clients.split(","))
+        log(
+            f"placement_db: pgbench calling orders_place_order, uniform then hot, {clients} clients, {args.runs} rounds"
+        )
+        placement_rounds = placement_db.run(
+            database_url, products=args.products, seconds=args.duration, runs=args.runs, warmup=args.warmup,
+            clients=clients,
+        )  # fmt: skip
+        count = invariant_breaches(database_url)
+        broken += count
+        if count:
+            log(f"placement_db: invariants BROKEN ({count})")
+        if placement_db.refused(placement_rounds):
+            log(f"placement_db: {placement_db.refused(placement_rounds)} calls placed no order")
+            broken += 1
+
     by_name = {r.scenario: r for r in results}
     ceiling = by_name.get("ceiling_full")
     for result in results:
@@ -724,6 +754,8 @@ def main() -> int:
         text += "\n\n" + whole_shop.report(shop_rounds)
     if batch_results:
         text += "\n\n" + batch_table(batch_results)
+    if placement_rounds:
+        text += "\n\n" + placement_db.report(placement_rounds)
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
     stem = args.output / f"{meta['date']}-{meta['cores']}cores{'-smoke' if args.smoke else ''}"
@@ -750,6 +782,7 @@ def main() -> int:
                 "whole_shop": [
                     dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
                 ],
+                "placement_db": [dict(asdict(r), ratio=r.ratio) for r in placement_rounds],
             },
             indent=2,
         )
