@@ -211,6 +211,15 @@ def _check_lines(requests: Sequence, field: str = "lines") -> None:
             raise InvalidInput(fields={field: [f"Line ids and quantities are whole numbers from 1 to {MAX_UNITS}."]})
 
 
+def _check_parcel_labels(carrier: str | None, tracking_number: str | None) -> None:
+    """The carrier and tracking number fit their columns (None: not given)."""
+    limits = {"carrier": (carrier, Shipment._meta.get_field("carrier").max_length)}
+    limits["tracking_number"] = (tracking_number, Shipment._meta.get_field("tracking_number").max_length)
+    for field, (value, limit) in limits.items():
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise InvalidInput(fields={field: [f"Text of at most {limit} characters."]})
+
+
 def _active_warehouse(code: str, field: str = "warehouse") -> Warehouse:
     warehouse = Warehouse.objects.filter(code=code, active=True).first() if isinstance(code, str) else None
     if warehouse is None:
@@ -231,7 +240,7 @@ def _touch(order: Order) -> Order:
 
 
 def _take_from_elsewhere(
-    order: Order, line: LineProgress, warehouse: Warehouse, need: int, moves: list, allocation_changes: list
+    line: LineProgress, warehouse: Warehouse, need: int, moves: list, allocation_changes: list
 ) -> None:
     """Plan moving `need` reserved units of `line` into `warehouse` from its other warehouses'
     unpromised units (the most first, then by allocation)."""
@@ -298,6 +307,7 @@ def shipment_create(
     _check_lines(lines)
     if len({request.line_id for request in lines}) != len(lines):
         raise InvalidInput(fields={"lines": ["Name each line once."]})
+    _check_parcel_labels(carrier, tracking_number)
     place = _active_warehouse(warehouse)
     order = _locked_for_transition(order_id, allowed=SHIPPABLE, expected_version=expected_version)
     progress = shipping_progress(order_id=order.pk)
@@ -319,7 +329,7 @@ def shipment_create(
                     "set move_allocation to take the others from there.",
                     extra={"line": line.line_id, "sku": line.sku, "left_here": here},
                 )
-            _take_from_elsewhere(order, line, place, request.quantity - here, moves, changes)
+            _take_from_elsewhere(line, place, request.quantity - here, moves, changes)
     if moves:
         _move_allocations(order, place, moves, changes, actor)
     shipment = Shipment.objects.create(
@@ -401,6 +411,7 @@ def shipment_ship(
 ) -> Shipment:
     """Ship a pending shipment: its units leave the shelves (on_hand and reserved both drop at its
     warehouse), the order becomes partially fulfilled or fulfilled, and the customer is emailed."""
+    _check_parcel_labels(carrier, tracking_number)
     order = _locked_for_transition(order_id, allowed=SHIPPABLE, expected_version=None)
     shipment = _locked_shipment(order, shipment_id, expected_version)
     changes = {}

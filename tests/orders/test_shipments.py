@@ -341,3 +341,15 @@ def test_a_shipment_can_be_created_and_shipped_at_once_even_after_moving_its_all
     assert (level("TEA", "MAIN"), level("TEA", "EAST")) == ((3, 1), (0, 0))
     assert status(order) == "partially_fulfilled"
     assert_stock_invariants()
+
+
+def test_a_carrier_or_tracking_number_too_long_is_refused_before_anything_changes(shop):
+    order = place_paid(("MUG", 1))
+    with pytest.raises(InvalidInput):
+        services.shipment_create(
+            order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 1)], tracking_number="T" * 101
+        )
+    pending = services.shipment_create(order_id=order.pk, warehouse="MAIN", lines=[Ship(line(order, "MUG"), 1)])
+    with pytest.raises(InvalidInput):
+        services.shipment_ship(order_id=order.pk, shipment_id=pending.pk, carrier="C" * 51)
+    assert Shipment.objects.get(pk=pending.pk).status == "pending"
