@@ -294,16 +294,24 @@ class OrderAdmin(admin.ModelAdmin):
             "return_url": self._url("return", order.pk) if may_move and order.status in RETURNABLE else None,
         }
 
-    def transition_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
-        """POST from an order's page: run the chosen move with the version the page showed."""
+    def _posted_order_number(self, request: HttpRequest, order_id: int) -> tuple[str | None, HttpResponse | None]:
+        """The number of the order a button on its page posted to, or the answer instead: 405 for
+        anything but POST, 403 without the right to move orders, back to the list if it is gone."""
         if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
+            return None, HttpResponseNotAllowed(["POST"])
         if not self.has_transition_permission(request):
             raise PermissionDenied
         number = Order.objects.filter(pk=order_id).values_list("number", flat=True).first()
         if number is None:
             self.message_user(request, f"Order {order_id} does not exist.", messages.WARNING)
-            return HttpResponseRedirect(self._url("changelist"))
+            return None, HttpResponseRedirect(self._url("changelist"))
+        return number, None
+
+    def transition_view(self, request: HttpRequest, order_id: int) -> HttpResponse:
+        """POST from an order's page: run the chosen move with the version the page showed."""
+        number, refusal = self._posted_order_number(request, order_id)
+        if refusal is not None:
+            return refusal
         form = OrderTransitionForm(request.POST)
         if not form.is_valid():
             for errors in form.errors.values():
@@ -388,14 +396,9 @@ class OrderAdmin(admin.ModelAdmin):
     def shipment_view(self, request: HttpRequest, order_id: int, shipment_id: int, action: str) -> HttpResponse:
         """POST from an order's page: ship or cancel one pending shipment, with the shipment's
         version the page showed (a shipment changed since is refused, never acted on)."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        if not self.has_transition_permission(request):
-            raise PermissionDenied
-        number = Order.objects.filter(pk=order_id).values_list("number", flat=True).first()
-        if number is None:
-            self.message_user(request, f"Order {order_id} does not exist.", messages.WARNING)
-            return HttpResponseRedirect(self._url("changelist"))
+        number, refusal = self._posted_order_number(request, order_id)
+        if refusal is not None:
+            return refusal
         what, done = f"{number}/S{shipment_id}", {"ship": "shipped", "cancel": "cancelled"}[action]
         form = ShipmentActionForm(request.POST)
         if not form.is_valid():
