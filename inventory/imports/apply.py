@@ -39,11 +39,28 @@ SELECT DISTINCT ON (r.sku) r.sku, r.name, '', r.price, true, %(threshold)s, fals
 RETURNING sku
 """
 
-# One statement applies the rest of a chunk, so each row's product and level are looked up once:
+# The chunk's existing levels are locked first, in their own statement, in primary key order
+# (DESIGN §4). A statement reads one snapshot: when the locks were taken inside the statement that
+# also applies the rows, a level a shopper's reservation changed while the chunk waited for its lock
+# could be refused or written against the values the snapshot held, not the ones it locked (found
+# by tests/inventory/imports/test_races.py: the guard below passed on a stale `reserved` and the
+# `on_hand >= reserved` CHECK stopped the update). Locked beforehand, every level the apply
+# statement reads is the committed, current one, and nobody can move it until commit.
+LOCK_CHUNK_LEVELS = """
+SELECT s.id
+  FROM inventory_importrow r
+  JOIN inventory_product p ON p.sku = r.sku
+  JOIN inventory_stocklevel s ON s.product_id = p.id AND s.warehouse_id = r.warehouse_id
+ WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
+ ORDER BY s.id
+   FOR UPDATE OF s
+"""
+
+# Then one statement applies the rest of a chunk, so each row's product and level are looked up once:
 # - `src`: the chunk's good rows with their product (none: unknown SKU, a row error);
-# - `locked`: their existing levels, locked in primary key order (DESIGN §4: levels by pk
-#   ascending; the sort runs below the row locks), read after the lock so `on_hand` and
-#   `reserved` are the current ones and cannot move until commit;
+# - `locked`: their existing levels, already ours, with the current `on_hand` and `reserved` (a
+#   level created by someone else since the lock above would be locked only here: the chunk is
+#   run again then, so that every level it writes was locked before its snapshot);
 # - `created`: missing levels, inserted with their imported on_hand (reserved 0, nothing to
 #   refuse) in (product, warehouse) order, the order in which the stock services create levels;
 # - `updated`: levels whose on_hand changes and stays >= reserved (version bumped only there);
@@ -95,6 +112,7 @@ SELECT (SELECT count(*) FROM inventory_importrow r
          WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s) AS rows,
        (SELECT count(*) FROM src WHERE product_id IS NOT NULL) AS known,
        (SELECT count(*) FROM created) + (SELECT count(*) FROM locked) AS found,
+       (SELECT count(*) FROM locked) AS locked,
        (SELECT count(*) FROM locked WHERE new_on_hand < reserved) AS refused,
        (SELECT rows FROM moved) AS moved,
        (SELECT coalesce(array_agg(sku), '{}')
@@ -146,9 +164,11 @@ def apply_next_chunk(import_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(CREATE_PRODUCTS, params)
         created_products = [sku for (sku,) in cursor.fetchall()]
+        cursor.execute(LOCK_CHUNK_LEVELS, params)
+        prelocked = cursor.rowcount
         cursor.execute(APPLY_CHUNK, params)
-        rows, known, found, refused, moved, skus, errors = cursor.fetchone()
-    if found != known:
+        rows, known, found, locked, refused, moved, skus, errors = cursor.fetchone()
+    if found != known or locked != prelocked:
         raise Retry(f"import {import_id}: a stock level was created by someone else during chunk {index}")
     if isinstance(errors, str):
         errors = json.loads(errors)
