@@ -494,29 +494,11 @@ def move_reservations(
         raise InsufficientStock(short)
     if any(-deltas[level.pk] > level.reserved for level in levels.values()):
         raise InvalidStock("A level holds fewer reserved units than the shipment moves away.")
-    ids = sorted(deltas)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            UPDATE inventory_stocklevel AS s SET reserved = s.reserved + v.d, updated_at = now()
-              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, d)
-             WHERE s.id = v.id
-            """,
-            [ids, [deltas[i] for i in ids]],
-        )
-    _record(
-        [
-            StockMovement(
-                level_id=i,
-                delta_reserved=deltas[i],
-                reason=Reason.RESERVATION if deltas[i] > 0 else Reason.RELEASE,
-                reference=reference,
-                actor=actor,
-            )
-            for i in ids
-            if deltas[i]
-        ]
-    )
+    # Every level is locked already (above, all at once in pk order): these re-lock nothing.
+    away = [(i, -d) for i, d in sorted(deltas.items()) if d < 0]
+    here = [(i, d) for i, d in sorted(deltas.items()) if d > 0]
+    _apply_deltas(away, on_hand_sign=0, reserved_sign=-1, reason=Reason.RELEASE, reference=reference, actor=actor)
+    _apply_deltas(here, on_hand_sign=0, reserved_sign=1, reason=Reason.RESERVATION, reference=reference, actor=actor)
     return targets
 
 
