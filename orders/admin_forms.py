@@ -17,6 +17,7 @@ from django import forms
 
 from inventory.errors import InsufficientStock
 from inventory.models import Warehouse
+from inventory.services import MAX_QUANTITY
 from orders import services
 from orders.models import Order, OrderReturn, ReturnLine, Shipment
 from orders.selectors import LineProgress
@@ -211,7 +212,7 @@ class OrderLinesForm(forms.Form):
     def _quantity_field(self, initial: int) -> forms.IntegerField:
         return forms.IntegerField(
             min_value=0,
-            max_value=services.MAX_UNITS,
+            max_value=MAX_QUANTITY,
             initial=initial,
             label="Quantity",
             widget=forms.NumberInput(attrs={"style": "width: 6em"}),

@@ -104,9 +104,7 @@ def order_cancel(*, order_id: int, actor=None, expected_version: int | None = No
     order_email_enqueue(order_id=order.pk, kind="cancelled")
     # A paid order has shipped nothing (its first shipment makes it partially fulfilled or
     # fulfilled); what pending shipments promised is released with the rest.
-    Shipment.objects.filter(order=order, status=Shipment.Status.PENDING).update(
-        status=Shipment.Status.CANCELLED, cancelled_at=timezone.now(), version=F("version") + 1
-    )
+    _cancel_pending(Shipment.objects.filter(order=order))
     allocations = _allocations_of(order)
     stock.release_stock(allocations=allocations, reference=order.number, actor=actor)
     return _move(order, Status.CANCELLED, stamp="cancelled_at")
@@ -153,8 +151,10 @@ def order_return(*, order_id: int, actor=None, expected_version: int | None = No
                 left -= take
     if not requests:
         raise NotReturnable("Everything shipped has come back already.")
-    _record_return(order, progress, requests, reason="whole order", actor=actor)
-    return _move(order, Status.RETURNED, stamp="returned_at")
+    record = _record_return(order, progress, requests, reason="whole order", actor=actor)
+    return _move(
+        order, Status.RETURNED, stamp="returned_at", refunded_amount=F("refunded_amount") + record.refund_amount
+    )
 
 
 @atomic_with_retry
@@ -177,7 +177,6 @@ def order_expire(*, order_id: int) -> Order | None:
 
 SHIPPABLE = {Status.PAID, Status.PARTIALLY_FULFILLED}
 RETURNABLE = {Status.FULFILLED, Status.PARTIALLY_RETURNED}
-MAX_UNITS = 1_000_000_000
 MAX_SHIPMENT_LINES = 500
 
 
@@ -195,6 +194,13 @@ class ReturnLineRequest:
     disposition: str  # ReturnLine.Disposition
 
 
+def _cancel_pending(shipments) -> None:
+    """Cancel the pending ones of these shipments (under their order's row lock)."""
+    shipments.filter(status=Shipment.Status.PENDING).update(
+        status=Shipment.Status.CANCELLED, cancelled_at=timezone.now(), version=F("version") + 1
+    )
+
+
 def _user(actor):
     return actor if getattr(actor, "pk", None) is not None else None
 
@@ -206,9 +212,11 @@ def _check_lines(requests: Sequence, field: str = "lines") -> None:
         raise InvalidInput(fields={field: [f"At most {MAX_SHIPMENT_LINES} lines."]})
     for request in requests:
         if not is_whole_number(request.line_id, minimum=1) or not is_whole_number(
-            request.quantity, minimum=1, maximum=MAX_UNITS
+            request.quantity, minimum=1, maximum=stock.MAX_QUANTITY
         ):
-            raise InvalidInput(fields={field: [f"Line ids and quantities are whole numbers from 1 to {MAX_UNITS}."]})
+            raise InvalidInput(
+                fields={field: [f"Line ids and quantities are whole numbers from 1 to {stock.MAX_QUANTITY}."]}
+            )
 
 
 def _check_parcel_labels(carrier: str | None, tracking_number: str | None) -> None:
@@ -220,11 +228,16 @@ def _check_parcel_labels(carrier: str | None, tracking_number: str | None) -> No
             raise InvalidInput(fields={field: [f"Text of at most {limit} characters."]})
 
 
-def _active_warehouse(code: str, field: str = "warehouse") -> Warehouse:
-    warehouse = Warehouse.objects.filter(code=code, active=True).first() if isinstance(code, str) else None
-    if warehouse is None:
-        raise InvalidInput(fields={field: [f"No active warehouse {code!r}."]})
-    return warehouse
+def _active_warehouses(codes: Sequence, field: str) -> dict[str, Warehouse]:
+    """The active warehouses of these codes by code, in one query; InvalidInput names the first
+    code that is none."""
+    if not all(isinstance(code, str) for code in codes):
+        raise InvalidInput(fields={field: ["Warehouses are named by their code."]})
+    found = {warehouse.code: warehouse for warehouse in Warehouse.objects.filter(code__in=set(codes), active=True)}
+    missing = next((code for code in codes if code not in found), None)
+    if missing is not None:
+        raise InvalidInput(fields={field: [f"No active warehouse {missing!r}."]})
+    return found
 
 
 def _line_of(progress: dict[int, LineProgress], line_id: int, order: Order) -> LineProgress:
@@ -308,7 +321,7 @@ def shipment_create(
     if len({request.line_id for request in lines}) != len(lines):
         raise InvalidInput(fields={"lines": ["Name each line once."]})
     _check_parcel_labels(carrier, tracking_number)
-    place = _active_warehouse(warehouse)
+    place = _active_warehouses([warehouse], "warehouse")[warehouse]
     order = _locked_for_transition(order_id, allowed=SHIPPABLE, expected_version=expected_version)
     progress = shipping_progress(order_id=order.pk)
     moves: list = []
@@ -442,9 +455,7 @@ def shipment_cancel(*, order_id: int, shipment_id: int, actor=None, expected_ver
     """Cancel a pending shipment: the units it promised are left to ship again."""
     order = _locked_for_transition(order_id, allowed=SHIPPABLE, expected_version=None)
     shipment = _locked_shipment(order, shipment_id, expected_version)
-    Shipment.objects.filter(pk=shipment.pk).update(
-        status=Shipment.Status.CANCELLED, cancelled_at=timezone.now(), version=F("version") + 1
-    )
+    _cancel_pending(Shipment.objects.filter(pk=shipment.pk))
     _touch(order)
     shipment.refresh_from_db()
     return shipment
@@ -453,8 +464,9 @@ def shipment_cancel(*, order_id: int, shipment_id: int, actor=None, expected_ver
 def _record_return(
     order: Order, progress: dict[int, LineProgress], requests: list[tuple], *, reason: str, actor
 ) -> OrderReturn:
-    """Write the return and its lines, take the units in (inventory.receive_return) and add its
-    refund to the order's. `requests`: (line progress, warehouse id, quantity, disposition)."""
+    """Write the return and its lines and take the units in (inventory.receive_return); the caller
+    adds its refund to the order's as it moves the order. `requests`: (line progress, warehouse
+    id, quantity, disposition)."""
     refund = sum((line.unit_price * quantity for line, _, quantity, _ in requests), Decimal("0"))
     record = OrderReturn.objects.create(order=order, reason=reason, refund_amount=refund, created_by=_user(actor))
     ReturnLine.objects.bulk_create(
@@ -474,7 +486,6 @@ def _record_return(
         reference=f"{order.number}/R{record.pk}",
         actor=_user(actor),
     )
-    Order.objects.filter(pk=order.pk).update(refunded_amount=F("refunded_amount") + refund)
     for line, _, quantity, _ in requests:
         line.returned += quantity
     return record
@@ -501,7 +512,7 @@ def return_create(
     dispositions = set(ReturnLine.Disposition.values)
     if any(request.disposition not in dispositions for request in lines):
         raise InvalidInput(fields={"lines": [f"disposition is one of {sorted(dispositions)}."]})
-    places = {request.warehouse: _active_warehouse(request.warehouse, "lines") for request in lines}
+    places = _active_warehouses([request.warehouse for request in lines], "lines")
     order = _locked_for_transition(order_id, allowed=RETURNABLE, expected_version=expected_version)
     progress = shipping_progress(order_id=order.pk)
     asked: dict[int, int] = defaultdict(int)
@@ -516,10 +527,11 @@ def return_create(
             )
         requests.append((line, places[request.warehouse].pk, request.quantity, request.disposition))
     record = _record_return(order, progress, requests, reason=reason.strip(), actor=actor)
+    refunded = F("refunded_amount") + record.refund_amount
     if all(line.returned == line.ordered for line in progress.values()):
-        _move(order, Status.RETURNED, stamp="returned_at")
+        _move(order, Status.RETURNED, stamp="returned_at", refunded_amount=refunded)
     else:
-        _move(order, Status.PARTIALLY_RETURNED)
+        _move(order, Status.PARTIALLY_RETURNED, refunded_amount=refunded)
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=render(record), order_id=order.pk)
     return record
