@@ -56,6 +56,8 @@ from orders.models import (
     ReturnLine,
     Shipment,
     ShipmentLine,
+    return_reference,
+    shipment_reference,
 )
 from orders.selectors import order_returns, order_shipments, shipping_progress
 from project.errors import DomainError
@@ -399,7 +401,7 @@ class OrderAdmin(admin.ModelAdmin):
         number, refusal = self._posted_order_number(request, order_id)
         if refusal is not None:
             return refusal
-        what, done = f"{number}/S{shipment_id}", {"ship": "shipped", "cancel": "cancelled"}[action]
+        what, done = shipment_reference(number, shipment_id), {"ship": "shipped", "cancel": "cancelled"}[action]
         form = ShipmentActionForm(request.POST)
         if not form.is_valid():
             for errors in form.errors.values():
@@ -500,7 +502,7 @@ class ShipmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Shipment", ordering="id")
     def reference(self, shipment: Shipment) -> str:
-        return f"{shipment.order.number}/S{shipment.pk}"
+        return shipment_reference(shipment.order.number, shipment.pk)
 
 
 class ReturnLineInline(_PartOfParentInline):
@@ -536,7 +538,7 @@ class OrderReturnAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="Return", ordering="id")
     def reference(self, record: OrderReturn) -> str:
-        return f"{record.order.number}/R{record.pk}"
+        return return_reference(record.order.number, record.pk)
 
 
 @admin.register(IdempotencyKey)

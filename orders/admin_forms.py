@@ -19,7 +19,7 @@ from inventory.errors import InsufficientStock
 from inventory.models import Warehouse
 from inventory.services import MAX_QUANTITY
 from orders import services
-from orders.models import Order, OrderReturn, ReturnLine, Shipment
+from orders.models import Order, OrderReturn, ReturnLine, Shipment, return_reference, shipment_reference
 from orders.selectors import LineProgress
 from project.errors import DomainError, PreconditionFailed
 
@@ -311,7 +311,7 @@ class ShipmentForm(OrderLinesForm):
             expected_version=data["expected_version"],
         )
         units = _units((quantity, line.sku) for line, quantity in chosen)
-        what = f"{self.order.number}/S{shipment.pk}"
+        what = shipment_reference(self.order.number, shipment.pk)
         if shipment.status == Shipment.Status.SHIPPED:
             return f"{what}: shipped {units} from {data['warehouse']}."
         return f"{what}: {units} from {data['warehouse']} waiting to be shipped (pending)."
@@ -381,9 +381,8 @@ class ReturnForm(OrderLinesForm):
         )
         dispositions = dict(ReturnLine.Disposition.choices)
         units = ", ".join(f"{n} x {line.sku} into {code}, {dispositions[kind]}" for line, n, code, kind in chosen)
-        return (
-            f"{self.order.number}/R{record.pk}: took back {units}; refund {record.refund_amount} {self.order.currency}."
-        )
+        refund = f"{record.refund_amount} {self.order.currency}"
+        return f"{return_reference(self.order.number, record.pk)}: took back {units}; refund {refund}."
 
 
 class ShipmentActionForm(forms.Form):

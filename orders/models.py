@@ -107,6 +107,16 @@ class Allocation(models.Model):
         return f"{self.quantity} from level {self.stock_level_id}"
 
 
+def shipment_reference(order_number: str, shipment_id: int) -> str:
+    """How a shipment is named in the ledger, the admin and its messages: `SR-XXXX-XXXX/S12`."""
+    return f"{order_number}/S{shipment_id}"
+
+
+def return_reference(order_number: str, return_id: int) -> str:
+    """How a return is named in the ledger, the admin and its messages: `SR-XXXX-XXXX/R3`."""
+    return f"{order_number}/R{return_id}"
+
+
 class Shipment(models.Model):
     """A parcel: quantities of an order's lines taken from one warehouse (orders.shipping).
 

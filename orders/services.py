@@ -24,7 +24,16 @@ from orders import locks
 from orders.emails import order_email_enqueue
 from orders.errors import InvalidTransition, NotReturnable, NotShippable, ReservationExpired
 from orders.idempotency import complete_claim
-from orders.models import Allocation, Order, OrderReturn, ReturnLine, Shipment, ShipmentLine
+from orders.models import (
+    Allocation,
+    Order,
+    OrderReturn,
+    ReturnLine,
+    Shipment,
+    ShipmentLine,
+    return_reference,
+    shipment_reference,
+)
 from orders.placement import OrderLineRequest, PlacementResult, order_place
 from orders.selectors import LineProgress, shipping_progress
 from project.db.transactions import atomic_with_retry
@@ -397,7 +406,9 @@ def _ship(order: Order, shipments: Sequence[Shipment], progress: dict[int, LineP
             consumed.append((at.level_id, item.quantity))
             allocation_ids.append(at.allocation_id)
             quantities.append(item.quantity)
-        stock.consume_stock(allocations=consumed, reference=f"{order.number}/S{shipment.pk}", actor=_user(actor))
+        stock.consume_stock(
+            allocations=consumed, reference=shipment_reference(order.number, shipment.pk), actor=_user(actor)
+        )
         with connection.cursor() as cursor:
             cursor.execute(
                 """
@@ -483,7 +494,7 @@ def _record_return(
             (line.product_id, warehouse_id, 0 if kind == damaged else n, n if kind == damaged else 0)
             for line, warehouse_id, n, kind in requests
         ],
-        reference=f"{order.number}/R{record.pk}",
+        reference=return_reference(order.number, record.pk),
         actor=_user(actor),
     )
     for line, _, quantity, _ in requests:
