@@ -5,6 +5,7 @@ import time
 from urllib.parse import urlencode
 
 import orjson
+from django.db import OperationalError
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -33,8 +34,10 @@ from inventory.serializers import (
 from project.api.pagination import Cursor
 from project.api.renderers import OrjsonRenderer
 from project.api.schema import errors, paginated
+from project.db.transactions import is_lock_error
 from project.errors import NotFound, PreconditionFailed, VersionConflict
 from project.http.conditional import etag, if_match_version, if_none_match_hits
+from project.http.degraded import mark_stale
 from users.permissions import IsStaff, acts_as_staff
 
 # A cursor's position in the catalogue list: a product id.
@@ -115,6 +118,24 @@ def product_etag(payload: dict) -> str:
     return etag(payload["version"], available=payload["available"])
 
 
+def _with_hot_mode(payload: dict) -> dict:
+    """A cached product payload with the product's hot mode read now; as it is (marked stale) when
+    PostgreSQL cannot answer, as every catalogue read then."""
+    try:
+        buckets = selectors.product_stock_buckets(sku=payload["sku"])
+    except OperationalError as exc:
+        if is_lock_error(exc):
+            raise
+        mark_stale()
+        return payload
+    return payload if buckets is None else {**payload, "stock_buckets": buckets}
+
+
+def staff_product_payload(product) -> dict:
+    """The staff's shape of a product: the public one and hot mode (`stock_buckets`)."""
+    return {**product_payload(product), "stock_buckets": product.stock_buckets}
+
+
 IF_MATCH = OpenApiParameter(
     "If-Match",
     OpenApiTypes.STR,
@@ -173,7 +194,7 @@ class ProductListView(APIView):
         params = ProductCreateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         product = services.product_create(**params.validated_data)
-        payload = product_payload(product)
+        payload = staff_product_payload(product)
         response = Response(payload, status=status.HTTP_201_CREATED)
         response["ETag"] = product_etag(payload)
         return response
@@ -192,14 +213,17 @@ class ProductDetailView(APIView):
         },
     )
     def get(self, request, sku: str):
-        """One product with `available`. Its ETag changes with the version and with availability;
-        If-Match on a PATCH compares only the version part."""
+        """One product with `available` (and, for staff, `stock_buckets`). Its ETag changes with the
+        version and with availability; If-Match on a PATCH compares only the version part."""
         payload = selectors.catalogue_entry(_product_sku(sku))
-        if payload is None or (not payload["active"] and not acts_as_staff(request)):
+        staff = acts_as_staff(request)
+        if payload is None or (not payload["active"] and not staff):
             raise NotFound(f"No product with SKU {sku!r}.")
         tag = product_etag(payload)
-        if if_none_match_hits(request, tag):
+        if if_none_match_hits(request, tag):  # a switch of hot mode moves the version too
             response = Response(status=status.HTTP_304_NOT_MODIFIED)
+        elif staff:  # hot mode is not in the cached entry: shoppers never see it
+            response = Response(_with_hot_mode(payload))
         else:
             response = Response(payload)
         response["ETag"] = tag
@@ -211,16 +235,20 @@ class ProductDetailView(APIView):
         responses={200: ProductSerializer, **errors(400, 401, 403, 404, 412, 413, 415, 428, 429, 503)},
     )
     def patch(self, request, sku: str):
-        """Change a product. `If-Match` is required (428 without it, 412 when stale)."""
+        """Change a product. `If-Match` is required (428 without it, 412 when stale).
+
+        `stock_buckets` switches hot mode in the same compare-and-set (0 turns it off)."""
         sku = _product_sku(sku)
         expected = if_match_version(request, required=True)
         params = ProductUpdateSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         try:
-            services.product_update(sku=sku, expected_version=expected, changes=params.validated_data)
+            services.product_update(
+                sku=sku, expected_version=expected, changes=params.validated_data, actor=request.user
+            )
         except VersionConflict as conflict:
             raise PreconditionFailed(extra=conflict.extra) from None
-        payload = product_payload(selectors.product_detail(sku=sku))
+        payload = staff_product_payload(selectors.product_detail(sku=sku))
         response = Response(payload)
         response["ETag"] = product_etag(payload)
         return response
@@ -267,6 +295,7 @@ class AdjustmentView(APIView):
             expected_version=data.get("expected_version"),
             actor=request.user,
         )
+        selectors.attach_bucketed([level])
         return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
 
 
@@ -287,6 +316,7 @@ class CountView(APIView):
             note=data["note"],
             actor=request.user,
         )
+        selectors.attach_bucketed([level])
         return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
 
 
@@ -307,5 +337,6 @@ class TransferView(APIView):
             note=data["note"],
             actor=request.user,
         )
+        selectors.attach_bucketed([source, target])
         body = {"from": StockLevelSerializer(source).data, "to": StockLevelSerializer(target).data}
         return Response(body, status=status.HTTP_201_CREATED)

@@ -33,11 +33,16 @@ from project.http.degraded import mark_stale
 # Per process: past this many SKUs the values are dropped and read again (a full catalogue fits).
 MAX_KNOWN = 100_000
 
+# A hot level's free units are partly in its stock buckets, which are counted in its reserved
+# (inventory.models.StockBucket): each level adds what its buckets hold, one probe of the
+# stockbucket_level_id (level, id) index that finds nothing for a product out of hot mode.
 AVAILABILITY_SQL = """
-SELECT p.sku, COALESCE(SUM(s.on_hand - s.reserved) FILTER (WHERE w.active), 0)
+SELECT p.sku, COALESCE(SUM(s.on_hand - s.reserved + b.units) FILTER (WHERE w.active), 0)
   FROM inventory_product p
   LEFT JOIN inventory_stocklevel s ON s.product_id = p.id
   LEFT JOIN inventory_warehouse w ON w.id = s.warehouse_id
+  LEFT JOIN LATERAL (SELECT COALESCE(SUM(k.units), 0) AS units
+                       FROM inventory_stockbucket k WHERE k.level_id = s.id) b ON true
  WHERE p.sku = ANY(%s)
  GROUP BY p.sku
 """

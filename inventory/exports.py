@@ -19,7 +19,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from inventory.models import Product, StockLevel
-from inventory.selectors import products_with_availability
+from inventory.selectors import products_with_availability, with_bucketed
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
@@ -81,11 +81,13 @@ def product_rows(products: QuerySet[Product] | None = None) -> Iterator[tuple]:
 
 
 def stock_rows(levels: QuerySet[StockLevel] | None = None) -> Iterator[tuple]:
-    """Stock levels (all, or these) by SKU and warehouse."""
+    """Stock levels (all, or these) by SKU and warehouse, `available` as shown everywhere."""
     queryset = StockLevel.objects.all() if levels is None else StockLevel.objects.filter(pk__in=levels.values("pk"))
+    # `available` counts the units a hot level's buckets hold (they are counted in `reserved`).
     return (
-        queryset.order_by("product__sku", "warehouse__code")
-        .annotate(sku=F("product__sku"), code=F("warehouse__code"), free=F("on_hand") - F("reserved"))
+        with_bucketed(queryset)
+        .order_by("product__sku", "warehouse__code")
+        .annotate(sku=F("product__sku"), code=F("warehouse__code"), free=F("on_hand") - F("reserved") + F("bucketed"))
         .values_list("sku", "code", "on_hand", "reserved", "free", "version", "updated_at")
         .iterator(chunk_size=CURSOR_ROWS)
     )

@@ -15,6 +15,9 @@ def is_sku(value: object) -> bool:
     return isinstance(value, str) and SKU_VALIDATOR.regex.fullmatch(value) is not None
 
 
+MAX_STOCK_BUCKETS = 64
+
+
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True, validators=[SKU_VALIDATOR])
     name = models.CharField(max_length=200)
@@ -24,13 +27,24 @@ class Product(models.Model):
     low_stock_threshold = models.PositiveIntegerField(default=5)
     # Set when an alert went out for the current crossing; cleared once stock is back above.
     low_stock_alerted = models.BooleanField(default=False)
+    # Hot mode (a flash sale): each stock level of the product splits its free units into this
+    # many buckets (StockBucket) that orders take from without queueing on the level's row. 0: off.
+    # Set through inventory.services.product_set_buckets only, which creates or removes the rows.
+    stock_buckets = models.PositiveSmallIntegerField(
+        default=0, db_default=0, help_text="Hot mode: stock buckets per level (0 turns it off)."
+    )
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
 
     class Meta:
         ordering = ["sku"]
-        constraints = [models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative")]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gte=0), name="product_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(stock_buckets__lte=MAX_STOCK_BUCKETS), name="product_stock_buckets_bounded"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.sku} · {self.name}"
@@ -51,7 +65,12 @@ class Warehouse(models.Model):
 
 
 class StockLevel(models.Model):
-    """Units of one product in one warehouse. `available = on_hand - reserved`.
+    """Units of one product in one warehouse. `available = on_hand - reserved + bucketed`.
+
+    `reserved` counts the units allocated to live orders and, in hot mode, the free units its
+    buckets hold for orders to take (StockBucket): cold writers see only `on_hand - reserved`, so
+    none of them can spend a bucket's units. `bucketed` is not a column: annotate it
+    (selectors.with_bucketed) where `available` is shown; it is 0 otherwise.
 
     The CHECKs are the last line of defence of invariant 1; services refuse first.
     `version` moves with `on_hand` only, so staff edits do not fight shoppers' reservations.
@@ -78,7 +97,26 @@ class StockLevel(models.Model):
 
     @property
     def available(self) -> int:
-        return self.on_hand - self.reserved
+        return self.on_hand - self.reserved + (getattr(self, "bucketed", 0) or 0)
+
+
+class StockBucket(models.Model):
+    """Free units of a hot level, set apart so that orders take them without locking the level.
+
+    Orders pick a bucket with `FOR UPDATE SKIP LOCKED` (inventory_hot_take); the units are counted
+    in the level's `reserved` until an order takes them, so the level's CHECKs still bound the
+    sum. Written only by the SQL functions of inventory/migrations/sql/0008_stock_buckets.sql.
+    """
+
+    level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="buckets", db_index=False)
+    units = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(units__gte=0), name="stockbucket_units_not_negative")]
+        indexes = [models.Index(fields=["level", "id"], name="stockbucket_level_id")]
+
+    def __str__(self) -> str:
+        return f"bucket {self.pk} of {self.level_id}: {self.units}"
 
 
 class StockMovement(models.Model):
@@ -99,11 +137,15 @@ class StockMovement(models.Model):
         RETURN = "return"
         DAMAGED = "damaged"
         EXPIRY = "expiry"
+        BUCKET = "bucket"  # free units moved between a hot level and its buckets
 
     # No index of its own: movement_level_id (level, id) covers it, and every stock change writes here.
     level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="movements", db_index=False)
     delta_on_hand = models.BigIntegerField(default=0)
     delta_reserved = models.BigIntegerField(default=0)
+    # Units into (+) or out of (-) the level's hot buckets. The level's reserved moves by
+    # delta_reserved + delta_bucketed: an order served by a bucket is reserved +n, bucketed -n.
+    delta_bucketed = models.BigIntegerField(default=0, db_default=0)
     reason = models.CharField(max_length=16, choices=Reason.choices)
     reference = models.CharField(max_length=64, blank=True)  # indexed in Meta: no LIKE index beside it
     note = models.CharField(max_length=200, blank=True)

@@ -13,6 +13,12 @@ split) and none lets an unlocked read decide:
   (`WHERE on_hand = h AND reserved = r`); a lost race rolls back to a savepoint and re-reads.
 - `global_lock`: the naive baseline: one advisory lock serialises every reservation.
 
+A hot level (one with stock buckets, inventory.models.StockBucket) is taken from the same way by
+every strategy: through the SQL function inventory_hot_take, which picks a bucket nobody holds and
+falls back, under the level's and every bucket's lock, to the whole pool. Every plan counts the
+buckets' units, read with the level in one statement. The row_lock strategy locks the levels FOR
+UPDATE, which excludes every take of their buckets, so its plan is exact there too.
+
 After the UPDATEs, the warehouses used are read again in a new statement: a warehouse deactivated
 concurrently (see services.warehouse_deactivate) makes the reservation Retry.
 """
@@ -28,7 +34,7 @@ from django.db import connection, transaction
 
 from inventory.errors import InsufficientStock, InvalidInput
 from inventory.locks import lock_stock_levels_of_products
-from inventory.models import Product, StockLevel, Warehouse
+from inventory.models import Product, Warehouse
 from project.db.transactions import Retry, advisory_xact_lock
 
 STRATEGIES = ("conditional", "row_lock", "optimistic", "global_lock")
@@ -44,6 +50,7 @@ class Allocation:
     warehouse_id: int
     quantity: int
     warehouse_code: str = ""
+    hot: bool = False  # taken from the level's stock buckets (its ledger row: reserved +n, bucketed -n)
 
 
 @dataclass
@@ -55,21 +62,33 @@ class _Candidate:
     on_hand: int
     reserved: int
     warehouse_code: str
+    bucketed: int = 0
+    hot: bool = False
 
     @property
     def available(self) -> int:
-        return self.on_hand - self.reserved
+        return self.on_hand - self.reserved + self.bucketed
+
+
+# The levels of these products in active warehouses, each with its buckets' units and whether it is
+# hot (the product in hot mode, or buckets left), in one statement: one snapshot of level and buckets.
+CANDIDATES_SQL = """
+SELECT s.id, s.product_id, s.warehouse_id, w.priority, s.on_hand, s.reserved, w.code, b.units,
+       b.n > 0 OR p.stock_buckets > 0
+  FROM inventory_stocklevel s
+  JOIN inventory_warehouse w ON w.id = s.warehouse_id
+  JOIN inventory_product p ON p.id = s.product_id
+ CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(k.units), 0)::bigint AS units
+                       FROM inventory_stockbucket k WHERE k.level_id = s.id) AS b
+ WHERE s.product_id = ANY(%s) AND w.active
+ ORDER BY s.id
+"""
 
 
 def _read_candidates(product_ids: list[int]) -> list[_Candidate]:
-    rows = (
-        StockLevel.objects.filter(product_id__in=product_ids, warehouse__active=True)
-        .values_list(
-            "id", "product_id", "warehouse_id", "warehouse__priority", "on_hand", "reserved", "warehouse__code"
-        )
-        .order_by("id")
-    )
-    return [_Candidate(*row) for row in rows]
+    with connection.cursor() as cursor:
+        cursor.execute(CANDIDATES_SQL, [product_ids])
+        return [_Candidate(*row) for row in cursor.fetchall()]
 
 
 def _plan(lines: Sequence[tuple[Product, int]], candidates: list[_Candidate]) -> list[Allocation]:
@@ -85,7 +104,7 @@ def _plan(lines: Sequence[tuple[Product, int]], candidates: list[_Candidate]) ->
             take = min(remaining, level.available)
             if take > 0:
                 allocations.append(
-                    Allocation(level.level_id, product.pk, level.warehouse_id, take, level.warehouse_code)
+                    Allocation(level.level_id, product.pk, level.warehouse_id, take, level.warehouse_code, level.hot)
                 )
                 remaining -= take
             if remaining == 0:
@@ -98,7 +117,28 @@ def _plan(lines: Sequence[tuple[Product, int]], candidates: list[_Candidate]) ->
     return sorted(allocations, key=lambda a: a.level_id)
 
 
-def _conditional_update(allocation: Allocation) -> bool:
+@dataclass(frozen=True)
+class _For:
+    """Whom units are reserved for: the reference and actor of a hot slow path's `bucket` row."""
+
+    reference: str
+    actor_id: int | None
+
+
+def _hot_take(allocation: Allocation, who: _For) -> bool:
+    """Take from a hot level's buckets (inventory_hot_take); False when the level and its buckets
+    together hold fewer units. Its ledger row is reserve_stock's, like every other reservation."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT inventory_hot_take(%s, %s, %s, %s, now())",
+            [allocation.level_id, allocation.quantity, who.reference, who.actor_id],
+        )
+        return cursor.fetchone()[0]
+
+
+def _conditional_update(allocation: Allocation, who: _For) -> bool:
+    if allocation.hot:
+        return _hot_take(allocation, who)
     with connection.cursor() as cursor:
         cursor.execute(
             "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
@@ -108,8 +148,13 @@ def _conditional_update(allocation: Allocation) -> bool:
         return cursor.rowcount == 1
 
 
-def _set_based_update(allocations: list[Allocation]) -> None:
-    """Add reservations to levels this transaction already holds locked."""
+def _set_based_update(allocations: list[Allocation], who: _For) -> None:
+    """Add reservations to levels this transaction already holds locked (FOR UPDATE: no take of
+    their buckets can run meanwhile, so a hot level's planned units are there)."""
+    for allocation in allocations:
+        if allocation.hot and not _hot_take(allocation, who):
+            raise Retry("a locked hot level lacked the units it was planned with")
+    allocations = [a for a in allocations if not a.hot]
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -121,17 +166,17 @@ def _set_based_update(allocations: list[Allocation]) -> None:
         )
 
 
-def _reserve_conditional(lines, product_ids) -> list[Allocation]:
+def _reserve_conditional(lines, product_ids, who: _For) -> list[Allocation]:
     for attempt in range(CONDITIONAL_ATTEMPTS):
         allocations = _plan(lines, _read_candidates(product_ids))
         if len(allocations) == 1:  # the common case: nothing to undo if the update loses
-            if _conditional_update(allocations[0]):
+            if _conditional_update(allocations[0], who):
                 return allocations
             continue
         try:
             with transaction.atomic():  # a savepoint: a lost race undoes (and unlocks) only this attempt
                 for allocation in allocations:  # pk order: the system's lock order
-                    if not _conditional_update(allocation):
+                    if not _conditional_update(allocation, who):
                         raise Retry("available units changed while reserving")
             return allocations
         except Retry:
@@ -139,21 +184,14 @@ def _reserve_conditional(lines, product_ids) -> list[Allocation]:
     raise Retry("available units kept changing while reserving")
 
 
-def _reserve_row_lock(lines, product_ids) -> list[Allocation]:
-    locked = lock_stock_levels_of_products(product_ids)
-    candidates = [
-        _Candidate(
-            lv.pk, lv.product_id, lv.warehouse_id, lv.warehouse.priority, lv.on_hand, lv.reserved, lv.warehouse.code
-        )
-        for lv in locked
-        if lv.warehouse.active
-    ]
-    allocations = _plan(lines, candidates)
-    _set_based_update(allocations)
+def _reserve_row_lock(lines, product_ids, who: _For) -> list[Allocation]:
+    lock_stock_levels_of_products(product_ids)  # every level, active warehouse or not, in pk order
+    allocations = _plan(lines, _read_candidates(product_ids))
+    _set_based_update(allocations, who)
     return allocations
 
 
-def _reserve_optimistic(lines, product_ids) -> list[Allocation]:
+def _reserve_optimistic(lines, product_ids, who: _For) -> list[Allocation]:
     for attempt in range(OPTIMISTIC_ATTEMPTS):
         candidates = {c.level_id: c for c in _read_candidates(product_ids)}
         allocations = _plan(lines, list(candidates.values()))
@@ -161,6 +199,10 @@ def _reserve_optimistic(lines, product_ids) -> list[Allocation]:
             with transaction.atomic():  # a savepoint: a lost race undoes only this attempt
                 for allocation in allocations:
                     seen = candidates[allocation.level_id]
+                    if allocation.hot:  # no compare-and-set on a row orders do not write
+                        if not _hot_take(allocation, who):
+                            raise Retry("a hot level lacked the units")
+                        continue
                     with connection.cursor() as cursor:
                         cursor.execute(
                             "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
@@ -175,12 +217,12 @@ def _reserve_optimistic(lines, product_ids) -> list[Allocation]:
     raise Retry("optimistic reservation kept losing")
 
 
-def _reserve_global_lock(lines, product_ids) -> list[Allocation]:
+def _reserve_global_lock(lines, product_ids, who: _For) -> list[Allocation]:
     advisory_xact_lock(GLOBAL_LOCK_NAME)
     allocations = _plan(lines, _read_candidates(product_ids))
     for allocation in allocations:
         # Staff changes do not take the global lock, so the update still checks availability.
-        if not _conditional_update(allocation):
+        if not _conditional_update(allocation, who):
             raise Retry("available units changed while reserving")
     return allocations
 
@@ -193,14 +235,20 @@ RESERVERS = {
 }
 
 
-def reserve_levels(lines: Sequence[tuple[Product, int]], *, strategy: str | None = None) -> list[Allocation]:
+def reserve_levels(
+    lines: Sequence[tuple[Product, int]],
+    *,
+    strategy: str | None = None,
+    reference: str = "",
+    actor_id: int | None = None,
+) -> list[Allocation]:
     strategy = strategy or settings.STOCK_RESERVATION_STRATEGY
     if strategy not in RESERVERS:
         raise ValueError(f"STOCK_RESERVATION_STRATEGY={strategy!r}; expected one of {', '.join(STRATEGIES)}")
     product_ids = sorted({product.pk for product, _ in lines})
     if len(product_ids) != len(lines):
         raise InvalidInput(fields={"lines": ["Each product may appear on one line only."]})
-    allocations = RESERVERS[strategy](lines, product_ids)
+    allocations = RESERVERS[strategy](lines, product_ids, _For(reference, actor_id))
     # A new statement, so a new snapshot: sees a deactivation that committed while we waited.
     warehouse_ids = {a.warehouse_id for a in allocations}
     if Warehouse.objects.filter(pk__in=warehouse_ids, active=False).exists():

@@ -6,6 +6,7 @@ over it (inventory.availability).
 """
 
 import time
+from collections.abc import Iterable
 from datetime import datetime
 
 from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
@@ -13,16 +14,46 @@ from django.db.models.functions import Coalesce
 
 from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_product
-from inventory.models import Product, StockLevel, StockMovement, is_sku
+from inventory.models import Product, StockBucket, StockLevel, StockMovement, is_sku
 from inventory.serializers import product_payload
 
 
-def _available_subquery() -> Subquery:
+def _bucketed_subquery() -> Coalesce:
+    """Units a level's stock buckets hold (hot mode), 0 without buckets: one probe of the
+    stockbucket_level_id (level, id) index per level."""
+    per_level = StockBucket.objects.filter(level=OuterRef("pk")).order_by().values("level").annotate(units=Sum("units"))
+    return Coalesce(Subquery(per_level.values("units"), output_field=IntegerField()), Value(0))
+
+
+def with_bucketed(levels: QuerySet[StockLevel]) -> QuerySet[StockLevel]:
+    """These levels with `bucketed` annotated, so that `StockLevel.available` counts the free units
+    held in their stock buckets (they are counted in `reserved`, see StockLevel)."""
+    return levels.annotate(bucketed=_bucketed_subquery())
+
+
+def attach_bucketed(levels: Iterable[StockLevel]) -> None:
+    """Set `bucketed` on level instances read without it (the levels a stock service returns), in
+    one query. Read after the service's commit: availability is advisory, as everywhere."""
+    by_id = {level.pk: level for level in levels}
+    held = dict(
+        StockBucket.objects.filter(level_id__in=by_id)
+        .order_by()
+        .values("level_id")
+        .annotate(units=Sum("units"))
+        .values_list("level_id", "units")
+    )
+    for level_id, level in by_id.items():
+        level.bucketed = held.get(level_id) or 0
+
+
+def _available_subquery() -> Coalesce:
+    # A product's availability: over its levels in active warehouses, on_hand - reserved plus what
+    # each level's buckets hold (units in buckets are counted in reserved).
     per_product = (
-        StockLevel.objects.filter(product=OuterRef("pk"), warehouse__active=True)
+        with_bucketed(StockLevel.objects.filter(product=OuterRef("pk"), warehouse__active=True))
         .order_by()
         .values("product")
-        .annotate(units=Sum(F("on_hand") - F("reserved")))
+        .annotate(units=Sum(F("on_hand") - F("reserved") + F("bucketed")))
         .values("units")
     )
     return Coalesce(Subquery(per_product, output_field=IntegerField()), Value(0))
@@ -72,13 +103,19 @@ def catalogue_entry(sku: str) -> dict | None:
     return None if entry is None else overlay([entry])[0]
 
 
+def product_stock_buckets(*, sku: str) -> int | None:
+    """The product's hot mode (stock buckets per level, 0: off), read now; None without the product."""
+    return Product.objects.filter(sku=sku).values_list("stock_buckets", flat=True).first()
+
+
 def sold(entry: dict | None) -> bool:
     """Whether a catalogue entry is a product shoppers may buy (it exists and is active)."""
     return entry is not None and bool(entry.get("active"))
 
 
 def stock_levels(*, sku: str | None = None, warehouse_code: str | None = None) -> QuerySet[StockLevel]:
-    levels = StockLevel.objects.select_related("product", "warehouse")
+    """Levels with their product and warehouse, `available` counting their buckets' units."""
+    levels = with_bucketed(StockLevel.objects.select_related("product", "warehouse"))
     if sku:
         levels = levels.filter(product__sku=sku)
     if warehouse_code:
@@ -91,22 +128,28 @@ def level_ledger_totals() -> QuerySet:
     return (
         StockMovement.objects.order_by()
         .values("level_id")
-        .annotate(on_hand=Sum("delta_on_hand"), reserved=Sum("delta_reserved"))
+        .annotate(on_hand=Sum("delta_on_hand"), reserved=Sum(F("delta_reserved") + F("delta_bucketed")))
     )
 
 
+# Invariants 1, 2 and 7: the level's reserved moves by delta_reserved + delta_bucketed, and the
+# units its stock buckets hold are the sum of its delta_bucketed (each bucket >= 0 by its CHECK).
 LEDGER_BREACHES_SQL = """
-SELECT s.id, p.sku, w.code, s.on_hand, s.reserved,
-       COALESCE(m.on_hand, 0) AS ledger_on_hand, COALESCE(m.reserved, 0) AS ledger_reserved
+SELECT s.id, p.sku, w.code, s.on_hand, s.reserved, COALESCE(b.units, 0) AS bucketed,
+       COALESCE(m.on_hand, 0) AS ledger_on_hand, COALESCE(m.reserved, 0) AS ledger_reserved,
+       COALESCE(m.bucketed, 0) AS ledger_bucketed
   FROM inventory_stocklevel s
   JOIN inventory_product p ON p.id = s.product_id
   JOIN inventory_warehouse w ON w.id = s.warehouse_id
   LEFT JOIN (
-        SELECT level_id, SUM(delta_on_hand) AS on_hand, SUM(delta_reserved) AS reserved
+        SELECT level_id, SUM(delta_on_hand) AS on_hand, SUM(delta_reserved + delta_bucketed) AS reserved,
+               SUM(delta_bucketed) AS bucketed
           FROM inventory_stockmovement GROUP BY level_id
        ) m ON m.level_id = s.id
+  LEFT JOIN (SELECT level_id, SUM(units) AS units FROM inventory_stockbucket GROUP BY level_id) b ON b.level_id = s.id
  WHERE s.reserved < 0 OR s.on_hand < s.reserved
     OR s.on_hand <> COALESCE(m.on_hand, 0) OR s.reserved <> COALESCE(m.reserved, 0)
+    OR COALESCE(b.units, 0) <> COALESCE(m.bucketed, 0) OR COALESCE(b.units, 0) > s.reserved
  ORDER BY s.id
 """
 

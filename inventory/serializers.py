@@ -3,9 +3,13 @@ from decimal import Decimal
 from django.conf import settings
 from rest_framework import serializers
 
-from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR, Product, StockLevel
+from inventory.models import CODE_VALIDATOR, MAX_STOCK_BUCKETS, SKU_VALIDATOR, Product, StockLevel
 
 MAX_QUANTITY = 1_000_000_000
+STOCK_BUCKETS_HELP = (
+    "Hot mode (a flash sale): stock buckets per stock level that orders take units from in parallel; "
+    f"0 turns it off, at most {MAX_STOCK_BUCKETS}."
+)
 
 
 class ProductSerializer(serializers.Serializer):
@@ -18,6 +22,9 @@ class ProductSerializer(serializers.Serializer):
     active = serializers.BooleanField()
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
+    stock_buckets = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_STOCK_BUCKETS, help_text=f"Staff only. {STOCK_BUCKETS_HELP}"
+    )
 
 
 def product_payload(product: Product) -> dict:
@@ -56,6 +63,9 @@ class ProductUpdateSerializer(serializers.Serializer):
     price = serializers.DecimalField(max_digits=12, decimal_places=2, min_value=Decimal("0"), required=False)
     active = serializers.BooleanField(required=False)
     low_stock_threshold = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+    stock_buckets = serializers.IntegerField(
+        min_value=0, max_value=MAX_STOCK_BUCKETS, required=False, help_text=STOCK_BUCKETS_HELP
+    )
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)
@@ -67,9 +77,15 @@ class ProductUpdateSerializer(serializers.Serializer):
 
 
 class StockLevelSerializer(serializers.ModelSerializer):
+    """A level as staff see it. `available` counts the units its stock buckets hold (hot mode),
+    which `reserved` counts too: the level must carry `bucketed` (selectors.with_bucketed or
+    attach_bucketed)."""
+
     sku = serializers.CharField(source="product.sku")
     warehouse = serializers.CharField(source="warehouse.code")
-    available = serializers.IntegerField()
+    available = serializers.IntegerField(
+        help_text="Units orders can still take: on_hand - reserved, plus what hot mode's buckets hold."
+    )
 
     class Meta:
         model = StockLevel

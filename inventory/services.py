@@ -22,7 +22,7 @@ from inventory.cache import catalogue_changed
 from inventory.emails import low_stock_alert_enqueue
 from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
 from inventory.metrics import STOCK_CHANGES
-from inventory.models import ImportJob, Product, StockLevel, StockMovement, Warehouse
+from inventory.models import MAX_STOCK_BUCKETS, ImportJob, Product, StockBucket, StockLevel, StockMovement, Warehouse
 from inventory.reservation import Allocation, reserve_levels
 from inventory.selectors import products_with_availability
 from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
@@ -39,8 +39,10 @@ __all__ = [
     "import_files_prune",
     "move_reservations",
     "product_create",
+    "product_set_buckets",
     "product_update",
     "receive_return",
+    "reclaim_buckets",
     "release_stock",
     "reserve_stock",
     "stock_adjust",
@@ -82,7 +84,9 @@ def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], in
     return {pair: ids[pair] for pair in wanted}
 
 
-LEDGER_WRITE_SQL = "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s)"
+LEDGER_WRITE_SQL = (
+    "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s, %s::bigint[])"
+)
 
 
 def _record(movements: Sequence[StockMovement]) -> None:
@@ -111,10 +115,34 @@ def _record(movements: Sequence[StockMovement]) -> None:
                     note,
                     actor_id,
                     now,
+                    [row.delta_bucketed for row in rows],
                 ],
             )
     for movement in movements:
         STOCK_CHANGES.labels(reason=movement.reason).inc()
+
+
+RECLAIM_SQL = "SELECT inventory_buckets_reclaim(%s::bigint[], %s, %s, now())"
+
+
+def reclaim_buckets(level_ids: Sequence[int], *, reference: str = "", actor_id: int | None = None) -> int:
+    """Give the units of these levels' stock buckets back to them (hot mode): the caller holds the
+    levels FOR UPDATE, which no take of their buckets can share. Returns the units moved; a level
+    without buckets costs one index probe. The next order refills the buckets."""
+    with connection.cursor() as cursor:
+        cursor.execute(RECLAIM_SQL, [sorted(level_ids), reference, actor_id])
+        return cursor.fetchone()[0]
+
+
+def _lock_levels(level_ids: Iterable[int], *, reference: str = "", actor=None) -> dict[int, StockLevel]:
+    """Lock these levels in pk order with every free unit on them: the writers that spend or set a
+    level's free units (counts, adjustments, transfers, moved reservations) see `on_hand - reserved`
+    as all there is, so a hot level's buckets come back first."""
+    ids = sorted(set(level_ids))
+    levels = locks.lock_stock_levels(ids)
+    if reclaim_buckets(ids, reference=reference, actor_id=actor.pk if actor is not None else None):
+        levels = locks.lock_stock_levels(ids)  # locks already held: read again after the move
+    return levels
 
 
 def _check_quantity(name: str, value: int, *, minimum: int) -> None:
@@ -146,6 +174,8 @@ def stock_adjust(
         raise InvalidInput(fields={"delta": [f"Must be a non-zero whole number within ±{MAX_QUANTITY}."]})
     product, warehouse = _product_and_warehouse(sku, warehouse_code)
     level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
+    if delta < 0:  # spends free units: a hot level's must all be on the level
+        _lock_levels([level_id], reference=reference, actor=actor)
     guarded = StockLevel.objects.filter(pk=level_id, on_hand__gte=F("reserved") - delta)
     if expected_version is not None:
         guarded = guarded.filter(version=expected_version)
@@ -197,7 +227,7 @@ def stock_count(
         raise InvalidInput(fields={"expected_version": ["A cycle count needs the version it was counted against."]})
     product, warehouse = _product_and_warehouse(sku, warehouse_code)
     level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
-    level = locks.lock_stock_levels([level_id])[level_id]
+    level = _lock_levels([level_id], actor=actor)[level_id]
     if level.version != expected_version:
         raise VersionConflict(extra={"current_version": level.version})
     if on_hand < level.reserved:
@@ -229,7 +259,7 @@ def stock_transfer(
     _, target = _product_and_warehouse(sku, to_code, warehouse_field="to")
     ids = _ensure_levels([(product.pk, source.pk), (product.pk, target.pk)])
     source_id, target_id = ids[(product.pk, source.pk)], ids[(product.pk, target.pk)]
-    levels = locks.lock_stock_levels([source_id, target_id])
+    levels = _lock_levels([source_id, target_id], actor=actor)
     src, dst = levels[source_id], levels[target_id]
     if src.available < quantity:
         raise InsufficientStock([{"sku": sku, "requested": quantity, "available": src.available}])
@@ -287,14 +317,17 @@ def product_create(
 
 
 @atomic_with_retry
-def product_update(*, sku: str, expected_version: int, changes: dict) -> Product:
+def product_update(*, sku: str, expected_version: int, changes: dict, actor=None) -> Product:
     """Apply `changes` if the product is still at `expected_version`: compare-and-set, never overwrite.
 
+    `stock_buckets` switches hot mode (see _switch_buckets) in the same transaction.
     Raises NotFound, VersionConflict (the API answers 412), InvalidInput for unknown fields.
     """
-    unknown = set(changes) - PRODUCT_EDITABLE
+    unknown = set(changes) - PRODUCT_EDITABLE - {"stock_buckets"}
     if unknown:
         raise InvalidInput(fields={name: ["This field cannot be changed."] for name in sorted(unknown)})
+    if "stock_buckets" in changes:
+        _check_buckets(changes["stock_buckets"])
     updated = Product.objects.filter(sku=sku, version=expected_version).update(
         **changes, version=F("version") + 1, updated_at=timezone.now()
     )
@@ -303,8 +336,51 @@ def product_update(*, sku: str, expected_version: int, changes: dict) -> Product
         if current is None:
             raise NotFound(f"No product with SKU {sku!r}.")
         raise VersionConflict(extra={"current_version": current.version})
+    product = Product.objects.get(sku=sku)
+    if "stock_buckets" in changes:
+        _switch_buckets(product, actor=actor)
     catalogue_changed([sku])
-    return Product.objects.get(sku=sku)
+    return product
+
+
+def _check_buckets(buckets: object) -> None:
+    if not is_whole_number(buckets, minimum=0, maximum=MAX_STOCK_BUCKETS):
+        raise InvalidInput(
+            fields={"stock_buckets": [f"Must be a whole number from 0 (hot mode off) to {MAX_STOCK_BUCKETS}."]}
+        )
+
+
+def _switch_buckets(product: Product, *, actor=None) -> None:
+    """Hot mode, on (the product's stock_buckets >= 1), off (0) or resized, while orders flow.
+
+    The caller has updated (so locked) the product row. Its levels are locked FOR UPDATE in pk
+    order, which no take of their buckets can share; every bucket's units go back to its level
+    and the buckets are removed. The next order on each level creates the product's number of
+    buckets and spreads the level's free units over them (inventory_hot_take). An order planned
+    before the switch stays exact either way: a take that finds no bucket with its units falls
+    back, under the level's lock, to the whole pool, and a cold take only ever spends the level's
+    own free units.
+    """
+    ids = [level.pk for level in locks.lock_stock_levels_of_products([product.pk])]
+    reclaim_buckets(ids, reference=f"hot:{product.sku}", actor_id=actor.pk if actor is not None else None)
+    StockBucket.objects.filter(level_id__in=ids).delete()
+
+
+@atomic_with_retry
+def product_set_buckets(*, sku: str, buckets: int, actor=None) -> Product:
+    """Turn hot mode on with `buckets` stock buckets per level, or off with 0: the admin's actions,
+    which act on a list of products and so carry no version. The version moves as with any edit,
+    so a form or PATCH read before the switch is refused rather than undoing it."""
+    _check_buckets(buckets)
+    updated = Product.objects.filter(sku=sku).update(
+        stock_buckets=buckets, version=F("version") + 1, updated_at=timezone.now()
+    )
+    if not updated:
+        raise NotFound(f"No product with SKU {sku!r}.")
+    product = Product.objects.get(sku=sku)
+    _switch_buckets(product, actor=actor)
+    catalogue_changed([sku])
+    return product
 
 
 # --- warehouses --------------------------------------------------------------------------------
@@ -334,6 +410,8 @@ def warehouse_deactivate(*, code: str) -> Warehouse:
         raise NotFound(f"No warehouse {code!r}.")
     Warehouse.objects.filter(pk=warehouse.pk).update(active=False)
     levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
+    if reclaim_buckets([level.pk for level in levels], reference=f"deactivate:{code}"):
+        levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
     if any(level.reserved for level in levels):
         raise WarehouseBusy()
     warehouse.active = False
@@ -378,12 +456,15 @@ def reserve_stock(
     short SKU (nothing is reserved then), or project.db.transactions.Retry when what it read changed under it.
     """
     require_transaction("reserve_stock")
-    allocations = reserve_levels(lines, strategy=strategy)
+    allocations = reserve_levels(
+        lines, strategy=strategy, reference=reference, actor_id=actor.pk if actor is not None else None
+    )
     _record(
         [
             StockMovement(
                 level_id=a.level_id,
                 delta_reserved=a.quantity,
+                delta_bucketed=-a.quantity if a.hot else 0,
                 reason=Reason.RESERVATION,
                 reference=reference,
                 actor=actor,
@@ -484,7 +565,7 @@ def move_reservations(
             raise InvalidInput(fields={"warehouse": ["The units are already allocated there."]})
         deltas[from_level_id] -= quantity
         deltas[targets[(product_id, warehouse_id)]] += quantity
-    levels = locks.lock_stock_levels(deltas)
+    levels = _lock_levels(deltas, reference=reference, actor=actor)
     short = [
         {"sku": level.product.sku, "requested": deltas[level.pk], "available": level.available}
         for level in levels.values()

@@ -51,9 +51,11 @@ def order_for(*, user, number: str, as_staff: bool = False) -> Order | None:
     return with_lines(orders_visible_to(user, as_staff=as_staff)).filter(number=number).first()
 
 
+# Invariant 3: a level's reserved is its live allocations plus what its stock buckets hold (hot mode).
 RESERVED_VS_ALLOCATIONS_SQL = """
-SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations
+SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations, COALESCE(b.units, 0) AS bucketed
   FROM inventory_stocklevel s
+  LEFT JOIN (SELECT level_id, SUM(units) AS units FROM inventory_stockbucket GROUP BY level_id) b ON b.level_id = s.id
   LEFT JOIN (
         SELECT al.stock_level_id, SUM(al.quantity - al.shipped) AS live
           FROM orders_allocation al
@@ -62,7 +64,7 @@ SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations
          WHERE o.status IN ('reserved', 'paid', 'partially_fulfilled')
          GROUP BY al.stock_level_id
        ) a ON a.stock_level_id = s.id
- WHERE s.reserved <> COALESCE(a.live, 0)
+ WHERE s.reserved <> COALESCE(a.live, 0) + COALESCE(b.units, 0)
  ORDER BY s.id
 """
 

@@ -7,9 +7,9 @@ page, never a 500 and never a silent overwrite.
 
 from django import forms
 
-from inventory import services
+from inventory import selectors, services
 from inventory.errors import InsufficientStock, InvalidInput, VersionConflict
-from inventory.models import Product, StockLevel, Warehouse
+from inventory.models import MAX_STOCK_BUCKETS, Product, StockLevel, Warehouse
 from project.errors import DomainError
 
 MAX_QUANTITY = services.MAX_QUANTITY
@@ -66,21 +66,46 @@ class ServiceModelForm(forms.ModelForm):
         return self.instance
 
 
+HOT_MODE_HELP = (
+    "Hot mode, for a flash sale: each stock level's free units are split into this many buckets "
+    f"that orders take from in parallel instead of queueing on the level's row (1 to {MAX_STOCK_BUCKETS}; "
+    "the list's action sets 16). Switching moves no available unit. 0 turns hot mode off."
+)
+
+
 class ProductAdminForm(ServiceModelForm):
     """Create through `product_create`; edit through `product_update`, compare-and-set on `version`.
 
     `version` is the product's version when the page was loaded, carried in a hidden field: a
     save made after someone else's is refused, never applied over it.
+
+    `stock_buckets` (hot mode, change form only) is switched by `product_update` in the same
+    compare-and-set; the list's actions (`product_set_buckets`) move the version too.
     """
 
     what = "product"
     version = forms.IntegerField(
         widget=forms.HiddenInput, required=False, min_value=1, error_messages={"invalid": LOST_VERSION}
     )
+    # Not required: a post without it (an older page, a script) leaves hot mode as it is.
+    stock_buckets = forms.IntegerField(
+        label="Hot mode: stock buckets",
+        min_value=0,
+        max_value=MAX_STOCK_BUCKETS,
+        required=False,
+        help_text=HOT_MODE_HELP,
+    )
+    actor = None  # the admin's user, set by ProductAdmin.get_form: the ledger's actor of a switch
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "description", "price", "active", "low_stock_threshold"]
+        fields = ["sku", "name", "description", "price", "active", "low_stock_threshold", "stock_buckets"]
+
+    def clean_stock_buckets(self) -> int | None:
+        buckets = self.cleaned_data.get("stock_buckets")
+        if buckets is None and "stock_buckets" in self.data:  # sent blank; not sent: left as it is
+            raise forms.ValidationError("Enter a number of buckets; 0 turns hot mode off.")
+        return buckets
 
     def apply(self) -> None:
         data = self.cleaned_data
@@ -98,11 +123,14 @@ class ProductAdminForm(ServiceModelForm):
             self.add_error(None, LOST_VERSION)
             return
         # changed_data compares with the row as it is now, so a field someone else changed since
-        # the page was loaded counts as changed too, and the stale version refuses it.
+        # the page was loaded counts as changed too, and the stale version refuses it. Hot mode
+        # compares with the page as loaded (its hidden initial), see the class docstring.
         changes = {name: data[name] for name in self.changed_data if name in services.PRODUCT_EDITABLE}
+        if "stock_buckets" in self.changed_data and data.get("stock_buckets") is not None:
+            changes["stock_buckets"] = data["stock_buckets"]
         if changes:
             self.instance = services.product_update(
-                sku=self.instance.sku, expected_version=data["version"], changes=changes
+                sku=self.instance.sku, expected_version=data["version"], changes=changes, actor=self.actor
             )
 
 
@@ -175,6 +203,10 @@ class StockOperationForm(forms.Form):
 
 
 def _figures(level: StockLevel) -> str:
+    # A level a service returns carries no `bucketed`: read what its stock buckets hold (hot
+    # mode), counted in `reserved` and available to orders.
+    if not hasattr(level, "bucketed"):
+        selectors.attach_bucketed([level])
     return f"on hand {level.on_hand}, reserved {level.reserved}, available {level.available} (version {level.version})"
 
 

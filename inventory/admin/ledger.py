@@ -20,6 +20,7 @@ class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "reason",
         "delta_on_hand",
         "delta_reserved",
+        "delta_bucketed",
         "reference",
         "actor",
     ]
@@ -36,6 +37,7 @@ class StockMovementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "reason",
         "delta_on_hand",
         "delta_reserved",
+        "delta_bucketed",
         "reference",
         "note",
         "actor",

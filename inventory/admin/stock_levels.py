@@ -9,7 +9,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html_join
 
-from inventory import exports
+from inventory import exports, selectors
 from inventory.admin.forms import STOCK_OPERATIONS, NewReceiptForm
 from inventory.models import StockLevel, StockMovement
 from project.http.admin_selection import ReadOnlyAdminMixin
@@ -31,7 +31,7 @@ class LatestMovementsFormSet(BaseInlineFormSet):
 class StockMovementInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = StockMovement
     formset = LatestMovementsFormSet
-    fields = ["created_at", "reason", "delta_on_hand", "delta_reserved", "reference", "note", "actor"]
+    fields = ["created_at", "reason", "delta_on_hand", "delta_reserved", "delta_bucketed", "reference", "note", "actor"]
     readonly_fields = fields
     ordering = ["-id"]
     extra = 0
@@ -46,22 +46,20 @@ class StockMovementInline(ReadOnlyAdminMixin, admin.TabularInline):
 class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Levels are read-only pages; their quantities change only through the operation forms."""
 
-    list_display = ["sku", "warehouse", "on_hand", "reserved", "available", "version", "updated_at"]
+    list_display = ["sku", "warehouse", "on_hand", "reserved", "in_buckets", "available", "version", "updated_at"]
     list_select_related = ["product", "warehouse"]
     list_filter = ["warehouse", "warehouse__active"]
     search_fields = ["product__sku", "product__name", "=warehouse__code"]
-    fields = ["product", "warehouse", "on_hand", "reserved", "available", "version", "updated_at"]
+    fields = ["product", "warehouse", "on_hand", "reserved", "in_buckets", "available", "version", "updated_at"]
     readonly_fields = fields
     inlines = [StockMovementInline]
     show_full_result_count = False
     actions = [export_stock_csv]
 
     def get_queryset(self, request):
-        return (
-            super()
-            .get_queryset(request)
-            .select_related("product", "warehouse")
-            .annotate(available_units=F("on_hand") - F("reserved"))
+        # `available` counts what a hot level's buckets hold (counted in `reserved`).
+        return selectors.with_bucketed(super().get_queryset(request).select_related("product", "warehouse")).annotate(
+            available_units=F("on_hand") - F("reserved") + F("bucketed")
         )
 
     @admin.display(description="SKU", ordering="product__sku")
@@ -71,6 +69,12 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="Available", ordering="available_units")
     def available(self, level: StockLevel) -> int:
         return level.available
+
+    @admin.display(description="In hot buckets", ordering="bucketed")
+    def in_buckets(self, level: StockLevel) -> int | str:
+        """Free units set apart in the level's stock buckets (hot mode): counted in `reserved`, and
+        in `available` too, since orders take them."""
+        return level.bucketed or "—"
 
     @admin.display(description="Operations")
     def operations(self, level: StockLevel) -> str:
@@ -115,7 +119,7 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def stock_operation_view(self, request: HttpRequest, level_id: int, operation: str) -> HttpResponse:
         if not self.may_operate(request):
             raise PermissionDenied
-        level = StockLevel.objects.select_related("product", "warehouse").filter(pk=level_id).first()
+        level = selectors.stock_levels().filter(pk=level_id).first()
         if level is None:
             self.message_user(request, f"Stock level {level_id} does not exist.", messages.WARNING)
             return HttpResponseRedirect(self._url("changelist"))
@@ -139,6 +143,7 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             if level is not None:
                 # Show the figures as they are now, next to the refusal.
                 level.refresh_from_db()
+                selectors.attach_bucketed([level])
         label = f"{level.product.sku} @ {level.warehouse.code}" if level is not None else None
         context = {
             **self.admin_site.each_context(request),

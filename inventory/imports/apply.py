@@ -18,6 +18,7 @@ from inventory.cache import catalogue_changed
 from inventory.imports.jobs import MAX_ERRORS, lock_job, raise_timeouts
 from inventory.metrics import IMPORT_ROWS, STOCK_CHANGES
 from inventory.models import ImportJob, Product, StockMovement
+from inventory.services import reclaim_buckets
 from project.db.transactions import Retry, atomic_with_retry
 
 DEFAULT_LOW_STOCK_THRESHOLD = Product._meta.get_field("low_stock_threshold").default
@@ -165,7 +166,11 @@ def apply_next_chunk(import_id: int) -> bool:
         cursor.execute(CREATE_PRODUCTS, params)
         created_products = [sku for (sku,) in cursor.fetchall()]
         cursor.execute(LOCK_CHUNK_LEVELS, params)
-        prelocked = cursor.rowcount
+        level_ids = [level_id for (level_id,) in cursor.fetchall()]
+        prelocked = len(level_ids)
+        # A count replaces on_hand: a hot level's bucket units come back first, so the refusal
+        # below on_hand < reserved counts only units that orders hold.
+        reclaim_buckets(level_ids, reference=params["reference"], actor_id=params["actor"])
         cursor.execute(APPLY_CHUNK, params)
         rows, known, found, locked, refused, moved, skus, errors = cursor.fetchone()
     if found != known or locked != prelocked:

@@ -5,7 +5,8 @@
 -- SKUs, insert the order and its lines, write the confirmation email to the outbox (outbox_write,
 -- the outbox's one writer), plan each line over active warehouses by priority (a line may split),
 -- write the ledger rows (inventory_ledger_write, the ledger's one writer) and allocations and
--- complete the idempotency key with the response body, then, last, reserve each level with a
+-- complete the idempotency key with the response body, then, last, reserve each level: a hot
+-- level (one with stock buckets) through inventory_hot_take, any other with a
 -- conditional UPDATE (PostgreSQL re-checks `on_hand - reserved >= n` on the newest row version
 -- after any lock wait) and re-read the warehouses used in a new statement (a concurrent
 -- deactivation makes the attempt start over), all in one transaction.
@@ -58,6 +59,7 @@ DECLARE
     v_skus text[];
     v_names text[];
     v_prices numeric[];
+    v_buckets integer[];
     v_total numeric(14, 2);
     v_order_id bigint;
     v_line_ids bigint[];
@@ -71,6 +73,7 @@ DECLARE
     v_a_wh bigint[];
     v_a_code text[];
     v_a_qty integer[];
+    v_a_hot boolean[];
     v_done boolean := false;
     v_body jsonb;
     v_alloc record;
@@ -109,8 +112,9 @@ BEGIN
            bool_or(p.id IS NULL OR NOT p.active),
            array_agg(p.id ORDER BY l.ord), array_agg(l.quantity ORDER BY l.ord), array_agg(l.sku ORDER BY l.ord),
            array_agg(p.name ORDER BY l.ord), array_agg(p.price ORDER BY l.ord),
+           array_agg(p.stock_buckets ORDER BY l.ord),
            sum(p.price * l.quantity)
-      INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_total
+      INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_buckets, v_total
       FROM (SELECT e.item->>'sku' AS sku, (e.item->>'quantity')::integer AS quantity, e.ord
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY AS e(item, ord)) AS l
       -- One unique-index probe per line. A plain join lets the planner, which guesses 100 rows
@@ -149,14 +153,20 @@ BEGIN
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).
             v_short := '[]'::jsonb;
-            v_a_level := '{}'; v_a_pid := '{}'; v_a_wh := '{}'; v_a_code := '{}'; v_a_qty := '{}';
+            v_a_level := '{}'; v_a_pid := '{}'; v_a_wh := '{}'; v_a_code := '{}'; v_a_qty := '{}'; v_a_hot := '{}';
             FOR i IN 1 .. array_length(v_pids, 1) LOOP
                 v_remaining := v_qtys[i];
                 v_seen := 0;
+                -- A hot level's buckets hold free units too (counted in its reserved): one
+                -- statement reads the level and its buckets in one snapshot, so the sum is exact.
+                -- Hot: the product is in hot mode, or the level still has buckets.
                 FOR v_cand IN
-                    SELECT s.id, s.warehouse_id, w.code, s.on_hand - s.reserved AS available
+                    SELECT s.id, s.warehouse_id, w.code, s.on_hand - s.reserved + b.units AS available,
+                           b.n > 0 OR v_buckets[i] > 0 AS hot
                       FROM inventory_stocklevel s
                       JOIN inventory_warehouse w ON w.id = s.warehouse_id AND w.active
+                     CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(k.units), 0)::bigint AS units
+                                           FROM inventory_stockbucket k WHERE k.level_id = s.id) AS b
                      WHERE s.product_id = v_pids[i]
                      ORDER BY w.priority, s.id
                 LOOP
@@ -168,6 +178,7 @@ BEGIN
                         v_a_wh := v_a_wh || v_cand.warehouse_id;
                         v_a_code := v_a_code || v_cand.code;
                         v_a_qty := v_a_qty || v_take;
+                        v_a_hot := v_a_hot || v_cand.hot;
                         v_remaining := v_remaining - v_take;
                     END IF;
                 END LOOP;
@@ -188,8 +199,9 @@ BEGIN
             BEGIN
                 PERFORM inventory_ledger_write(array_agg(u.level_id ORDER BY u.level_id), array_agg(0 ORDER BY u.level_id),
                                                array_agg(u.qty ORDER BY u.level_id), 'reservation',
-                                               array_agg(p_number ORDER BY u.level_id), '', p_user_id, v_now)
-                   FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty);
+                                               array_agg(p_number ORDER BY u.level_id), '', p_user_id, v_now,
+                                               array_agg(CASE WHEN u.hot THEN -u.qty ELSE 0 END ORDER BY u.level_id))
+                   FROM unnest(v_a_level, v_a_qty, v_a_hot) AS u(level_id, qty, hot);
 
                 INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
                 SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
@@ -227,12 +239,19 @@ BEGIN
                 END IF;
 
                 FOR v_alloc IN
-                    SELECT u.level_id, u.qty FROM unnest(v_a_level, v_a_qty) AS u(level_id, qty) ORDER BY u.level_id
+                    SELECT u.level_id, u.qty, u.hot FROM unnest(v_a_level, v_a_qty, v_a_hot) AS u(level_id, qty, hot)
+                     ORDER BY u.level_id
                 LOOP
-                    UPDATE inventory_stocklevel SET reserved = reserved + v_alloc.qty, updated_at = v_now
-                     WHERE id = v_alloc.level_id AND on_hand - reserved >= v_alloc.qty;
-                    IF NOT FOUND THEN
-                        RAISE EXCEPTION USING ERRCODE = 'SR100';
+                    IF v_alloc.hot THEN  -- from a bucket, without queueing on the level's row
+                        IF NOT inventory_hot_take(v_alloc.level_id, v_alloc.qty, p_number, p_user_id, v_now) THEN
+                            RAISE EXCEPTION USING ERRCODE = 'SR100';
+                        END IF;
+                    ELSE
+                        UPDATE inventory_stocklevel SET reserved = reserved + v_alloc.qty, updated_at = v_now
+                         WHERE id = v_alloc.level_id AND on_hand - reserved >= v_alloc.qty;
+                        IF NOT FOUND THEN
+                            RAISE EXCEPTION USING ERRCODE = 'SR100';
+                        END IF;
                     END IF;
                 END LOOP;
                 -- A new statement, so a new snapshot: sees a deactivation that committed meanwhile.
