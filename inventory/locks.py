@@ -1,7 +1,14 @@
 """Every locking queryset of the inventory app. Read this page to check the lock order.
 
 System-wide order: order row, then its lines, then stock levels by primary key ascending.
-Within inventory: a product or warehouse row (when needed) before its stock levels.
+Within inventory: a product or warehouse row (when needed) before its stock levels, and a level's
+row before its stock buckets (hot mode), which are locked in pk order by the SQL functions of
+inventory/migrations/sql/0008_stock_buckets.sql.
+
+Stock levels are locked FOR NO KEY UPDATE: it excludes every other writer of the level just as
+FOR UPDATE would, but not the FOR KEY SHARE locks that the foreign keys of new ledger and
+allocation rows take on it. PostgreSQL grants those without queueing behind a waiting FOR UPDATE,
+so on a hot level a stream of orders would starve a FOR UPDATE (a cancel, a count) for good.
 Each query is `order_by("pk")` with `of=("self",)` and evaluated here, so the rows are
 locked in pk order the moment the function returns.
 """
@@ -16,7 +23,7 @@ def lock_stock_levels(level_ids: Iterable[int]) -> dict[int, StockLevel]:
     ids = sorted(set(level_ids))
     if not ids:
         return {}
-    rows = list(StockLevel.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk"))
+    rows = list(StockLevel.objects.select_for_update(of=("self",), no_key=True).filter(pk__in=ids).order_by("pk"))
     return {row.pk: row for row in rows}
 
 
@@ -24,7 +31,7 @@ def lock_stock_levels_of_products(product_ids: Iterable[int]) -> list[StockLevel
     """Lock every level of these products (all warehouses) in pk order, with their warehouse."""
     ids = sorted(set(product_ids))
     return list(
-        StockLevel.objects.select_for_update(of=("self",))
+        StockLevel.objects.select_for_update(of=("self",), no_key=True)
         .select_related("warehouse")
         .filter(product_id__in=ids)
         .order_by("pk")
@@ -32,7 +39,9 @@ def lock_stock_levels_of_products(product_ids: Iterable[int]) -> list[StockLevel
 
 
 def lock_stock_levels_of_warehouse(warehouse_id: int) -> list[StockLevel]:
-    return list(StockLevel.objects.select_for_update(of=("self",)).filter(warehouse_id=warehouse_id).order_by("pk"))
+    return list(
+        StockLevel.objects.select_for_update(of=("self",), no_key=True).filter(warehouse_id=warehouse_id).order_by("pk")
+    )
 
 
 def lock_product(product_id: int) -> Product | None:

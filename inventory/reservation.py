@@ -7,17 +7,19 @@ split) and none lets an unlocked read decide:
   per level in pk order. PostgreSQL re-checks the condition on the newest row version after any
   lock wait, so a zero row count means the units are gone: roll back to a savepoint (only when
   the plan touches several levels) and plan again from a fresh read.
-- `row_lock`: `SELECT ... ORDER BY id FOR UPDATE` on every level of the products, plan under the
+- `row_lock`: `SELECT ... ORDER BY id FOR NO KEY UPDATE` on every level of the products, plan under the
   locks, then one set-based UPDATE.
 - `optimistic`: plan from a plain read, then compare-and-set each level on the values read
-  (`WHERE on_hand = h AND reserved = r`); a lost race rolls back to a savepoint and re-reads.
+  (`WHERE on_hand = h AND reserved = r`); a lost race re-reads that level and tries again while
+  it has the units, and only a level that lacks them rolls back to a savepoint and plans again.
 - `global_lock`: the naive baseline: one advisory lock serialises every reservation.
 
 A hot level (one with stock buckets, inventory.models.StockBucket) is taken from the same way by
 every strategy: through the SQL function inventory_hot_take, which picks a bucket nobody holds and
 falls back, under the level's and every bucket's lock, to the whole pool. Every plan counts the
-buckets' units, read with the level in one statement. The row_lock strategy locks the levels FOR
-UPDATE, which excludes every take of their buckets, so its plan is exact there too.
+buckets' units, read with the level in one statement. The row_lock strategy locks the levels, but
+takes from their buckets go on meanwhile: a hot level short of its plan makes the service run
+again (Retry), as a lost race does for the other strategies.
 
 After the UPDATEs, the warehouses used are read again in a new statement: a warehouse deactivated
 concurrently (see services.warehouse_deactivate) makes the reservation Retry.
@@ -149,8 +151,8 @@ def _conditional_update(allocation: Allocation, who: _For) -> bool:
 
 
 def _set_based_update(allocations: list[Allocation], who: _For) -> None:
-    """Add reservations to levels this transaction already holds locked (FOR UPDATE: no take of
-    their buckets can run meanwhile, so a hot level's planned units are there)."""
+    """Add reservations to levels this transaction already holds locked; a hot level's are taken
+    from its buckets, which other orders may have emptied since the plan (then Retry)."""
     for allocation in allocations:
         if allocation.hot and not _hot_take(allocation, who):
             raise Retry("a locked hot level lacked the units it was planned with")
@@ -166,6 +168,28 @@ def _set_based_update(allocations: list[Allocation], who: _For) -> None:
         )
 
 
+class _HotLoss(Retry):
+    """A lost race after a bucket was taken in this attempt. PostgreSQL keeps such a bucket waited
+    for until the whole transaction ends, even once the savepoint that took it is rolled back, so
+    going on in this transaction could deadlock with those waiters: the whole service runs again."""
+
+
+def _attempt(allocations: list[Allocation], reserve) -> bool:
+    """Reserve every allocation (pk order) under a savepoint; False, undone, when one loses."""
+    took_hot = False
+    try:
+        with transaction.atomic():  # a savepoint: a lost race undoes (and unlocks) only this attempt
+            for allocation in allocations:  # pk order: the system's lock order
+                if not reserve(allocation):
+                    raise _HotLoss("lost after a hot take") if took_hot else Retry("lost")
+                took_hot = took_hot or allocation.hot
+        return True
+    except _HotLoss:
+        raise
+    except Retry:
+        return False
+
+
 def _reserve_conditional(lines, product_ids, who: _For) -> list[Allocation]:
     for attempt in range(CONDITIONAL_ATTEMPTS):
         allocations = _plan(lines, _read_candidates(product_ids))
@@ -173,14 +197,9 @@ def _reserve_conditional(lines, product_ids, who: _For) -> list[Allocation]:
             if _conditional_update(allocations[0], who):
                 return allocations
             continue
-        try:
-            with transaction.atomic():  # a savepoint: a lost race undoes (and unlocks) only this attempt
-                for allocation in allocations:  # pk order: the system's lock order
-                    if not _conditional_update(allocation, who):
-                        raise Retry("available units changed while reserving")
+        if _attempt(allocations, lambda allocation: _conditional_update(allocation, who)):
             return allocations
-        except Retry:
-            time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter, not security
+        time.sleep(random.uniform(0, 0.001 * (attempt + 1)))  # noqa: S311 - jitter, not security
     raise Retry("available units kept changing while reserving")
 
 
@@ -195,25 +214,33 @@ def _reserve_optimistic(lines, product_ids, who: _For) -> list[Allocation]:
     for attempt in range(OPTIMISTIC_ATTEMPTS):
         candidates = {c.level_id: c for c in _read_candidates(product_ids)}
         allocations = _plan(lines, list(candidates.values()))
-        try:
-            with transaction.atomic():  # a savepoint: a lost race undoes only this attempt
-                for allocation in allocations:
-                    seen = candidates[allocation.level_id]
-                    if allocation.hot:  # no compare-and-set on a row orders do not write
-                        if not _hot_take(allocation, who):
-                            raise Retry("a hot level lacked the units")
-                        continue
-                    with connection.cursor() as cursor:
-                        cursor.execute(
-                            "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
-                            " WHERE id = %s AND on_hand = %s AND reserved = %s",
-                            [allocation.quantity, allocation.level_id, seen.on_hand, seen.reserved],
-                        )
-                        if cursor.rowcount != 1:
-                            raise Retry("compare-and-set lost")
+
+        def compare_and_set(allocation: Allocation, candidates=candidates) -> bool:
+            """Compare-and-set on the values read; a lost race re-reads this level and tries again
+            while it still has the units, so only a level that lacks them undoes the attempt."""
+            if allocation.hot:  # no compare-and-set on a row orders do not write
+                return _hot_take(allocation, who)
+            on_hand, reserved = candidates[allocation.level_id].on_hand, candidates[allocation.level_id].reserved
+            with connection.cursor() as cursor:
+                for _ in range(OPTIMISTIC_ATTEMPTS):
+                    if on_hand - reserved < allocation.quantity:
+                        return False
+                    cursor.execute(
+                        "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
+                        " WHERE id = %s AND on_hand = %s AND reserved = %s",
+                        [allocation.quantity, allocation.level_id, on_hand, reserved],
+                    )
+                    if cursor.rowcount == 1:
+                        return True
+                    cursor.execute(
+                        "SELECT on_hand, reserved FROM inventory_stocklevel WHERE id = %s", [allocation.level_id]
+                    )
+                    on_hand, reserved = cursor.fetchone()
+            return False
+
+        if _attempt(allocations, compare_and_set):
             return allocations
-        except Retry:
-            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not security
+        time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311 - jitter, not security
     raise Retry("optimistic reservation kept losing")
 
 

@@ -126,8 +126,9 @@ RECLAIM_SQL = "SELECT inventory_buckets_reclaim(%s::bigint[], %s, %s, now())"
 
 
 def reclaim_buckets(level_ids: Sequence[int], *, reference: str = "", actor_id: int | None = None) -> int:
-    """Give the units of these levels' stock buckets back to them (hot mode): the caller holds the
-    levels FOR UPDATE, which no take of their buckets can share. Returns the units moved; a level
+    """Lock these levels and give the units of their stock buckets back to them (hot mode): level
+    by level in pk order, each level's row and then its buckets (inventory_buckets_reclaim), so
+    call it before locking several levels at once, never after. Returns the units moved; a level
     without buckets costs one index probe. The next order refills the buckets."""
     with connection.cursor() as cursor:
         cursor.execute(RECLAIM_SQL, [sorted(level_ids), reference, actor_id])
@@ -139,10 +140,8 @@ def _lock_levels(level_ids: Iterable[int], *, reference: str = "", actor=None) -
     level's free units (counts, adjustments, transfers, moved reservations) see `on_hand - reserved`
     as all there is, so a hot level's buckets come back first."""
     ids = sorted(set(level_ids))
-    levels = locks.lock_stock_levels(ids)
-    if reclaim_buckets(ids, reference=reference, actor_id=actor.pk if actor is not None else None):
-        levels = locks.lock_stock_levels(ids)  # locks already held: read again after the move
-    return levels
+    reclaim_buckets(ids, reference=reference, actor_id=actor.pk if actor is not None else None)
+    return locks.lock_stock_levels(ids)  # held already: read them as they are now
 
 
 def _check_quantity(name: str, value: int, *, minimum: int) -> None:
@@ -353,15 +352,15 @@ def _check_buckets(buckets: object) -> None:
 def _switch_buckets(product: Product, *, actor=None) -> None:
     """Hot mode, on (the product's stock_buckets >= 1), off (0) or resized, while orders flow.
 
-    The caller has updated (so locked) the product row. Its levels are locked FOR UPDATE in pk
-    order, which no take of their buckets can share; every bucket's units go back to its level
-    and the buckets are removed. The next order on each level creates the product's number of
+    The caller has updated (so locked) the product row. Its levels are locked in pk order, then
+    their buckets (inventory_buckets_reclaim); every bucket's units go back to its level and the
+    buckets are removed. The next order on each level creates the product's number of
     buckets and spreads the level's free units over them (inventory_hot_take). An order planned
     before the switch stays exact either way: a take that finds no bucket with its units falls
     back, under the level's lock, to the whole pool, and a cold take only ever spends the level's
     own free units.
     """
-    ids = [level.pk for level in locks.lock_stock_levels_of_products([product.pk])]
+    ids = list(StockLevel.objects.filter(product_id=product.pk).values_list("pk", flat=True))
     reclaim_buckets(ids, reference=f"hot:{product.sku}", actor_id=actor.pk if actor is not None else None)
     StockBucket.objects.filter(level_id__in=ids).delete()
 
@@ -409,9 +408,11 @@ def warehouse_deactivate(*, code: str) -> Warehouse:
     if warehouse is None:
         raise NotFound(f"No warehouse {code!r}.")
     Warehouse.objects.filter(pk=warehouse.pk).update(active=False)
+    reclaim_buckets(
+        list(StockLevel.objects.filter(warehouse_id=warehouse.pk).values_list("pk", flat=True)),
+        reference=f"deactivate:{code}",
+    )
     levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
-    if reclaim_buckets([level.pk for level in levels], reference=f"deactivate:{code}"):
-        levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
     if any(level.reserved for level in levels):
         raise WarehouseBusy()
     warehouse.active = False

@@ -105,7 +105,7 @@ BEGIN
               FROM unnest(v_a_level, v_a_qty) AS a(level_id, quantity)
              GROUP BY a.level_id) v;
     -- Every level of the chunk locked in id order by one statement before any of them changes.
-    PERFORM 1 FROM inventory_stocklevel s WHERE s.id = ANY (v_levels) ORDER BY s.id FOR UPDATE;
+    PERFORM 1 FROM inventory_stocklevel s WHERE s.id = ANY (v_levels) ORDER BY s.id FOR NO KEY UPDATE;
     UPDATE inventory_stocklevel s
        SET reserved = s.reserved - v.units, updated_at = now()
       FROM unnest(v_levels, v_units) AS v(id, units)

@@ -47,15 +47,15 @@ RETURNING sku
 # by tests/inventory/imports/test_races.py: the guard below passed on a stale `reserved` and the
 # `on_hand >= reserved` CHECK stopped the update). Locked beforehand, every level the apply
 # statement reads is the committed, current one, and nobody can move it until commit.
-LOCK_CHUNK_LEVELS = """
+CHUNK_LEVELS = """
 SELECT s.id
   FROM inventory_importrow r
   JOIN inventory_product p ON p.sku = r.sku
   JOIN inventory_stocklevel s ON s.product_id = p.id AND s.warehouse_id = r.warehouse_id
  WHERE r.import_id = %(job)s AND r.line BETWEEN %(lo)s AND %(hi)s AND r.error IS NULL
  ORDER BY s.id
-   FOR UPDATE OF s
 """
+LOCKED = "   FOR NO KEY UPDATE OF s"
 
 # Then one statement applies the rest of a chunk, so each row's product and level are looked up once:
 # - `src`: the chunk's good rows with their product (none: unknown SKU, a row error);
@@ -79,7 +79,7 @@ WITH src AS MATERIALIZED (
       FROM src
       JOIN inventory_stocklevel s ON s.product_id = src.product_id AND s.warehouse_id = src.warehouse_id
      ORDER BY s.id
-       FOR UPDATE OF s
+       FOR NO KEY UPDATE OF s
 ), missing AS MATERIALIZED (
     SELECT src.product_id, src.warehouse_id, src.new_on_hand, src.sku
       FROM src
@@ -165,12 +165,15 @@ def apply_next_chunk(import_id: int) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(CREATE_PRODUCTS, params)
         created_products = [sku for (sku,) in cursor.fetchall()]
-        cursor.execute(LOCK_CHUNK_LEVELS, params)
-        level_ids = [level_id for (level_id,) in cursor.fetchall()]
-        prelocked = len(level_ids)
-        # A count replaces on_hand: a hot level's bucket units come back first, so the refusal
-        # below on_hand < reserved counts only units that orders hold.
-        reclaim_buckets(level_ids, reference=params["reference"], actor_id=params["actor"])
+        # A count replaces on_hand: a hot level's bucket units come back first (locking each level,
+        # then its buckets, level by level), so the refusal on_hand < reserved below counts only
+        # units that orders hold. The chunk's levels are then locked all at once (held already).
+        cursor.execute(CHUNK_LEVELS, params)
+        reclaim_buckets(
+            [level_id for (level_id,) in cursor.fetchall()], reference=params["reference"], actor_id=params["actor"]
+        )
+        cursor.execute(CHUNK_LEVELS + LOCKED, params)
+        prelocked = cursor.rowcount
         cursor.execute(APPLY_CHUNK, params)
         rows, known, found, locked, refused, moved, skus, errors = cursor.fetchone()
     if found != known or locked != prelocked:

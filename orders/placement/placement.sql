@@ -75,6 +75,7 @@ DECLARE
     v_a_qty integer[];
     v_a_hot boolean[];
     v_done boolean := false;
+    v_took_hot boolean := false;
     v_body jsonb;
     v_alloc record;
     v_claim_id bigint;
@@ -246,6 +247,7 @@ BEGIN
                         IF NOT inventory_hot_take(v_alloc.level_id, v_alloc.qty, p_number, p_user_id, v_now) THEN
                             RAISE EXCEPTION USING ERRCODE = 'SR100';
                         END IF;
+                        v_took_hot := true;
                     ELSE
                         UPDATE inventory_stocklevel SET reserved = reserved + v_alloc.qty, updated_at = v_now
                          WHERE id = v_alloc.level_id AND on_hand - reserved >= v_alloc.qty;
@@ -261,6 +263,12 @@ BEGIN
                 v_done := true;
             EXCEPTION WHEN SQLSTATE 'SR100' THEN
                 v_done := false;
+                -- A bucket taken in a rolled-back subtransaction still makes others wait for this
+                -- whole transaction in PostgreSQL: going on here could deadlock with them, so the
+                -- caller runs the whole order again instead (SR503).
+                IF v_took_hot THEN
+                    RAISE EXCEPTION USING ERRCODE = 'SR503', MESSAGE = 'a hot level was taken from in a lost race';
+                END IF;
             END;
             EXIT WHEN v_done;
             PERFORM pg_sleep(random() * 0.001 * v_attempt);

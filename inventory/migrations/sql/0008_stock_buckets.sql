@@ -4,12 +4,13 @@
 -- is `on_hand - reserved + sum(bucket units)`.
 --
 -- Locks (DESIGN.md §4: stock levels by id; within a level, its row before its buckets by id):
--- - an order's take holds the level FOR KEY SHARE (as its ledger and allocation rows' foreign keys
---   do anyway) before it touches a bucket;
--- - the slow path holds the level FOR NO KEY UPDATE (compatible with the takes' KEY SHARE, so two
---   slow paths never deadlock upgrading a shared lock), then every bucket by id;
--- - a writer that locks the level FOR UPDATE (inventory.locks, the import's chunk lock) excludes
---   both, so it owns the level's buckets: inventory_buckets_reclaim never waits on a bucket.
+-- - an order's take from a bucket does not lock the level's row (its ledger and allocation rows'
+--   foreign keys take FOR KEY SHARE on it, which no writer of a level conflicts with);
+-- - every writer of a level locks it FOR NO KEY UPDATE (inventory.locks, the import's chunk lock,
+--   the expiry sweep, the slow path below): FOR UPDATE would conflict with those KEY SHARE locks,
+--   which PostgreSQL grants without queueing behind it, so a stream of orders would starve it;
+-- - the slow path and inventory_buckets_reclaim then lock every bucket of the level in id order,
+--   and a take never waits for a level's row or bucket while holding a bucket it did not keep.
 --
 -- The ledger: delta_bucketed is the units moved into (+) or out of (-) the level's buckets, and the
 -- level's reserved moves by delta_reserved + delta_bucketed. An order served by a bucket writes
@@ -61,18 +62,28 @@ $fn$;
 -- buckets together hold fewer (decided with the level and every bucket locked). The caller writes
 -- the order's ledger row, reserved +p_qty bucketed -p_qty, and its allocation.
 --
--- 1. A bucket with the units that nobody holds (SKIP LOCKED, picked at random).
--- 2. Else wait for one that has them (another order holds it for one short transaction).
+-- 1. A bucket with the units that nobody holds: one picked at random among those the snapshot
+--    shows with enough units, locked by id with SKIP LOCKED (a recheck on `units` could leave a
+--    row locked that the query then passes over; a lock by id cannot). If it no longer has the
+--    units, its subtransaction is rolled back, which gives the lock back, and another is tried.
+-- 2. Else wait for one that has them (another order holds it for one short transaction), given
+--    back the same way if it lacks once ours.
 -- 3. Else the slow path: the level and all of its buckets locked (missing ones created, up to the
 --    product's stock_buckets), the order takes from the pool (the level's free units and every
 --    bucket's), and what is left is spread evenly over the buckets (ledger `bucket` row). With no
 --    bucket (hot mode turned off meanwhile) the units come from the level's free units, as a cold
 --    order's would.
+-- So a transaction never waits for a level's row or its buckets while it holds one of them that it
+-- did not keep: the slow path and inventory_buckets_reclaim, which lock every bucket in id order,
+-- cannot deadlock with the picks.
 CREATE OR REPLACE FUNCTION inventory_hot_take(
     p_level bigint, p_qty bigint, p_reference text, p_actor bigint, p_at timestamptz
 ) RETURNS boolean
 LANGUAGE plpgsql AS $fn$
 DECLARE
+    v_id bigint;
+    v_units bigint;
+    v_tried bigint[] := '{}';
     v_on_hand bigint;
     v_reserved bigint;
     v_ids bigint[];
@@ -82,18 +93,43 @@ DECLARE
     v_left bigint;
     v_want integer;
 BEGIN
-    PERFORM 1 FROM inventory_stocklevel WHERE id = p_level FOR KEY SHARE;
-    UPDATE inventory_stockbucket SET units = units - p_qty
-     WHERE id = (SELECT id FROM inventory_stockbucket WHERE level_id = p_level AND units >= p_qty
-                  ORDER BY random() LIMIT 1 FOR UPDATE SKIP LOCKED);
+    FOR v_try IN 1 .. 3 LOOP
+        v_id := NULL;
+        BEGIN
+            -- Locked by id: the candidates are fixed before any lock, so no row is locked and then
+            -- passed over; with SKIP LOCKED the first one nobody holds, in random order.
+            SELECT b.id, b.units INTO v_id, v_units
+              FROM inventory_stockbucket b
+             WHERE b.id = ANY (ARRAY(SELECT k.id FROM inventory_stockbucket k
+                                      WHERE k.level_id = p_level AND k.units >= p_qty AND k.id <> ALL (v_tried)))
+             ORDER BY random()
+             LIMIT 1
+               FOR UPDATE SKIP LOCKED;
+            IF v_id IS NOT NULL AND v_units >= p_qty THEN
+                UPDATE inventory_stockbucket SET units = units - p_qty WHERE id = v_id;
+                RETURN true;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'SR101';  -- short since the snapshot: give it back
+        EXCEPTION WHEN SQLSTATE 'SR101' THEN
+            NULL;
+        END;
+        EXIT WHEN v_id IS NULL;  -- every bucket with the units is held by someone
+        v_tried := v_tried || v_id;
+    END LOOP;
+
+    SELECT k.id INTO v_id FROM inventory_stockbucket k
+     WHERE k.level_id = p_level AND k.units >= p_qty ORDER BY random() LIMIT 1;
     IF FOUND THEN
-        RETURN true;
-    END IF;
-    UPDATE inventory_stockbucket SET units = units - p_qty
-     WHERE id = (SELECT id FROM inventory_stockbucket WHERE level_id = p_level AND units >= p_qty
-                  ORDER BY random() LIMIT 1 FOR UPDATE);
-    IF FOUND THEN
-        RETURN true;
+        BEGIN
+            SELECT units INTO v_units FROM inventory_stockbucket WHERE id = v_id FOR UPDATE;
+            IF v_units >= p_qty THEN
+                UPDATE inventory_stockbucket SET units = units - p_qty WHERE id = v_id;
+                RETURN true;
+            END IF;
+            RAISE EXCEPTION USING ERRCODE = 'SR101';
+        EXCEPTION WHEN SQLSTATE 'SR101' THEN
+            NULL;
+        END;
     END IF;
 
     SELECT on_hand, reserved INTO v_on_hand, v_reserved FROM inventory_stocklevel WHERE id = p_level FOR NO KEY UPDATE;
@@ -103,9 +139,9 @@ BEGIN
     SELECT coalesce(array_agg(b.id ORDER BY b.id), '{}'), coalesce(sum(b.units), 0), count(*)
       INTO v_ids, v_held, v_n
       FROM (SELECT id, units FROM inventory_stockbucket WHERE level_id = p_level ORDER BY id FOR UPDATE) AS b;
-    -- Read after the level's lock: a switch of the product (which locks the level FOR UPDATE) has
-    -- committed or waits for this transaction. Missing buckets are created here, by the first
-    -- order after the switch or on a level created since.
+    -- Read after the level's lock: a switch of the product (which locks the level) has committed
+    -- or waits for this transaction. Missing buckets are created here, by the first order after
+    -- the switch or on a level created since.
     SELECT p.stock_buckets INTO v_want
       FROM inventory_stocklevel s JOIN inventory_product p ON p.id = s.product_id WHERE s.id = p_level;
     IF v_n < v_want THEN
@@ -139,9 +175,12 @@ BEGIN
 END
 $fn$;
 
--- inventory_buckets_reclaim: move every unit of these levels' buckets back to their levels
--- (reserved -= units, one `bucket` row per level that had some); returns the units moved. The
--- caller holds the levels FOR UPDATE (that excludes every take), so no bucket lock here waits.
+-- inventory_buckets_reclaim: lock these levels and move every unit of their buckets back to them
+-- (reserved -= units, one `bucket` row per level that had some); returns the units moved. Locks
+-- level by level in id order, each level's row (FOR NO KEY UPDATE, as every writer of a level) and
+-- then its buckets by id, waiting for the orders that hold one to commit: the lock order of a take
+-- that holds a bucket of one level and goes on to the next. So a caller calls this before it locks
+-- several levels' rows at once (inventory.locks), never after.
 -- Writers that need a level's free units (counts, adjustments, transfers, imports, moved
 -- reservations, deactivation) call it right after locking; the next order refills the buckets.
 CREATE OR REPLACE FUNCTION inventory_buckets_reclaim(
@@ -149,12 +188,16 @@ CREATE OR REPLACE FUNCTION inventory_buckets_reclaim(
 ) RETURNS bigint
 LANGUAGE plpgsql AS $fn$
 DECLARE
+    v_level bigint;
     v_ids bigint[];
     v_units bigint[];
 BEGIN
+    FOR v_level IN SELECT DISTINCT l FROM unnest(p_levels) AS l ORDER BY l LOOP
+        PERFORM 1 FROM inventory_stocklevel WHERE id = v_level FOR NO KEY UPDATE;
+        PERFORM 1 FROM inventory_stockbucket WHERE level_id = v_level ORDER BY id FOR UPDATE;
+    END LOOP;
     WITH held AS (
-        SELECT id, level_id, units FROM inventory_stockbucket
-         WHERE level_id = ANY(p_levels) AND units > 0 ORDER BY id FOR UPDATE
+        SELECT id, level_id, units FROM inventory_stockbucket WHERE level_id = ANY (p_levels) AND units > 0
     ), emptied AS (
         UPDATE inventory_stockbucket AS b SET units = 0 FROM held WHERE b.id = held.id
         RETURNING held.level_id, held.units
