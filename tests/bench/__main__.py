@@ -624,6 +624,9 @@ def main() -> int:
     parser.add_argument("--expiry-orders", type=int, default=100_000, help="0: skip the expiry scenario")
     parser.add_argument("--shop-seconds", type=float, default=30, help="whole_shop: seconds of orders per half-round")
     parser.add_argument("--db-clients", default="16,64", help="placement_db: pgbench client counts, comma-separated")
+    parser.add_argument(
+        "--hot-buckets", default="0,1,4,16", help="placement_db: the hot SKU's stock buckets per run (0: hot mode off)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
@@ -713,14 +716,19 @@ def main() -> int:
     placement_rounds: list[placement_db.PlacementRound] = []
     if "placement_db" in wanted:
         clients = tuple(int(c) for c in args.db_clients.split(","))
+        hot_buckets = tuple(int(n) for n in args.hot_buckets.split(","))
         log(
-            f"placement_db: pgbench calling orders_place_order, uniform then hot, {clients} clients, {args.runs} rounds"
+            f"placement_db: pgbench calling orders_place_order, uniform then hot with {hot_buckets} stock buckets,"
+            f" {clients} clients, {args.runs} rounds"
         )
         placement_rounds = placement_db.run(
             database_url, products=args.products, seconds=args.duration, runs=args.runs, warmup=args.warmup,
-            clients=clients,
+            clients=clients, hot_buckets=hot_buckets,
+            switch=placement_db.service_switch(bench_env(database_url, redis_url, settings="project.settings.base")),
         )  # fmt: skip
-        count = invariant_breaches(database_url)
+        for line in (line for r in placement_rounds for line in r.breaches):
+            log(f"placement_db: {line}")
+        count = invariant_breaches(database_url) + sum(len(r.breaches) for r in placement_rounds)
         broken += count
         if count:
             log(f"placement_db: invariants BROKEN ({count})")
@@ -782,7 +790,7 @@ def main() -> int:
                 "whole_shop": [
                     dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
                 ],
-                "placement_db": [dict(asdict(r), ratio=r.ratio) for r in placement_rounds],
+                "placement_db": [dict(asdict(r), ratios={n: r.ratio(n) for n in r.hot}) for r in placement_rounds],
             },
             indent=2,
         )
