@@ -35,15 +35,9 @@ def attach_bucketed(levels: Iterable[StockLevel]) -> None:
     """Set `bucketed` on level instances read without it (the levels a stock service returns), in
     one query. Read after the service's commit: availability is advisory, as everywhere."""
     by_id = {level.pk: level for level in levels}
-    held = dict(
-        StockBucket.objects.filter(level_id__in=by_id)
-        .order_by()
-        .values("level_id")
-        .annotate(units=Sum("units"))
-        .values_list("level_id", "units")
-    )
+    held = dict(with_bucketed(StockLevel.objects.filter(pk__in=by_id)).values_list("pk", "bucketed"))
     for level_id, level in by_id.items():
-        level.bucketed = held.get(level_id) or 0
+        level.bucketed = held.get(level_id, 0)
 
 
 def _available_subquery() -> Coalesce:
