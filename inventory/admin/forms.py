@@ -123,8 +123,8 @@ class ProductAdminForm(ServiceModelForm):
             self.add_error(None, LOST_VERSION)
             return
         # changed_data compares with the row as it is now, so a field someone else changed since
-        # the page was loaded counts as changed too, and the stale version refuses it. Hot mode
-        # compares with the page as loaded (its hidden initial), see the class docstring.
+        # the page was loaded counts as changed too, and the stale version refuses it (a switch of
+        # hot mode moves the version as well).
         changes = {name: data[name] for name in self.changed_data if name in services.PRODUCT_EDITABLE}
         if "stock_buckets" in self.changed_data and data.get("stock_buckets") is not None:
             changes["stock_buckets"] = data["stock_buckets"]
