@@ -35,7 +35,7 @@ MAX_KNOWN = 100_000
 
 # A hot level's free units are partly in its stock buckets, which are counted in its reserved
 # (inventory.models.StockBucket): each level adds what its buckets hold, one probe of the
-# stockbucket_level_id (level, id) index that finds nothing for a product out of hot mode.
+# stockbucket_level_slot (level, slot) index that finds nothing for a product out of hot mode.
 AVAILABILITY_SQL = """
 SELECT p.sku, COALESCE(SUM(s.on_hand - s.reserved + b.units) FILTER (WHERE w.active), 0)
   FROM inventory_product p

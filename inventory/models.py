@@ -103,17 +103,23 @@ class StockLevel(models.Model):
 class StockBucket(models.Model):
     """Free units of a hot level, set apart so that orders take them without locking the level.
 
-    Orders pick a bucket with `FOR UPDATE SKIP LOCKED` (inventory_hot_take); the units are counted
-    in the level's `reserved` until an order takes them, so the level's CHECKs still bound the
-    sum. Written only by the SQL functions of inventory/migrations/sql/0008_stock_buckets.sql.
+    A level has the product's `stock_buckets` of them, numbered by `slot` from 1: an order picks a
+    slot at random and locks that one row with `FOR UPDATE SKIP LOCKED` (inventory_hot_take), one
+    index probe whatever the number of buckets. The units are counted in the level's `reserved`
+    until an order takes them, so the level's CHECKs still bound the sum. Written only by the SQL
+    functions of inventory/migrations/sql/ (0008_stock_buckets.sql, 0009_bucket_slots.sql).
     """
 
     level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="buckets", db_index=False)
+    slot = models.PositiveSmallIntegerField()
     units = models.BigIntegerField(default=0)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(units__gte=0), name="stockbucket_units_not_negative")]
-        indexes = [models.Index(fields=["level", "id"], name="stockbucket_level_id")]
+        constraints = [
+            models.CheckConstraint(condition=Q(units__gte=0), name="stockbucket_units_not_negative"),
+            # Also the index of every per-level read of buckets.
+            models.UniqueConstraint(fields=["level", "slot"], name="stockbucket_level_slot"),
+        ]
 
     def __str__(self) -> str:
         return f"bucket {self.pk} of {self.level_id}: {self.units}"

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from inventory.errors import InsufficientStock, InvalidInput
 from inventory.locks import lock_stock_levels_of_products
@@ -129,13 +129,20 @@ class _For:
 
 def _hot_take(allocation: Allocation, who: _For) -> bool:
     """Take from a hot level's buckets (inventory_hot_take); False when the level and its buckets
-    together hold fewer units. Its ledger row is reserve_stock's, like every other reservation."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT inventory_hot_take(%s, %s, %s, %s, now())",
-            [allocation.level_id, allocation.quantity, who.reference, who.actor_id],
-        )
-        return cursor.fetchone()[0]
+    together hold fewer units. Its ledger row is reserve_stock's, like every other reservation.
+    SQLSTATE SR503 (it locked a bucket that other orders drained meanwhile, which it cannot give
+    back): the whole service runs again."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT inventory_hot_take(%s, %s, %s, %s, now())",
+                [allocation.level_id, allocation.quantity, who.reference, who.actor_id],
+            )
+            return cursor.fetchone()[0]
+    except DatabaseError as exc:
+        if getattr(exc.__cause__, "sqlstate", None) == "SR503":
+            raise _HotLoss("a hot bucket was drained while it was being locked") from exc
+        raise
 
 
 def _conditional_update(allocation: Allocation, who: _For) -> bool:

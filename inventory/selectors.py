@@ -20,7 +20,7 @@ from inventory.serializers import product_payload
 
 def _bucketed_subquery() -> Coalesce:
     """Units a level's stock buckets hold (hot mode), 0 without buckets: one probe of the
-    stockbucket_level_id (level, id) index per level."""
+    stockbucket_level_slot (level, slot) index per level."""
     per_level = StockBucket.objects.filter(level=OuterRef("pk")).order_by().values("level").annotate(units=Sum("units"))
     return Coalesce(Subquery(per_level.values("units"), output_field=IntegerField()), Value(0))
 

@@ -69,7 +69,8 @@ class ServiceModelForm(forms.ModelForm):
 HOT_MODE_HELP = (
     "Hot mode, for a flash sale: each stock level's free units are split into this many buckets "
     f"that orders take from in parallel instead of queueing on the level's row (1 to {MAX_STOCK_BUCKETS}; "
-    "the list's action sets 16). Switching moves no available unit. 0 turns hot mode off."
+    "the list's action sets 64, about as many as buyers at once). Switching moves no available unit. "
+    "0 turns hot mode off."
 )
 
 

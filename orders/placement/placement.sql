@@ -18,6 +18,14 @@
 -- lease ran out is {"claim": "in_flight"} too, and taken over after it. Refusals carry the
 -- claim's id, which is committed with them, so the caller stores the refusal on it.
 --
+-- A hot level's free units are mostly in its buckets. The first attempt plans it from whether any
+-- bucket holds a unit (one index probe) and lets inventory_hot_take, which draws one bucket, decide;
+-- if the take finds the level short, the next attempt plans from the exact sum of its buckets. So
+-- an order of a hot SKU reads one bucket, not all of them, and every refusal is still decided on
+-- exact sums read in one snapshot: a hot level is planned at less than the line only when no
+-- bucket of it holds a unit. A plan with two hot allocations is never made optimistically (a take
+-- that succeeded cannot be undone by a retry within this call, see SR503 below).
+--
 -- Refusals are returned, never half-written: {"refusal": "invalid", "fields": ...} or
 -- {"refusal": "insufficient_stock", "items": [...]}; the inner block is rolled back first.
 -- Errors: SQLSTATE SR410 (the key was completed by another request), SR503 (availability kept
@@ -76,6 +84,7 @@ DECLARE
     v_a_hot boolean[];
     v_done boolean := false;
     v_took_hot boolean := false;
+    v_optimistic boolean;
     v_body jsonb;
     v_alloc record;
     v_claim_id bigint;
@@ -153,21 +162,29 @@ BEGIN
 
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).
+            v_optimistic := v_attempt = 1 AND p_attempts > 1;
             v_short := '[]'::jsonb;
             v_a_level := '{}'; v_a_pid := '{}'; v_a_wh := '{}'; v_a_code := '{}'; v_a_qty := '{}'; v_a_hot := '{}';
             FOR i IN 1 .. array_length(v_pids, 1) LOOP
                 v_remaining := v_qtys[i];
                 v_seen := 0;
                 -- A hot level's buckets hold free units too (counted in its reserved): one
-                -- statement reads the level and its buckets in one snapshot, so the sum is exact.
+                -- statement reads the level and its buckets in one snapshot, so the sum is exact,
+                -- or, planning optimistically, at least the line when any bucket holds a unit.
                 -- Hot: the product is in hot mode, or the level still has buckets.
                 FOR v_cand IN
-                    SELECT s.id, s.warehouse_id, w.code, s.on_hand - s.reserved + b.units AS available,
-                           b.n > 0 OR v_buckets[i] > 0 AS hot
+                    SELECT s.id, s.warehouse_id, w.code, s.on_hand - s.reserved + CASE
+                               WHEN NOT h.hot THEN 0
+                               WHEN v_optimistic THEN CASE
+                                   WHEN EXISTS (SELECT 1 FROM inventory_stockbucket k WHERE k.level_id = s.id AND k.units > 0)
+                                   THEN v_qtys[i] ELSE 0 END
+                               ELSE (SELECT coalesce(sum(k.units), 0) FROM inventory_stockbucket k WHERE k.level_id = s.id)
+                           END AS available,
+                           h.hot
                       FROM inventory_stocklevel s
                       JOIN inventory_warehouse w ON w.id = s.warehouse_id AND w.active
-                     CROSS JOIN LATERAL (SELECT count(*) AS n, coalesce(sum(k.units), 0)::bigint AS units
-                                           FROM inventory_stockbucket k WHERE k.level_id = s.id) AS b
+                     CROSS JOIN LATERAL (SELECT v_buckets[i] > 0
+                                                OR EXISTS (SELECT 1 FROM inventory_stockbucket k WHERE k.level_id = s.id) AS hot) AS h
                      WHERE s.product_id = v_pids[i]
                      ORDER BY w.priority, s.id
                 LOOP
@@ -190,6 +207,9 @@ BEGIN
             END LOOP;
             IF jsonb_array_length(v_short) > 0 THEN
                 RAISE EXCEPTION USING ERRCODE = 'SR409', MESSAGE = v_short::text;
+            END IF;
+            IF v_optimistic AND (SELECT count(*) FROM unnest(v_a_hot) AS h WHERE h) > 1 THEN
+                CONTINUE;  -- plan it again from exact sums
             END IF;
 
             -- Write everything the plan decides first, then reserve level by level in id order
@@ -240,11 +260,13 @@ BEGIN
                 END IF;
 
                 FOR v_alloc IN
-                    SELECT u.level_id, u.qty, u.hot FROM unnest(v_a_level, v_a_qty, v_a_hot) AS u(level_id, qty, hot)
+                    SELECT u.level_id, u.qty, u.hot, u.pid
+                      FROM unnest(v_a_level, v_a_qty, v_a_hot, v_a_pid) AS u(level_id, qty, hot, pid)
                      ORDER BY u.level_id
                 LOOP
                     IF v_alloc.hot THEN  -- from a bucket, without queueing on the level's row
-                        IF NOT inventory_hot_take(v_alloc.level_id, v_alloc.qty, p_number, p_user_id, v_now) THEN
+                        IF NOT inventory_hot_take(v_alloc.level_id, v_alloc.qty, p_number, p_user_id, v_now,
+                                                  v_buckets[array_position(v_pids, v_alloc.pid)]) THEN
                             RAISE EXCEPTION USING ERRCODE = 'SR100';
                         END IF;
                         v_took_hot := true;
@@ -271,7 +293,9 @@ BEGIN
                 END IF;
             END;
             EXIT WHEN v_done;
-            PERFORM pg_sleep(random() * 0.001 * v_attempt);
+            IF NOT v_optimistic THEN  -- an optimistic plan that fell short is planned again at once
+                PERFORM pg_sleep(random() * 0.001 * v_attempt);
+            END IF;
         END LOOP;
         IF NOT v_done THEN
             RAISE EXCEPTION USING ERRCODE = 'SR503', MESSAGE = 'available units kept changing while reserving';

@@ -625,7 +625,9 @@ def main() -> int:
     parser.add_argument("--shop-seconds", type=float, default=30, help="whole_shop: seconds of orders per half-round")
     parser.add_argument("--db-clients", default="16,64", help="placement_db: pgbench client counts, comma-separated")
     parser.add_argument(
-        "--hot-buckets", default="0,1,4,16", help="placement_db: the hot SKU's stock buckets per run (0: hot mode off)"
+        "--hot-buckets",
+        default="0,1,4,16,64",
+        help="placement_db: the hot SKU's stock buckets per run (0: hot mode off)",
     )
     args = parser.parse_args()
     if args.smoke:

@@ -742,7 +742,9 @@ def test_an_order_that_waited_for_a_bucket_which_ran_short_does_not_deadlock_wit
     level = hot_level()
     # The state written directly (the ledger is not checked here): 8 units taken by orders, 2 in
     # bucket 1, none in bucket 2, 5 free on the level.
-    StockBucket.objects.bulk_create([StockBucket(level=level, units=2), StockBucket(level=level, units=0)])
+    StockBucket.objects.bulk_create(
+        [StockBucket(level=level, slot=1, units=2), StockBucket(level=level, slot=2, units=0)]
+    )
     StockLevel.objects.filter(pk=level.pk).update(reserved=10)
     take = "SELECT inventory_hot_take(%s, %s, %s, NULL, now())"
     outcomes: dict[str, object] = {}

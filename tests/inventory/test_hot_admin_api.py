@@ -172,15 +172,15 @@ def test_the_actions_turn_hot_mode_on_and_off_per_product(admin, admin_user, hot
     on = admin.post(url("product_changelist"), {"action": "turn_hot_mode_on", "_selected_action": [hot_mug.pk, tea.pk]})
 
     assert on.status_code == 302
-    assert ("success", "Hot mode on (16 buckets): MUG, TEA.") in messages_of(on)
-    assert dict(Product.objects.values_list("sku", "stock_buckets")) == {"MUG": 16, "TEA": 16}
+    assert ("success", "Hot mode on (64 buckets): MUG, TEA.") in messages_of(on)
+    assert dict(Product.objects.values_list("sku", "stock_buckets")) == {"MUG": 64, "TEA": 64}
     assert held() == 0 and main_level().reserved == 3  # the units went back; the next order spreads them
     assert Product.objects.get(sku="MUG").version == hot_mug.version + 1  # a switch is an edit
 
     off = admin.post(url("product_changelist"), {"action": "turn_hot_mode_off", "_selected_action": [tea.pk]})
 
     assert ("success", "Hot mode off: TEA.") in messages_of(off)
-    assert dict(Product.objects.values_list("sku", "stock_buckets")) == {"MUG": 16, "TEA": 0}
+    assert dict(Product.objects.values_list("sku", "stock_buckets")) == {"MUG": 64, "TEA": 0}
     assert StockMovement.objects.filter(reason="bucket", actor=admin_user, delta_bucketed=-7).exists()
     assert_stock_invariants()
 

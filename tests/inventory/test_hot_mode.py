@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 from django.core.files.base import ContentFile
+from django.db import connection
 
 from inventory import imports
 from inventory import services as stock
@@ -19,7 +20,8 @@ from inventory.reservation import STRATEGIES
 from orders import jobs, services
 from orders.api import render_order
 from orders.models import Order
-from project.errors import NotFound
+from project.db.transactions import Retry
+from project.errors import LockTimeout, NotFound
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.inventory.import_support import csv_bytes
@@ -135,6 +137,73 @@ def test_a_level_created_after_the_switch_gets_its_buckets_at_its_first_order(ho
     assert StockBucket.objects.filter(level=level("HOT", "EAST")).count() == 4
     assert bucketed() == 2
     assert_stock_invariants()
+
+
+def test_a_levels_buckets_are_slots_one_to_n_and_a_resize_renumbers_them(hot):
+    user, _ = hot
+    assert sorted(StockBucket.objects.values_list("slot", flat=True)) == [1, 2, 3, 4]
+    stock.product_set_buckets(sku="HOT", buckets=2)
+    place(user, [("HOT", 1)])
+    assert sorted(StockBucket.objects.values_list("slot", flat=True)) == [1, 2]
+
+
+def test_a_take_drawing_slots_that_do_not_exist_still_finds_the_units(hot):
+    # A caller's stock_buckets may be stale (the product resized since it read it): the draws miss,
+    # the wait path finds a bucket with the units.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT inventory_hot_take(%s, 2, 'T', NULL, now(), 64)", [level().pk])
+        assert cursor.fetchone()[0] is True
+    assert bucketed() == 5 and StockBucket.objects.count() == 4
+    assert not StockMovement.objects.filter(reason="bucket").exclude(reference=hot[1].number).exists()
+
+
+@pytest.mark.parametrize(("strategy", "in_sql"), PATHS)
+def test_two_hot_skus_in_one_order_are_planned_exactly_and_refused_exactly(hot, strategy, in_sql, settings):
+    # The SQL placement plans one hot level from "any bucket holds a unit" but never two in one
+    # order: a take that succeeded cannot be undone by a retry within the call.
+    settings.STOCK_RESERVATION_STRATEGY, settings.ORDER_PLACEMENT_IN_SQL = strategy, in_sql
+    user, _ = hot
+    ProductFactory(sku="HOT2")
+    stock.stock_receive(sku="HOT2", warehouse_code="MAIN", quantity=3)
+    stock.product_set_buckets(sku="HOT2", buckets=2)
+    place(user, [("HOT2", 1)])  # HOT2's buckets: 1 and 1
+    with pytest.raises(InsufficientStock) as refused:
+        place(user, [("HOT", 2), ("HOT2", 3)])
+    assert refused.value.items == [{"sku": "HOT2", "requested": 3, "available": 2}]
+    assert bucketed() == 7 and bucketed("HOT2") == 2
+    place(user, [("HOT", 7), ("HOT2", 2)])
+    assert bucketed() == 0 and bucketed("HOT2") == 0
+    assert_stock_invariants()
+
+
+# inventory_hot_take's one answer that is neither true nor false: a bucket locked without a
+# subtransaction that other orders drained between its read and its lock cannot be given back, so
+# the take raises SQLSTATE SR503 and the whole transaction must run again. That interleaving lies
+# between two statements of the function; to reach the callers' handling of it, the function is
+# replaced for this test's transaction only (the DDL is rolled back with it).
+ANSWERS_SR503 = """
+CREATE OR REPLACE FUNCTION inventory_hot_take(
+    p_level bigint, p_qty bigint, p_reference text, p_actor bigint, p_at timestamptz, p_buckets integer DEFAULT NULL
+) RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'SR503', MESSAGE = 'a hot bucket was drained while it was being locked';
+END
+$fn$
+"""
+
+
+@pytest.mark.parametrize(("strategy", "in_sql"), PATHS)
+def test_a_take_that_must_run_again_is_a_retry_of_the_whole_placement_never_an_error(hot, strategy, in_sql, settings):
+    settings.STOCK_RESERVATION_STRATEGY, settings.ORDER_PLACEMENT_IN_SQL = strategy, in_sql
+    user, _ = hot
+    with connection.cursor() as cursor:
+        cursor.execute(ANSWERS_SR503)
+    # Inside this test's transaction a service runs in a savepoint and leaves retrying to its
+    # caller (project.db.transactions), so the ORM paths hand the Retry up; the SQL placement
+    # retries its own call and gives up as a lock timeout (503 with Retry-After).
+    with pytest.raises(LockTimeout if in_sql else Retry):
+        place(user, [("HOT", 1)])
+    assert Order.objects.count() == 1 and bucketed() == 7
 
 
 def test_the_switch_validates_its_number():

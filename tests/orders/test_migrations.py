@@ -14,7 +14,7 @@ import pytest
 from tests.support import ROOT, subprocess_env
 
 SQL_DIR = ROOT / "orders" / "migrations" / "sql"
-LATEST = "0013_place_order_takes_from_buckets"
+LATEST = "0014_place_order_draws_one_bucket"
 # Our SQL functions: the orders functions, and the one writer of each row SQL and Python share.
 OURS = ("orders\\_%", "outbox\\_%", "inventory\\_%")
 # Reversed in this order: each app before the apps it depends on.
@@ -94,14 +94,20 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     migrate(url)
     assert set(functions(url)) == {
         "orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)", "outbox_write(5)",
-        "inventory_ledger_write(9)", "inventory_stockmovement_append_only(0)", "inventory_hot_take(5)",
+        "inventory_ledger_write(9)", "inventory_stockmovement_append_only(0)", "inventory_hot_take(6)",
         "inventory_buckets_reclaim(4)",
     }  # fmt: skip
     assert installed_by(url, "orders_place_order(15)") == LATEST
     assert installed_by(url, "orders_expire_chunk(7)") == LATEST
     assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
     assert installed_by(url, "inventory_ledger_write(9)") == "0008_stock_buckets"
+    assert installed_by(url, "inventory_hot_take(6)") == "0009_bucket_slots"
 
+    migrate(url, "orders", "0013")
+    assert installed_by(url, "orders_place_order(15)") == "0013_place_order_takes_from_buckets"
+    migrate(url, "inventory", "0008")
+    assert "inventory_hot_take(6)" not in functions(url)
+    assert installed_by(url, "inventory_hot_take(5)") == "0008_stock_buckets"
     migrate(url, "orders", "0012")
     assert installed_by(url, "orders_place_order(15)") == "0011_place_and_expire_through_the_writers"
     assert installed_by(url, "orders_expire_chunk(7)") == "0011_place_and_expire_through_the_writers"
@@ -137,3 +143,35 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     assert installed_by(url, "orders_expire_chunk(7)") == LATEST
     assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
     assert installed_by(url, "inventory_ledger_write(9)") == "0008_stock_buckets"
+
+
+@pytest.mark.slow
+def test_buckets_made_before_slots_are_numbered_per_level_in_id_order(scratch_database):
+    url = scratch_database
+    migrate(url, "inventory", "0008")
+    with psycopg.connect(url) as connection:
+        connection.execute(
+            """
+            INSERT INTO inventory_warehouse (code, name, priority, active, created_at)
+            VALUES ('MAIN', 'Main', 1, true, now()), ('EAST', 'East', 2, true, now());
+            INSERT INTO inventory_product (sku, name, description, price, active, low_stock_threshold,
+                                           low_stock_alerted, version, stock_buckets, created_at, updated_at)
+            VALUES ('HOT', 'Hot', '', 1, true, 0, false, 1, 3, now(), now());
+            INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at)
+            SELECT p.id, w.id, 10, 0, 1, now() FROM inventory_product p CROSS JOIN inventory_warehouse w;
+            -- The two levels' buckets interleaved by id, as concurrent slow paths could make them.
+            INSERT INTO inventory_stockbucket (level_id, units)
+            SELECT s.id, 0 FROM generate_series(1, 3) AS g
+             CROSS JOIN inventory_stocklevel s JOIN inventory_warehouse w ON w.id = s.warehouse_id
+             WHERE g <= CASE w.code WHEN 'MAIN' THEN 3 ELSE 2 END
+             ORDER BY g, s.id;
+            """
+        )
+    migrate(url, "inventory", "0009")
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            """SELECT w.code, array_agg(b.slot ORDER BY b.id) FROM inventory_stockbucket b
+                 JOIN inventory_stocklevel s ON s.id = b.level_id JOIN inventory_warehouse w ON w.id = s.warehouse_id
+                GROUP BY w.code"""
+        ).fetchall()
+    assert dict(rows) == {"MAIN": [1, 2, 3], "EAST": [1, 2]}
