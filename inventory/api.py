@@ -295,7 +295,7 @@ class AdjustmentView(APIView):
             expected_version=data.get("expected_version"),
             actor=request.user,
         )
-        selectors.attach_bucketed([level])
+        selectors.attach_stock_figures([level])
         return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
 
 
@@ -316,7 +316,7 @@ class CountView(APIView):
             note=data["note"],
             actor=request.user,
         )
-        selectors.attach_bucketed([level])
+        selectors.attach_stock_figures([level])
         return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
 
 
@@ -337,6 +337,6 @@ class TransferView(APIView):
             note=data["note"],
             actor=request.user,
         )
-        selectors.attach_bucketed([source, target])
+        selectors.attach_stock_figures([source, target])
         body = {"from": StockLevelSerializer(source).data, "to": StockLevelSerializer(target).data}
         return Response(body, status=status.HTTP_201_CREATED)

@@ -1,6 +1,17 @@
+from http import HTTPStatus
+
 from project.errors import DomainError, InvalidInput, VersionConflict
 
-__all__ = ["InsufficientStock", "InvalidInput", "InvalidStock", "VersionConflict", "WarehouseBusy"]
+__all__ = [
+    "DeliveryKeyRequired",
+    "DeliveryKeyReused",
+    "InsufficientStock",
+    "InvalidInput",
+    "InvalidStock",
+    "PurchaseOrderClosed",
+    "VersionConflict",
+    "WarehouseBusy",
+]
 
 
 class InvalidStock(DomainError):
@@ -22,3 +33,21 @@ class InsufficientStock(DomainError):
 class WarehouseBusy(DomainError):
     code = "warehouse_has_allocations"
     default_detail = "This warehouse still has reserved units (live allocations); it cannot be deactivated."
+
+
+class PurchaseOrderClosed(DomainError):
+    code = "purchase_order_closed"
+    default_detail = "This purchase order is no longer open: it was received in full or cancelled."
+
+
+class DeliveryKeyReused(DomainError):
+    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
+    code = "idempotency_key_reused"
+    default_detail = "This delivery key was used for other lines of this purchase order."
+
+
+class DeliveryKeyRequired(DomainError):
+    # The same status and code as a missing key on POST /orders (orders.errors.IdempotencyKeyRequired).
+    status_code = HTTPStatus.BAD_REQUEST
+    code = "idempotency_key_required"
+    default_detail = "Send an Idempotency-Key header: a unique string per delivery, up to 64 characters."

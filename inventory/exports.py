@@ -19,14 +19,14 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from inventory.models import Product, StockLevel
-from inventory.selectors import products_with_availability, with_bucketed
+from inventory.selectors import products_with_availability, with_stock_figures
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
 CURSOR_ROWS = 2000
 
 PRODUCT_HEADER = ["sku", "name", "description", "price", "active", "low_stock_threshold", "available", "version"]
-STOCK_HEADER = ["sku", "warehouse", "on_hand", "reserved", "available", "version", "updated_at"]
+STOCK_HEADER = ["sku", "warehouse", "on_hand", "reserved", "available", "incoming", "version", "updated_at"]
 
 
 def inert(value) -> object:
@@ -81,14 +81,15 @@ def product_rows(products: QuerySet[Product] | None = None) -> Iterator[tuple]:
 
 
 def stock_rows(levels: QuerySet[StockLevel] | None = None) -> Iterator[tuple]:
-    """Stock levels (all, or these) by SKU and warehouse, `available` as shown everywhere."""
+    """Stock levels (all, or these) by SKU and warehouse, `available` as shown everywhere and
+    `incoming`, what open purchase orders still expect."""
     queryset = StockLevel.objects.all() if levels is None else StockLevel.objects.filter(pk__in=levels.values("pk"))
     # `available` counts the units a hot level's buckets hold (they are counted in `reserved`).
     return (
-        with_bucketed(queryset)
+        with_stock_figures(queryset)
         .order_by("product__sku", "warehouse__code")
         .annotate(sku=F("product__sku"), code=F("warehouse__code"), free=F("on_hand") - F("reserved") + F("bucketed"))
-        .values_list("sku", "code", "on_hand", "reserved", "free", "version", "updated_at")
+        .values_list("sku", "code", "on_hand", "reserved", "free", "incoming", "version", "updated_at")
         .iterator(chunk_size=CURSOR_ROWS)
     )
 

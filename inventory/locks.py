@@ -1,7 +1,8 @@
 """Every locking queryset of the inventory app. Read this page to check the lock order.
 
 System-wide order: order row, then its lines, then stock levels by primary key ascending.
-Within inventory: a product or warehouse row (when needed) before its stock levels, and a level's
+Within inventory: a product or warehouse row (when needed) before its stock levels, a purchase
+order before its lines and both before the levels a receipt adds to, and a level's
 row before its stock buckets (hot mode), which are locked in pk order by the SQL functions of
 inventory/migrations/sql/0008_stock_buckets.sql.
 
@@ -15,7 +16,7 @@ locked in pk order the moment the function returns.
 
 from collections.abc import Iterable
 
-from inventory.models import Product, StockLevel, Warehouse
+from inventory.models import Product, PurchaseOrder, PurchaseOrderLine, StockLevel, Warehouse
 
 
 def lock_stock_levels(level_ids: Iterable[int]) -> dict[int, StockLevel]:
@@ -54,3 +55,19 @@ def lock_warehouse(warehouse_id: int) -> Warehouse | None:
 
 def lock_warehouse_by_code(code: str) -> Warehouse | None:
     return Warehouse.objects.select_for_update(of=("self",)).filter(code=code).order_by("pk").first()
+
+
+def lock_purchase_order(purchase_order_id: int) -> PurchaseOrder | None:
+    """Lock one purchase order (its row only); None if there is none."""
+    return PurchaseOrder.objects.select_for_update(of=("self",)).filter(pk=purchase_order_id).first()
+
+
+def lock_purchase_order_lines(order: PurchaseOrder) -> list[PurchaseOrderLine]:
+    """Lock a purchase order's lines in pk order, with their product (not locked: FOR UPDATE on a
+    product would queue behind, and block, every order line and level that references it)."""
+    return list(
+        PurchaseOrderLine.objects.select_for_update(of=("self",))
+        .select_related("product")
+        .filter(purchase_order=order)
+        .order_by("pk")
+    )

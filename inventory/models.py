@@ -256,3 +256,84 @@ class ImportWarehouse(models.Model):
 
     def __str__(self) -> str:
         return f"import {self.job_id} -> {self.warehouse_id}{' (running)' if self.running else ''}"
+
+
+class PurchaseOrder(models.Model):
+    """Stock a supplier is expected to deliver to one warehouse.
+
+    Open until every line has arrived (then `received`) or staff cancel it. What its open lines
+    still expect is the `incoming` of the matching stock levels (selectors.with_stock_figures).
+    Written only by inventory.services (purchase_order_create, _receive, _cancel).
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RECEIVED = "received", "Received"
+        CANCELLED = "cancelled", "Cancelled"
+
+    supplier_reference = models.CharField(max_length=64, blank=True)
+    warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="purchase_orders")
+    expected_on = models.DateField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    note = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["status", "warehouse"], name="purchaseorder_status_wh")]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def reference(self) -> str:
+        """What its ledger rows reference."""
+        return f"PO-{self.pk}"
+
+
+class PurchaseOrderLine(models.Model):
+    # Its index is the unique (purchase_order, product) one's.
+    purchase_order = models.ForeignKey(PurchaseOrder, on_delete=models.CASCADE, related_name="lines", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")  # incoming: by product
+    ordered = models.PositiveIntegerField()
+    received = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(ordered__gte=1), name="purchaseorderline_ordered_positive"),
+            models.UniqueConstraint(fields=["purchase_order", "product"], name="purchaseorderline_one_per_product"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purchase_order_id}: {self.product_id} x {self.ordered}"
+
+    @property
+    def outstanding(self) -> int:
+        return max(self.ordered - self.received, 0)
+
+
+class PurchaseOrderReceipt(models.Model):
+    """One delivery received against a purchase order, by its key: the same key twice adds once."""
+
+    # Its index is the unique (purchase_order, key) one's.
+    purchase_order = models.ForeignKey(PurchaseOrder, on_delete=models.CASCADE, related_name="receipts", db_index=False)
+    key = models.CharField(max_length=64)
+    # What the delivery received (sha256 of its lines): the same key with other lines is refused.
+    fingerprint = models.CharField(max_length=64)
+    units = models.PositiveBigIntegerField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["purchase_order", "key"], name="purchaseorderreceipt_one_per_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.purchase_order_id}/{self.key}"

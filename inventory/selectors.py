@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import F, IntegerField, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models import F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 
 from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_product
-from inventory.models import Product, StockBucket, StockLevel, StockMovement, is_sku
+from inventory.models import Product, PurchaseOrder, PurchaseOrderLine, StockBucket, StockLevel, StockMovement, is_sku
 from inventory.serializers import product_payload
+from project.errors import NotFound
 
 
 def _bucketed_subquery() -> Coalesce:
@@ -31,13 +32,59 @@ def with_bucketed(levels: QuerySet[StockLevel]) -> QuerySet[StockLevel]:
     return levels.annotate(bucketed=_bucketed_subquery())
 
 
-def attach_bucketed(levels: Iterable[StockLevel]) -> None:
-    """Set `bucketed` on level instances read without it (the levels a stock service returns), in
-    one query. Read after the service's commit: availability is advisory, as everywhere."""
+def _incoming_subquery() -> Coalesce:
+    """Units a level's open purchase orders still expect (by product, then filtered to the level's
+    warehouse and open orders): 0 without any."""
+    per_level = (
+        PurchaseOrderLine.objects.filter(
+            product=OuterRef("product"),
+            purchase_order__warehouse=OuterRef("warehouse"),
+            purchase_order__status=PurchaseOrder.Status.OPEN,
+            received__lt=F("ordered"),
+        )
+        .order_by()
+        .values("product")
+        .annotate(units=Sum(F("ordered") - F("received")))
+    )
+    return Coalesce(Subquery(per_level.values("units"), output_field=IntegerField()), Value(0))
+
+
+def with_stock_figures(levels: QuerySet[StockLevel]) -> QuerySet[StockLevel]:
+    """These levels as staff see them: `bucketed` annotated (see with_bucketed) and `incoming`, what
+    their open purchase orders still expect."""
+    return with_bucketed(levels).annotate(incoming=_incoming_subquery())
+
+
+def attach_stock_figures(levels: Iterable[StockLevel]) -> None:
+    """Set `bucketed` and `incoming` on level instances read without them (the levels a stock
+    service returns), in one query. Read after the service's commit: advisory, as everywhere."""
     by_id = {level.pk: level for level in levels}
-    held = dict(with_bucketed(StockLevel.objects.filter(pk__in=by_id)).values_list("pk", "bucketed"))
+    figures = {
+        row[0]: row[1:]
+        for row in with_stock_figures(StockLevel.objects.filter(pk__in=by_id)).values_list("pk", "bucketed", "incoming")
+    }
     for level_id, level in by_id.items():
-        level.bucketed = held.get(level_id, 0)
+        level.bucketed, level.incoming = figures.get(level_id, (0, 0))
+
+
+def purchase_orders(*, status: str | None = None, warehouse_code: str | None = None) -> QuerySet[PurchaseOrder]:
+    """Purchase orders, newest first, with their warehouse and lines (and each line's product)."""
+    orders = PurchaseOrder.objects.select_related("warehouse").prefetch_related(
+        Prefetch("lines", queryset=PurchaseOrderLine.objects.select_related("product").order_by("id"))
+    )
+    if status is not None:
+        orders = orders.filter(status=status)
+    if warehouse_code is not None:
+        orders = orders.filter(warehouse__code=warehouse_code)
+    return orders.order_by("-id")
+
+
+def purchase_order(*, purchase_order_id: int) -> PurchaseOrder:
+    """One purchase order with its lines; NotFound if there is none."""
+    found = purchase_orders().filter(pk=purchase_order_id).first() if isinstance(purchase_order_id, int) else None
+    if found is None:
+        raise NotFound("No such purchase order.")
+    return found
 
 
 def _available_subquery() -> Coalesce:
@@ -109,7 +156,7 @@ def sold(entry: dict | None) -> bool:
 
 def stock_levels(*, sku: str | None = None, warehouse_code: str | None = None) -> QuerySet[StockLevel]:
     """Levels with their product and warehouse, `available` counting their buckets' units."""
-    levels = with_bucketed(StockLevel.objects.select_related("product", "warehouse"))
+    levels = with_stock_figures(StockLevel.objects.select_related("product", "warehouse"))
     if sku:
         levels = levels.filter(product__sku=sku)
     if warehouse_code:

@@ -78,18 +78,19 @@ class ProductUpdateSerializer(serializers.Serializer):
 
 class StockLevelSerializer(serializers.ModelSerializer):
     """A level as staff see it. `available` counts the units its stock buckets hold (hot mode),
-    which `reserved` counts too: the level must carry `bucketed` (selectors.with_bucketed or
-    attach_bucketed)."""
+    which `reserved` counts too; `incoming` is what open purchase orders still expect. The level must
+    carry both (selectors.with_stock_figures or attach_stock_figures)."""
 
     sku = serializers.CharField(source="product.sku")
     warehouse = serializers.CharField(source="warehouse.code")
     available = serializers.IntegerField(
         help_text="Units orders can still take: on_hand - reserved, plus what hot mode's buckets hold."
     )
+    incoming = serializers.IntegerField(help_text="Units open purchase orders still expect: not on hand yet.")
 
     class Meta:
         model = StockLevel
-        fields = ["sku", "warehouse", "on_hand", "reserved", "available", "version"]
+        fields = ["sku", "warehouse", "on_hand", "reserved", "available", "incoming", "version"]
 
 
 class StockQuerySerializer(serializers.Serializer):

@@ -8,9 +8,11 @@ its ledger row in the same transaction; a change of product data invalidates the
 after commit (availability is never cached with it: inventory.availability).
 """
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, connection, transaction
@@ -20,9 +22,29 @@ from django.utils import timezone
 from inventory import locks
 from inventory.cache import catalogue_changed
 from inventory.emails import low_stock_alert_enqueue
-from inventory.errors import InsufficientStock, InvalidInput, InvalidStock, VersionConflict, WarehouseBusy
+from inventory.errors import (
+    DeliveryKeyReused,
+    InsufficientStock,
+    InvalidInput,
+    InvalidStock,
+    PurchaseOrderClosed,
+    VersionConflict,
+    WarehouseBusy,
+)
 from inventory.metrics import STOCK_CHANGES
-from inventory.models import MAX_STOCK_BUCKETS, ImportJob, Product, StockBucket, StockLevel, StockMovement, Warehouse
+from inventory.models import (
+    MAX_STOCK_BUCKETS,
+    ImportJob,
+    Product,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    PurchaseOrderReceipt,
+    StockBucket,
+    StockLevel,
+    StockMovement,
+    Warehouse,
+    is_sku,
+)
 from inventory.reservation import Allocation, reserve_levels
 from inventory.selectors import products_with_availability
 from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
@@ -41,6 +63,9 @@ __all__ = [
     "product_create",
     "product_set_buckets",
     "product_update",
+    "purchase_order_cancel",
+    "purchase_order_create",
+    "purchase_order_receive",
     "receive_return",
     "reclaim_buckets",
     "release_stock",
@@ -707,3 +732,173 @@ def _modified_before(storage, name: str, cutoff) -> bool:
         return storage.get_modified_time(name) < cutoff
     except FileNotFoundError:
         return False  # deleted meanwhile
+
+
+# --- purchase orders --------------------------------------------------------------------------
+
+MAX_PURCHASE_ORDER_LINES = 500
+DELIVERY_KEY_MAX_LENGTH = 64
+
+
+def _purchase_lines(lines: object) -> list[tuple[str, int]]:
+    """(sku, quantity) pairs: 1 to MAX_PURCHASE_ORDER_LINES of them, each SKU once, each quantity a
+    whole number from 1 to MAX_QUANTITY; InvalidInput naming every bad line otherwise."""
+    if not isinstance(lines, list | tuple) or not 1 <= len(lines) <= MAX_PURCHASE_ORDER_LINES:
+        raise InvalidInput(fields={"lines": [f"Give 1 to {MAX_PURCHASE_ORDER_LINES} lines of SKU and quantity."]})
+    problems, seen, pairs = [], set(), []
+    for number, line in enumerate(lines, start=1):
+        sku, quantity = line if isinstance(line, list | tuple) and len(line) == 2 else (None, None)
+        if not is_sku(sku):
+            problems.append(f"Line {number}: not a SKU.")
+        elif sku in seen:
+            problems.append(f"Line {number}: {sku} is already on another line.")
+        elif not is_whole_number(quantity, minimum=1, maximum=MAX_QUANTITY):
+            problems.append(f"Line {number}: the quantity must be a whole number from 1 to {MAX_QUANTITY}.")
+        else:
+            seen.add(sku)
+            pairs.append((sku, quantity))
+    if problems:
+        raise InvalidInput(fields={"lines": problems})
+    return pairs
+
+
+@atomic_with_retry
+def purchase_order_create(
+    *,
+    warehouse_code: str,
+    lines: Sequence[tuple[str, int]],
+    supplier_reference: str = "",
+    expected_on: date | None = None,
+    note: str = "",
+    actor=None,
+) -> PurchaseOrder:
+    """Record stock a supplier is expected to deliver: one open purchase order, a line per SKU.
+    Nothing moves on a level until it is received; its open lines show as the levels' incoming."""
+    pairs = _purchase_lines(lines)
+    fields = {}
+    if not isinstance(supplier_reference, str) or len(supplier_reference) > 64:
+        fields["supplier_reference"] = ["At most 64 characters."]
+    if not isinstance(note, str) or len(note) > 200:
+        fields["note"] = ["At most 200 characters."]
+    if expected_on is not None and (not isinstance(expected_on, date) or isinstance(expected_on, datetime)):
+        fields["expected_on"] = ["A date, or none."]
+    warehouse = Warehouse.objects.filter(code=warehouse_code).first() if isinstance(warehouse_code, str) else None
+    if warehouse is None:
+        fields["warehouse"] = [f"Unknown warehouse {warehouse_code!r}."]
+    products = {p.sku: p for p in Product.objects.filter(sku__in=[sku for sku, _ in pairs])}
+    unknown = [sku for sku, _ in pairs if sku not in products]
+    if unknown:
+        fields["lines"] = [f"Unknown SKU {sku!r}." for sku in unknown]
+    if fields:
+        raise InvalidInput(fields=fields)
+    order = PurchaseOrder.objects.create(
+        warehouse=warehouse,
+        supplier_reference=supplier_reference,
+        expected_on=expected_on,
+        note=note,
+        created_by=actor,
+    )
+    PurchaseOrderLine.objects.bulk_create(
+        [PurchaseOrderLine(purchase_order=order, product=products[sku], ordered=quantity) for sku, quantity in pairs]
+    )
+    return order
+
+
+def _locked_purchase_order(purchase_order_id: object) -> PurchaseOrder:
+    if not is_whole_number(purchase_order_id, minimum=1):
+        raise NotFound("No such purchase order.")
+    order = locks.lock_purchase_order(purchase_order_id)
+    if order is None:
+        raise NotFound("No such purchase order.")
+    return order
+
+
+@atomic_with_retry
+def purchase_order_receive(
+    *,
+    purchase_order_id: int,
+    key: str,
+    lines: Sequence[tuple[str, int]],
+    allow_over_receipt: bool = False,
+    actor=None,
+) -> tuple[PurchaseOrder, bool]:
+    """Receive one delivery against an open purchase order: on_hand += quantity on each line's
+    level (created if missing), one `receipt` ledger row per level referencing the order, and the
+    lines' `received` moved on; the order is `received` once every line has arrived.
+
+    Idempotent by `key`: the same key with the same lines adds nothing and answers (order, False);
+    with other lines it is DeliveryKeyReused (`allow_over_receipt` is not part of what is compared).
+    More than a line still expects is refused unless `allow_over_receipt`. A warehouse that is not
+    active (not selling) may still receive. Locks the purchase order, then its lines, then the levels in pk order (no
+    other path locks purchase orders, and levels come last as everywhere). A receipt only adds
+    units, so a hot level's buckets stay as they are.
+    """
+    if not isinstance(key, str) or not 1 <= len(key) <= DELIVERY_KEY_MAX_LENGTH or not key.isprintable():
+        raise InvalidInput(fields={"key": [f"A delivery key of 1 to {DELIVERY_KEY_MAX_LENGTH} printable characters."]})
+    pairs = _purchase_lines(lines)
+    fingerprint = hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()
+    order = _locked_purchase_order(purchase_order_id)
+    done = order.receipts.filter(key=key).first()
+    if done is not None:
+        if done.fingerprint != fingerprint:
+            raise DeliveryKeyReused()
+        return order, False
+    if order.status != PurchaseOrder.Status.OPEN:
+        raise PurchaseOrderClosed()
+    on_order = {line.product.sku: line for line in locks.lock_purchase_order_lines(order)}
+    problems = []
+    for sku, quantity in pairs:
+        line = on_order.get(sku)
+        if line is None:
+            problems.append(f"{sku} is not on this purchase order.")
+        elif line.received + quantity > MAX_QUANTITY:
+            problems.append(f"{sku}: at most {MAX_QUANTITY} units in all.")
+        elif line.received + quantity > line.ordered and not allow_over_receipt:
+            problems.append(f"{sku}: {quantity} received, but only {line.outstanding} still expected.")
+    if problems:
+        raise InvalidInput(fields={"lines": problems})
+    level_ids = _ensure_levels([(on_order[sku].product_id, order.warehouse_id) for sku, _ in pairs])
+    by_level = sorted((level_ids[(on_order[sku].product_id, order.warehouse_id)], sku, qty) for sku, qty in pairs)
+    for level_id, _, quantity in by_level:  # pk order: the system's lock order
+        StockLevel.objects.filter(pk=level_id).update(
+            on_hand=F("on_hand") + quantity, version=F("version") + 1, updated_at=timezone.now()
+        )
+    _record(
+        [
+            StockMovement(
+                level_id=level_id,
+                delta_on_hand=quantity,
+                reason=StockMovement.Reason.RECEIPT,
+                reference=order.reference,
+                note=f"delivery {key}"[:200],
+                actor=actor,
+            )
+            for level_id, _, quantity in by_level
+        ]
+    )
+    for sku, quantity in pairs:
+        on_order[sku].received += quantity
+    PurchaseOrderLine.objects.bulk_update([on_order[sku] for sku, _ in pairs], ["received"])
+    PurchaseOrderReceipt.objects.create(
+        purchase_order=order, key=key, fingerprint=fingerprint, units=sum(q for _, q in pairs), actor=actor
+    )
+    if all(line.received >= line.ordered for line in on_order.values()):
+        order.status = PurchaseOrder.Status.RECEIVED
+    order.version += 1
+    order.save(update_fields=["status", "version", "updated_at"])
+    return order, True
+
+
+@atomic_with_retry
+def purchase_order_cancel(*, purchase_order_id: int, actor=None) -> PurchaseOrder:
+    """Stop expecting what has not arrived: an open purchase order becomes `cancelled` (what it
+    received stays on hand). Cancelling one already cancelled changes nothing."""
+    order = _locked_purchase_order(purchase_order_id)
+    if order.status == PurchaseOrder.Status.CANCELLED:
+        return order
+    if order.status != PurchaseOrder.Status.OPEN:
+        raise PurchaseOrderClosed()
+    order.status = PurchaseOrder.Status.CANCELLED
+    order.version += 1
+    order.save(update_fields=["status", "version", "updated_at"])
+    return order

@@ -207,7 +207,7 @@ def _figures(level: StockLevel) -> str:
     # A level a service returns carries no `bucketed`: read what its stock buckets hold (hot
     # mode), counted in `reserved` and available to orders.
     if not hasattr(level, "bucketed"):
-        selectors.attach_bucketed([level])
+        selectors.attach_stock_figures([level])
     return f"on hand {level.on_hand}, reserved {level.reserved}, available {level.available} (version {level.version})"
 
 

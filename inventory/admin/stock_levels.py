@@ -46,7 +46,9 @@ class StockMovementInline(ReadOnlyAdminMixin, admin.TabularInline):
 class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Levels are read-only pages; their quantities change only through the operation forms."""
 
-    list_display = ["sku", "warehouse", "on_hand", "reserved", "in_buckets", "available", "version", "updated_at"]
+    list_display = [
+        "sku", "warehouse", "on_hand", "reserved", "in_buckets", "available", "incoming", "version", "updated_at",
+    ]  # fmt: skip
     list_select_related = ["product", "warehouse"]
     list_filter = ["warehouse", "warehouse__active"]
     search_fields = ["product__sku", "product__name", "=warehouse__code"]
@@ -58,9 +60,9 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         # `available` counts what a hot level's buckets hold (counted in `reserved`).
-        return selectors.with_bucketed(super().get_queryset(request).select_related("product", "warehouse")).annotate(
-            available_units=F("on_hand") - F("reserved") + F("bucketed")
-        )
+        return selectors.with_stock_figures(
+            super().get_queryset(request).select_related("product", "warehouse")
+        ).annotate(available_units=F("on_hand") - F("reserved") + F("bucketed"))
 
     @admin.display(description="SKU", ordering="product__sku")
     def sku(self, level: StockLevel) -> str:
@@ -75,6 +77,11 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Free units set apart in the level's stock buckets (hot mode): counted in `reserved`, and
         in `available` too, since orders take them."""
         return level.bucketed or "—"
+
+    @admin.display(description="Incoming", ordering="incoming")
+    def incoming(self, level: StockLevel) -> int | str:
+        """Units its open purchase orders still expect (not on hand yet, not for sale)."""
+        return level.incoming or "—"
 
     @admin.display(description="Operations")
     def operations(self, level: StockLevel) -> str:
@@ -143,7 +150,7 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             if level is not None:
                 # Show the figures as they are now, next to the refusal.
                 level.refresh_from_db()
-                selectors.attach_bucketed([level])
+                selectors.attach_stock_figures([level])
         label = f"{level.product.sku} @ {level.warehouse.code}" if level is not None else None
         context = {
             **self.admin_site.each_context(request),

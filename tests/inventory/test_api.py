@@ -182,7 +182,9 @@ def test_customers_cannot_write_the_catalogue_or_see_stock(customer_client, stoc
 
 def test_stock_list_adjust_count_transfer(staff_client, stocked):
     listed = staff_client.get("/api/v1/stock", {"sku": "MUG", "warehouse": "MAIN"}).json()["results"]
-    assert listed == [{"sku": "MUG", "warehouse": "MAIN", "on_hand": 7, "reserved": 0, "available": 7, "version": 2}]
+    assert listed == [
+        {"sku": "MUG", "warehouse": "MAIN", "on_hand": 7, "reserved": 0, "available": 7, "incoming": 0, "version": 2}
+    ]
 
     adjusted = staff_client.post(
         "/api/v1/stock/adjustments",
