@@ -4,6 +4,8 @@
 - `warehouses`: created and edited through the services, (de)activated by actions;
 - `stock_levels`: levels (read-only pages) and their operations (receive, adjust, count, transfer);
 - `ledger`: the stock movements, read-only;
+- `purchase_orders`: stock expected from suppliers, created by a form, received delivery by
+  delivery (idempotent by the form's delivery key) and cancelled by an action;
 - `imports`: stock CSV imports (upload, progress, stop, queue again) and the CSV exports page,
   where other apps mount their exports with `mount_export` (orders mounts the orders export).
 
@@ -13,7 +15,7 @@ the form so a concurrent change shows as a conflict instead of being overwritten
 created and edited through the services too (compare-and-set on `version`), and so are warehouses.
 """
 
-from inventory.admin import imports, ledger, products, stock_levels, warehouses
+from inventory.admin import imports, ledger, products, purchase_orders, stock_levels, warehouses
 from inventory.admin.imports import mount_export
 
-__all__ = ["imports", "ledger", "mount_export", "products", "stock_levels", "warehouses"]
+__all__ = ["imports", "ledger", "mount_export", "products", "purchase_orders", "stock_levels", "warehouses"]
