@@ -195,6 +195,36 @@ SELECT s.id, p.sku, w.code, s.on_hand, s.reserved, COALESCE(b.units, 0) AS bucke
 """
 
 
+# Purchase order lines whose `received` is not what the ledger's receipt rows referencing their
+# order added to their level, and received orders with a line short of what it ordered.
+PURCHASE_ORDER_BREACHES_SQL = """
+SELECT l.id AS line_id, po.id AS purchase_order_id, po.status, p.sku, w.code, l.ordered, l.received,
+       COALESCE(m.units, 0) AS ledger_received
+  FROM inventory_purchaseorderline l
+  JOIN inventory_purchaseorder po ON po.id = l.purchase_order_id
+  JOIN inventory_product p ON p.id = l.product_id
+  JOIN inventory_warehouse w ON w.id = po.warehouse_id
+  LEFT JOIN inventory_stocklevel s ON s.product_id = l.product_id AND s.warehouse_id = po.warehouse_id
+  LEFT JOIN (
+        SELECT level_id, reference, SUM(delta_on_hand) AS units
+          FROM inventory_stockmovement WHERE reason = 'receipt' AND reference LIKE 'PO-%%'
+         GROUP BY level_id, reference
+       ) m ON m.level_id = s.id AND m.reference = 'PO-' || po.id
+ WHERE l.received <> COALESCE(m.units, 0) OR (po.status = 'received' AND l.received < l.ordered)
+ ORDER BY l.id
+"""
+
+
+def purchase_order_breaches() -> list[dict]:
+    """Purchase order lines the ledger does not explain (PURCHASE_ORDER_BREACHES_SQL)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(PURCHASE_ORDER_BREACHES_SQL)
+        columns = [col.name for col in cursor.description]
+        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
 def stock_ledger_breaches() -> list[dict]:
     """Levels breaking invariant 1 (0 <= reserved <= on_hand) or 2 (ledger sums equal the level)."""
     from django.db import connection

@@ -24,7 +24,7 @@ from inventory import locks as stock_locks
 from inventory.exports import inert
 from inventory.metrics import record_stock_changes
 from inventory.models import StockLevel, StockMovement
-from inventory.selectors import stock_ledger_breaches
+from inventory.selectors import purchase_order_breaches, stock_ledger_breaches
 from orders import locks
 from orders.emails import SEND_ORDER_EMAIL
 from orders.metrics import record_expired
@@ -311,7 +311,7 @@ def _jsonable(row: dict) -> dict:
     return clean
 
 
-def _breaches(ledger: list[dict], orders: dict[str, list[dict]]) -> list[dict]:
+def _breaches(ledger: list[dict], orders: dict[str, list[dict]], purchases: list[dict]) -> list[dict]:
     found = []
     for row in ledger:
         if row["reserved"] < 0 or row["on_hand"] < row["reserved"]:
@@ -320,6 +320,8 @@ def _breaches(ledger: list[dict], orders: dict[str, list[dict]]) -> list[dict]:
             found.append({"invariant": 2, "check": "ledger_sums", "row": _jsonable(row)})
     for check, invariant in ORDER_CHECKS.items():
         found += [{"invariant": invariant, "check": check, "row": _jsonable(row)} for row in orders.get(check, [])]
+    # The ledger explains what each purchase order line received (invariant 2's receipts).
+    found += [{"invariant": 2, "check": "purchase_order_receipts", "row": _jsonable(row)} for row in purchases]
     return found
 
 
@@ -340,7 +342,7 @@ def reconcile_stock(*, requested_by=None) -> ReconciliationRun | None:
             logger.info("reconciliation skipped: another run is in progress")
             return None
         levels = StockLevel.objects.count()
-        breaches = _breaches(stock_ledger_breaches(), order_stock_breaches())
+        breaches = _breaches(stock_ledger_breaches(), order_stock_breaches(), purchase_order_breaches())
     run = ReconciliationRun.objects.create(
         started_at=started,
         finished_at=timezone.now(),

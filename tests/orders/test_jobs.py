@@ -391,6 +391,34 @@ def test_reconciliation_records_allocation_breaches_with_their_rows():
 
 
 @pytest.mark.django_db(transaction=True)
+def test_reconciliation_checks_what_purchase_orders_received_against_the_ledger():
+    _stock()
+    po = stock.purchase_order_create(warehouse_code="MAIN", lines=[("MUG", 5), ("TEA", 2)])
+    stock.purchase_order_receive(purchase_order_id=po.pk, key="D1", lines=[("MUG", 5), ("TEA", 2)])
+    assert jobs.reconcile_stock().outcome == ReconciliationRun.Outcome.CLEAN
+    with connection.cursor() as cursor:
+        # The line claims a unit no receipt row added, and the order still reads received.
+        cursor.execute(
+            "UPDATE inventory_purchaseorderline SET received = received - 1"
+            " WHERE purchase_order_id = %s AND ordered = 2 RETURNING id",
+            [po.pk],
+        )
+        tea_line = cursor.fetchone()[0]
+
+    run = jobs.reconcile_stock()
+
+    assert [(b["invariant"], b["check"], b["row"]["line_id"]) for b in run.breaches] == [
+        (2, "purchase_order_receipts", tea_line)
+    ]
+    assert {k: run.breaches[0]["row"][k] for k in ("status", "ordered", "received", "ledger_received")} == {
+        "status": "received",
+        "ordered": 2,
+        "received": 1,
+        "ledger_received": 2,
+    }
+
+
+@pytest.mark.django_db(transaction=True)
 def test_reconciliation_checks_shipped_and_returned_units_per_line():
     _stock()
     order = _place(UserFactory(), ("MUG", 2), ("TEA", 1))
