@@ -829,9 +829,9 @@ def purchase_order_receive(
     Idempotent by `key`: the same key with the same lines adds nothing and answers (order, False);
     with other lines it is DeliveryKeyReused (`allow_over_receipt` is not part of what is compared).
     More than a line still expects is refused unless `allow_over_receipt`. A warehouse that is not
-    active (not selling) may still receive. Locks the purchase order, then its lines, then the levels in pk order (no
-    other path locks purchase orders, and levels come last as everywhere). A receipt only adds
-    units, so a hot level's buckets stay as they are.
+    active (not selling) may still receive. Locks the purchase order, then its lines, then the
+    levels in pk order (no other path locks purchase orders, and levels come last as everywhere).
+    A receipt only adds units, so a hot level's buckets stay as they are.
     """
     if not isinstance(key, str) or not 1 <= len(key) <= DELIVERY_KEY_MAX_LENGTH or not key.isprintable():
         raise InvalidInput(fields={"key": [f"A delivery key of 1 to {DELIVERY_KEY_MAX_LENGTH} printable characters."]})
