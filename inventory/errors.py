@@ -1,6 +1,4 @@
-from http import HTTPStatus
-
-from project.errors import DomainError, InvalidInput, VersionConflict
+from project.errors import DomainError, IdempotencyKeyRequired, IdempotencyKeyReused, InvalidInput, VersionConflict
 
 __all__ = [
     "DeliveryKeyRequired",
@@ -40,14 +38,9 @@ class PurchaseOrderClosed(DomainError):
     default_detail = "This purchase order is no longer open: it was received in full or cancelled."
 
 
-class DeliveryKeyReused(DomainError):
-    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
-    code = "idempotency_key_reused"
+class DeliveryKeyReused(IdempotencyKeyReused):
     default_detail = "This delivery key was used for other lines of this purchase order."
 
 
-class DeliveryKeyRequired(DomainError):
-    # The same status and code as a missing key on POST /orders (orders.errors.IdempotencyKeyRequired).
-    status_code = HTTPStatus.BAD_REQUEST
-    code = "idempotency_key_required"
+class DeliveryKeyRequired(IdempotencyKeyRequired):
     default_detail = "Send an Idempotency-Key header: a unique string per delivery, up to 64 characters."

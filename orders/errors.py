@@ -1,6 +1,6 @@
-from http import HTTPStatus
-
+from project import errors
 from project.errors import DomainError
+from project.errors import IdempotencyKeyReused as IdempotencyKeyReused  # the platform's, as orders raise it
 
 
 class InvalidTransition(DomainError):
@@ -13,20 +13,12 @@ class ReservationExpired(DomainError):
     default_detail = "The time to pay for this order has run out; its stock was released."
 
 
-class IdempotencyKeyReused(DomainError):
-    status_code = HTTPStatus.UNPROCESSABLE_ENTITY
-    code = "idempotency_key_reused"
-    default_detail = "This Idempotency-Key was used with a different request."
-
-
 class RequestInFlight(DomainError):
     code = "request_in_flight"
     default_detail = "A request with this Idempotency-Key is still being processed; retry shortly."
 
 
-class IdempotencyKeyRequired(DomainError):
-    status_code = HTTPStatus.BAD_REQUEST
-    code = "idempotency_key_required"
+class IdempotencyKeyRequired(errors.IdempotencyKeyRequired):
     default_detail = "Send an Idempotency-Key header (a unique string per order, up to 255 characters)."
 
 

@@ -29,6 +29,22 @@ class InvalidInput(DomainError):
     default_detail = "Invalid input."
 
 
+class IdempotencyKeyRequired(DomainError):
+    """A write that must carry an Idempotency-Key came without one (each app words its detail)."""
+
+    status_code = status.BAD_REQUEST
+    code = "idempotency_key_required"
+    default_detail = "Send an Idempotency-Key header: a unique string per request."
+
+
+class IdempotencyKeyReused(DomainError):
+    """An Idempotency-Key already used with another request (each app words its detail)."""
+
+    status_code = status.UNPROCESSABLE_ENTITY
+    code = "idempotency_key_reused"
+    default_detail = "This Idempotency-Key was used with a different request."
+
+
 class NotFound(DomainError):
     status_code = status.NOT_FOUND
     code = "not_found"
