@@ -509,6 +509,7 @@ def _apply_deltas(
     reason: str,
     reference: str,
     actor,
+    note: str = "",
 ) -> None:
     """Lock the levels in pk order, then apply the deltas set-based, with one ledger row per level."""
     per_level: dict[int, int] = defaultdict(int)
@@ -538,7 +539,13 @@ def _apply_deltas(
     _record(
         [
             StockMovement(
-                level_id=i, delta_on_hand=on, delta_reserved=res, reason=reason, reference=reference, actor=actor
+                level_id=i,
+                delta_on_hand=on,
+                delta_reserved=res,
+                reason=reason,
+                reference=reference,
+                note=note,
+                actor=actor,
             )
             for i, on, res in zip(ids, d_on, d_res, strict=True)
         ],
@@ -830,8 +837,8 @@ def purchase_order_receive(
     with other lines it is DeliveryKeyReused (`allow_over_receipt` is not part of what is compared).
     More than a line still expects is refused unless `allow_over_receipt`. A warehouse that is not
     active (not selling) may still receive. Locks the purchase order, then its lines, then the
-    levels in pk order (no other path locks purchase orders, and levels come last as everywhere).
-    A receipt only adds units, so a hot level's buckets stay as they are.
+    levels in pk order (_apply_deltas; no other path locks purchase orders, and levels come last as
+    everywhere). A receipt only adds units, so a hot level's buckets stay as they are.
     """
     if not isinstance(key, str) or not 1 <= len(key) <= DELIVERY_KEY_MAX_LENGTH or not key.isprintable():
         raise InvalidInput(fields={"key": [f"A delivery key of 1 to {DELIVERY_KEY_MAX_LENGTH} printable characters."]})
@@ -858,23 +865,14 @@ def purchase_order_receive(
     if problems:
         raise InvalidInput(fields={"lines": problems})
     level_ids = _ensure_levels([(on_order[sku].product_id, order.warehouse_id) for sku, _ in pairs])
-    by_level = sorted((level_ids[(on_order[sku].product_id, order.warehouse_id)], sku, qty) for sku, qty in pairs)
-    for level_id, _, quantity in by_level:  # pk order: the system's lock order
-        StockLevel.objects.filter(pk=level_id).update(
-            on_hand=F("on_hand") + quantity, version=F("version") + 1, updated_at=timezone.now()
-        )
-    _record(
-        [
-            StockMovement(
-                level_id=level_id,
-                delta_on_hand=quantity,
-                reason=StockMovement.Reason.RECEIPT,
-                reference=order.reference,
-                note=f"delivery {key}"[:200],
-                actor=actor,
-            )
-            for level_id, _, quantity in by_level
-        ]
+    _apply_deltas(
+        [(level_ids[(on_order[sku].product_id, order.warehouse_id)], quantity) for sku, quantity in pairs],
+        on_hand_sign=1,
+        reserved_sign=0,
+        reason=Reason.RECEIPT,
+        reference=order.reference,
+        actor=actor,
+        note=f"delivery {key}"[:200],
     )
     for sku, quantity in pairs:
         on_order[sku].received += quantity
