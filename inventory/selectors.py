@@ -215,21 +215,21 @@ SELECT l.id AS line_id, po.id AS purchase_order_id, po.status, p.sku, w.code, l.
 """
 
 
-def purchase_order_breaches() -> list[dict]:
-    """Purchase order lines the ledger does not explain (PURCHASE_ORDER_BREACHES_SQL)."""
+def _rows(sql: str) -> list[dict]:
+    """The rows of one check's query, each as a dict by column name."""
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute(PURCHASE_ORDER_BREACHES_SQL)
+        cursor.execute(sql)
         columns = [col.name for col in cursor.description]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+
+
+def purchase_order_breaches() -> list[dict]:
+    """Purchase order lines the ledger does not explain (PURCHASE_ORDER_BREACHES_SQL)."""
+    return _rows(PURCHASE_ORDER_BREACHES_SQL)
 
 
 def stock_ledger_breaches() -> list[dict]:
     """Levels breaking invariant 1 (0 <= reserved <= on_hand) or 2 (ledger sums equal the level)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(LEDGER_BREACHES_SQL)
-        columns = [col.name for col in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+    return _rows(LEDGER_BREACHES_SQL)
