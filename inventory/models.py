@@ -18,6 +18,12 @@ def is_sku(value: object) -> bool:
 MAX_STOCK_BUCKETS = 64
 
 
+class BackorderPolicy(models.TextChoices):
+    DENY = "deny", "Deny (sell from stock only)"
+    BACKORDER = "backorder", "Backorder up to the cap"
+    PREORDER = "preorder", "Preorder until a date, up to the cap"
+
+
 class Product(models.Model):
     sku = models.CharField(max_length=64, unique=True, validators=[SKU_VALIDATOR])
     name = models.CharField(max_length=200)
@@ -33,6 +39,22 @@ class Product(models.Model):
     stock_buckets = models.PositiveSmallIntegerField(
         default=0, db_default=0, help_text="Hot mode: stock buckets per level (0 turns it off)."
     )
+    # Selling beyond the shelf (inventory.services.product_set_backorders applies it to each level).
+    backorder_policy = models.CharField(
+        max_length=10, choices=BackorderPolicy.choices, default=BackorderPolicy.DENY, db_default=BackorderPolicy.DENY
+    )
+    backorder_cap = models.PositiveIntegerField(
+        default=0, db_default=0, help_text="Units each stock level may sell beyond its shelf (backorder, preorder)."
+    )
+    preorder_until = models.DateField(
+        null=True, blank=True, help_text="Preorder: taken until this date (the release date), then sold from stock."
+    )
+    # Limits against hoarding: per order, and per customer over a rolling period (None: no limit).
+    max_per_order = models.PositiveIntegerField(null=True, blank=True, help_text="Most units of it in one order.")
+    customer_limit = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Most units one customer may order over customer_limit_days."
+    )
+    customer_limit_days = models.PositiveSmallIntegerField(default=30, db_default=30)
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True, db_index=True)
@@ -80,12 +102,32 @@ class StockLevel(models.Model):
     warehouse = models.ForeignKey(Warehouse, on_delete=models.PROTECT, related_name="stock_levels")
     on_hand = models.BigIntegerField(default=0)
     reserved = models.BigIntegerField(default=0)
+    # Units sold beyond the shelf (backorders, preorders), waiting for stock: never in `reserved`.
+    backordered = models.BigIntegerField(default=0, db_default=0)
+    backorder_cap = models.BigIntegerField(default=0, db_default=0)
+    # Held back from online sale: orders see on_hand - reserved - safety_stock; staff still ship them.
+    safety_stock = models.BigIntegerField(default=0, db_default=0)
+    # Below this projected stock (on_hand + incoming - reserved) the reorder job drafts a purchase order.
+    reorder_point = models.BigIntegerField(null=True, blank=True)
+    reorder_quantity = models.BigIntegerField(default=0, db_default=0)
     version = models.PositiveIntegerField(default=1)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["product_id", "warehouse_id"]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(backordered__gte=0, backordered__lte=F("backorder_cap")),
+                name="stocklevel_backordered_within_cap",
+            ),
+            models.CheckConstraint(condition=Q(safety_stock__gte=0), name="stocklevel_safety_stock_not_negative"),
+            models.CheckConstraint(
+                condition=Q(reorder_point__gte=0) | Q(reorder_point__isnull=True),
+                name="stocklevel_reorder_point_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(reorder_quantity__gte=0), name="stocklevel_reorder_quantity_not_negative"
+            ),
             models.UniqueConstraint(fields=["product", "warehouse"], name="stocklevel_one_per_product_warehouse"),
             models.CheckConstraint(condition=Q(reserved__gte=0), name="stocklevel_reserved_not_negative"),
             models.CheckConstraint(condition=Q(on_hand__gte=F("reserved")), name="stocklevel_on_hand_covers_reserved"),
@@ -144,6 +186,7 @@ class StockMovement(models.Model):
         DAMAGED = "damaged"
         EXPIRY = "expiry"
         BUCKET = "bucket"  # free units moved between a hot level and its buckets
+        BACKORDER = "backorder"  # backordered units of an order filled from arrived stock
 
     # No index of its own: movement_level_id (level, id) covers it, and every stock change writes here.
     level = models.ForeignKey(StockLevel, on_delete=models.PROTECT, related_name="movements", db_index=False)
@@ -152,6 +195,8 @@ class StockMovement(models.Model):
     # Units into (+) or out of (-) the level's hot buckets. The level's reserved moves by
     # delta_reserved + delta_bucketed: an order served by a bucket is reserved +n, bucketed -n.
     delta_bucketed = models.BigIntegerField(default=0, db_default=0)
+    # Units sold beyond the shelf (+) or filled from arrived stock or released (-).
+    delta_backordered = models.BigIntegerField(default=0, db_default=0)
     reason = models.CharField(max_length=16, choices=Reason.choices)
     reference = models.CharField(max_length=64, blank=True)  # indexed in Meta: no LIKE index beside it
     note = models.CharField(max_length=200, blank=True)
@@ -267,6 +312,7 @@ class PurchaseOrder(models.Model):
     """
 
     class Status(models.TextChoices):
+        DRAFT = "draft", "Draft"  # proposed by the reorder job: not incoming until staff confirm it
         OPEN = "open", "Open"
         RECEIVED = "received", "Received"
         CANCELLED = "cancelled", "Cancelled"
@@ -337,3 +383,26 @@ class PurchaseOrderReceipt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.purchase_order_id}/{self.key}"
+
+
+class BackInStockSubscription(models.Model):
+    """A shopper waiting for a product to come back: one email when its availability goes from zero
+    to positive, then the subscription ends (`notified_at`)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    product = models.ForeignKey(Product, on_delete=models.CASCADE, related_name="+", db_index=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "product"], condition=Q(notified_at__isnull=True), name="backinstock_one_waiting"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["product", "id"], condition=Q(notified_at__isnull=True), name="backinstock_waiting")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} waits for {self.product_id}"

@@ -110,7 +110,8 @@ def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], in
 
 
 LEDGER_WRITE_SQL = (
-    "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s, %s::bigint[])"
+    "SELECT inventory_ledger_write(%s::bigint[], %s::bigint[], %s::bigint[], %s, %s::text[], %s, %s, %s,"
+    " %s::bigint[], %s::bigint[])"
 )
 
 
@@ -141,6 +142,7 @@ def _record(movements: Sequence[StockMovement]) -> None:
                     actor_id,
                     now,
                     [row.delta_bucketed for row in rows],
+                    [row.delta_backordered for row in rows],
                 ],
             )
     for movement in movements:

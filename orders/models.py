@@ -93,10 +93,20 @@ class Allocation(models.Model):
     # Units of this allocation that left in shipped shipments: still reserved = quantity - shipped.
     # db_default, so the SQL placement path inserts allocations without naming it.
     shipped = models.PositiveIntegerField(default=0, db_default=0)
+    # Units sold beyond the shelf still waiting for stock (counted in the level's backordered, not
+    # its reserved): reserved = quantity - shipped - backordered. Filled on arrival, oldest first.
+    backordered = models.PositiveIntegerField(default=0, db_default=0)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(fields=["stock_level", "id"], condition=Q(backordered__gt=0), name="allocation_waiting")
+        ]
         constraints = [
+            models.CheckConstraint(
+                condition=Q(backordered__gte=0, backordered__lte=models.F("quantity") - models.F("shipped")),
+                name="allocation_backordered_within",
+            ),
             models.CheckConstraint(condition=Q(quantity__gte=1), name="allocation_quantity_positive"),
             models.CheckConstraint(
                 condition=Q(shipped__gte=0, shipped__lte=models.F("quantity")), name="allocation_shipped_within"
