@@ -12,15 +12,20 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import Http404
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
 
-from inventory import selectors
+from inventory import back_in_stock, selectors
 from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_list
+from inventory.errors import InStockNow
 from inventory.serializers import product_payload
+from project.errors import DomainError, NotFound
 
 PRODUCTS_PER_PAGE = 24
 
@@ -84,8 +89,69 @@ def product(request, sku: str):
     entry = selectors.catalogue_entry(sku)
     if not selectors.sold(entry):
         raise Http404("No such product.")
+    # Whether this shopper already waits for it: read per request, outside the shared cached entry
+    # (only the product's data is cached; the page itself is rendered for each request).
+    waiting = entry["available"] <= 0 and back_in_stock.is_waiting(user=request.user, sku=entry["sku"])
+    # Sold beyond the shelf (a backorder or a preorder): said before the shopper orders, with the
+    # date the next purchase order is expected (read per request: it is not in the cached entry).
+    beyond = selectors.beyond_shelf(entry)
+    expected = selectors.next_arrival(sku=entry["sku"]) if beyond else None
     return render(
         request,
         "inventory/product.html",
-        {"product": entry, "max_quantity": settings.ORDER_MAX_QUANTITY},
+        {
+            "product": entry,
+            "max_quantity": settings.ORDER_MAX_QUANTITY,
+            "waiting": waiting,
+            "beyond": beyond,
+            "expected": expected,
+        },
     )
+
+
+def _back_in_stock_form(request, change) -> str | None:
+    """Run a back-in-stock form's service for a signed-in shopper; the message to show, or None
+    when the service refused (its message is shown). 404 for a product shoppers cannot see."""
+    try:
+        return change()
+    except NotFound:
+        raise Http404("No such product.") from None
+    except InStockNow:
+        messages.info(request, "Good news: it is in stock now, so you can order it right away.")
+    except DomainError as exc:  # a lock timeout above all: nothing changed, try again
+        messages.error(request, f"Nothing changed: {exc.detail}")
+    return None
+
+
+@require_POST
+def product_back_in_stock(request, sku: str):
+    """The product page's "Notify me when it is back" form: subscribe, then back to the page."""
+    page = reverse("product", args=[sku])
+    if not request.user.is_authenticated:
+        return redirect_to_login(page)
+
+    def subscribe() -> str:
+        back_in_stock.back_in_stock_subscribe(user=request.user, sku=sku)
+        return "We will email you when it is back in stock."
+
+    done = _back_in_stock_form(request, subscribe)
+    if done:
+        messages.success(request, done)
+    return redirect(page)
+
+
+@require_POST
+def product_back_in_stock_stop(request, sku: str):
+    """The product page's "Stop waiting" form: unsubscribe, then back to the page."""
+    page = reverse("product", args=[sku])
+    if not request.user.is_authenticated:
+        return redirect_to_login(page)
+
+    def unsubscribe() -> str:
+        back_in_stock.back_in_stock_unsubscribe(user=request.user, sku=sku)
+        return "You are no longer waiting for it: we will not email you about it."
+
+    done = _back_in_stock_form(request, unsubscribe)
+    if done:
+        messages.success(request, done)
+    return redirect(page)

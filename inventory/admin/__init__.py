@@ -7,7 +7,8 @@
 - `purchase_orders`: stock expected from suppliers, created by a form, received delivery by
   delivery (idempotent by the form's delivery key) and cancelled by an action;
 - `imports`: stock CSV imports (upload, progress, stop, queue again) and the CSV exports page,
-  where other apps mount their exports with `mount_export` (orders mounts the orders export).
+  where other apps mount their exports with `mount_export` (orders mounts the orders export);
+- `back_in_stock`: shoppers' back-in-stock subscriptions, read-only.
 
 Stock quantities are never edited as fields: receipts, adjustments, counts and transfers are
 admin forms (`inventory.admin.forms`) that call the services, with the level's version carried in
@@ -15,7 +16,16 @@ the form so a concurrent change shows as a conflict instead of being overwritten
 created and edited through the services too (compare-and-set on `version`), and so are warehouses.
 """
 
-from inventory.admin import imports, ledger, products, purchase_orders, stock_levels, warehouses
+from inventory.admin import back_in_stock, imports, ledger, products, purchase_orders, stock_levels, warehouses
 from inventory.admin.imports import mount_export
 
-__all__ = ["imports", "ledger", "mount_export", "products", "purchase_orders", "stock_levels", "warehouses"]
+__all__ = [
+    "back_in_stock",
+    "imports",
+    "ledger",
+    "mount_export",
+    "products",
+    "purchase_orders",
+    "stock_levels",
+    "warehouses",
+]
