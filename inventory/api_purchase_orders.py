@@ -1,5 +1,6 @@
 """REST endpoints of purchase orders (staff): record what a supplier will deliver, receive it
-delivery by delivery, cancel what will not come. Parse, call one service or selector, shape the output."""
+delivery by delivery, cancel what will not come; edit and confirm (or cancel: discard) the drafts
+the reorder job proposes (inventory.reorder). Parse, call one service or selector, shape the output."""
 
 import re
 
@@ -10,7 +11,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inventory import selectors, services
+from inventory import reorder, selectors, services
 from inventory.errors import DeliveryKeyRequired
 from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR, PurchaseOrder
 from inventory.serializers import MAX_QUANTITY
@@ -64,6 +65,23 @@ class PurchaseOrderReceiptSerializer(serializers.Serializer):
     lines = _lines()
     allow_over_receipt = serializers.BooleanField(
         required=False, default=False, help_text="Take more than a line still expects (else 400)."
+    )
+
+
+class DraftLineRequestSerializer(PurchaseOrderLineRequestSerializer):
+    quantity = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, help_text="0 removes the line.")
+
+
+class PurchaseOrderDraftUpdateSerializer(serializers.Serializer):
+    lines = DraftLineRequestSerializer(many=True, allow_empty=False, max_length=reorder.MAX_DRAFT_UPDATE_LINES)
+    expected_version = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, default=None, help_text="Refuse (409) unless it is this version."
+    )
+
+
+class PurchaseOrderConfirmSerializer(serializers.Serializer):
+    expected_version = serializers.IntegerField(
+        min_value=1, required=False, allow_null=True, default=None, help_text="Refuse (409) unless it is this version."
     )
 
 
@@ -141,7 +159,8 @@ class PurchaseOrderListView(APIView):
         responses={200: paginated(PurchaseOrderSerializer), **errors(400, 401, 403, 404, 429, 503)},
     )
     def get(self, request):
-        """Purchase orders, newest first; `?status=` and `?warehouse=` (a code) narrow the list."""
+        """Purchase orders, newest first; `?status=` (`draft` for the reorder job's proposals) and
+        `?warehouse=` (a code) narrow the list."""
         query = PurchaseOrderQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         orders = selectors.purchase_orders(
@@ -185,6 +204,28 @@ class PurchaseOrderDetailView(APIView):
     def get(self, request, purchase_order_id: int):
         """One purchase order with its lines: ordered, received and still outstanding."""
         return Response(_payload(purchase_order_id))
+
+    @extend_schema(
+        operation_id="v1_purchase_orders_partial_update",
+        parameters=[PURCHASE_ORDER_ID],
+        request=PurchaseOrderDraftUpdateSerializer,
+        responses={200: PurchaseOrderSerializer, **errors(400, 401, 403, 404, 409, 413, 415, 429, 503)},
+    )
+    def patch(self, request, purchase_order_id: int):
+        """Set a draft's line quantities before confirming it: each line named sets that SKU's
+        quantity (a SKU not on the draft is added), 0 removes it, lines not named stay. At least one
+        line must be left (else 400: cancel the draft instead). Anything but a draft is 409
+        `purchase_order_not_draft`; a stale `expected_version` is 409 `version_conflict`."""
+        params = PurchaseOrderDraftUpdateSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        data = params.validated_data
+        order = reorder.purchase_order_draft_update(
+            purchase_order_id=purchase_order_id,
+            lines=_pairs(data["lines"]),
+            expected_version=data["expected_version"],
+            actor=request.user,
+        )
+        return Response(_payload(order.pk))
 
 
 class PurchaseOrderReceiptView(APIView):
@@ -235,7 +276,31 @@ class PurchaseOrderCancelView(APIView):
     )
     def post(self, request, purchase_order_id: int):
         """Stop expecting what has not arrived: an open order becomes `cancelled` (what it received
-        stays on hand); cancelling it again changes nothing. A received order is 409
-        `purchase_order_closed`."""
+        stays on hand), and a draft is discarded the same way; cancelling it again changes nothing.
+        A received order is 409 `purchase_order_closed`."""
         order = services.purchase_order_cancel(purchase_order_id=purchase_order_id, actor=request.user)
+        return Response(_payload(order.pk))
+
+
+class PurchaseOrderConfirmView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(
+        operation_id="v1_purchase_orders_confirm",
+        parameters=[PURCHASE_ORDER_ID],
+        request=PurchaseOrderConfirmSerializer,
+        responses={200: PurchaseOrderSerializer, **errors(400, 401, 403, 404, 409, 413, 415, 429, 503)},
+    )
+    def post(self, request, purchase_order_id: int):
+        """Order a draft (proposed by the reorder job) from its supplier: it becomes `open`, and its
+        lines count as the levels' `incoming`. Anything but a draft is 409
+        `purchase_order_not_draft` (confirming twice included); a stale `expected_version` is 409
+        `version_conflict`."""
+        params = PurchaseOrderConfirmSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        order = reorder.purchase_order_confirm(
+            purchase_order_id=purchase_order_id,
+            expected_version=params.validated_data["expected_version"],
+            actor=request.user,
+        )
         return Response(_payload(order.pk))

@@ -7,11 +7,19 @@ from django.conf import settings
 from django.db import InterfaceError, OperationalError, close_old_connections
 
 from inventory import imports
-from inventory.emails import SEND_LOW_STOCK_ALERT, low_stock_alert_send
+from inventory.back_in_stock import back_in_stock_notify
+from inventory.emails import (
+    SEND_BACK_IN_STOCK,
+    SEND_LOW_STOCK_ALERT,
+    back_in_stock_send,
+    back_in_stock_sender,
+    low_stock_alert_send,
+)
 from inventory.errors import InvalidInput
+from inventory.reorder import reorder_proposals_draft
 from inventory.services import import_files_prune, low_stock_alerts_queue
 from project.errors import LockTimeout, NotFound
-from project.outbox.services import OutboxTask
+from project.outbox.services import OutboxBatch, OutboxTask
 from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.inventory")
@@ -109,3 +117,80 @@ def prune_import_files(older_than_days: int | None = None) -> int:
         return 0
     logger.info("pruned %d import files", pruned, extra={"pruned": pruned})
     return pruned
+
+
+# --- back in stock (shoppers) ---------------------------------------------------------------------
+
+
+@shared_task(name="inventory.back_in_stock_sweep")
+def back_in_stock_sweep() -> int:
+    """Every 30 seconds: end the subscriptions of products that can be bought again, queueing one
+    email each through the outbox (inventory.back_in_stock.back_in_stock_notify). Safe to run
+    twice at once (SKIP LOCKED); what is over one run's limit waits for the next."""
+    notified = back_in_stock_notify()
+    if notified:
+        logger.info("back-in-stock emails queued for %d subscriptions", notified, extra={"notified": notified})
+    return notified
+
+
+def _back_in_stock_argument(subscription_id):
+    return subscription_id
+
+
+def _back_in_stock_valid(subscription_id) -> bool:
+    if is_whole_number(subscription_id, minimum=1):
+        return True
+    logger.error("send_back_in_stock refused: subscription_id=%.100r is not a positive integer", subscription_id)
+    return False
+
+
+def _log_back_in_stock(sent: bool, subscription_id: int) -> None:
+    if sent:
+        logger.info("back-in-stock email sent", extra={"subscription_id": subscription_id})
+    else:
+        logger.warning("back-in-stock email not sent: subscription %s no longer exists", subscription_id)
+
+
+class BackInStockEmailTask(OutboxTask):
+    """A restock can end hundreds of subscriptions in one sweep: the relay hands a worker up to
+    `outbox_batch_size` of their emails in one Celery message, read in one query and sent over one
+    SMTP connection (as order emails are)."""
+
+    outbox_batch_size = 50
+
+    def run_batch(self, batch: OutboxBatch) -> None:
+        ids = {}
+        for message in batch.messages:
+            try:
+                subscription_id = _back_in_stock_argument(*message.args, **message.kwargs)
+            except TypeError:
+                logger.error("send_back_in_stock refused: arguments %.200r %.200r", message.args, message.kwargs)
+                continue
+            if _back_in_stock_valid(subscription_id):
+                ids[message.pk] = subscription_id
+        with back_in_stock_sender(subscription_ids=list(ids.values())) as send:
+            for message in batch:
+                if message.pk in ids:
+                    _log_back_in_stock(send(ids[message.pk]), ids[message.pk])
+
+
+@shared_task(name=SEND_BACK_IN_STOCK, base=BackInStockEmailTask)
+def send_back_in_stock(subscription_id) -> bool:
+    """Email a shopper that the product they waited for is back; False if refused or gone."""
+    if not _back_in_stock_valid(subscription_id):
+        return False
+    sent = back_in_stock_send(subscription_id=subscription_id)
+    _log_back_in_stock(sent, subscription_id)
+    return sent
+
+
+@shared_task(name="inventory.draft_reorder_purchase_orders")
+def draft_reorder_purchase_orders() -> int:
+    """Hourly: draft purchase orders for the levels below their reorder point (inventory.reorder),
+    one per warehouse, for staff to confirm; returns how many were drafted. A run while another
+    is still going drafts nothing (singleton); a lock timeout raises and the next hour tries again."""
+    drafts = reorder_proposals_draft()
+    logger.info(
+        "reorder job drafted %d purchase orders", len(drafts), extra={"purchase_orders": [d.pk for d in drafts][:50]}
+    )
+    return len(drafts)

@@ -1,12 +1,19 @@
 """Purchase orders in the admin: created by a form, received delivery by delivery, cancelled by an action.
 
-Every write is a service call (`purchase_order_create`, `_receive`, `_cancel`); a refusal shows on
-the form or as a message, and nothing is written. A purchase order's page is read-only: its
-lines change only by receiving deliveries.
+Every write is a service call (`purchase_order_create`, `_receive`, `_cancel`, and inventory.reorder's
+`reorder_proposals_draft`, `purchase_order_draft_update`, `purchase_order_confirm`); a refusal shows
+on the form or as a message, and nothing is written. A purchase order's page is read-only: an open
+order's lines change only by receiving deliveries.
+
+Drafts (proposed by the reorder job, or now by "Propose purchase orders now" on the list) show
+"Edit lines", "Confirm" (it becomes open, hence incoming) and "Discard" (cancelled) on their page;
+the buttons post the version the page showed, so a draft changed meanwhile (edited, confirmed) is
+a conflict, not a silent overwrite. Drafts are not received: "Receive a delivery" is for open orders.
 
 "Receive a delivery" carries a delivery key made when its form is shown: the same form posted
 twice (a double click, a resent request) adds its units once, as the service is idempotent by key.
-Receiving and cancelling need the purchase order's change permission; creating, the add permission.
+Receiving, cancelling, and editing, confirming or discarding a draft need the purchase order's change
+permission; creating, and proposing drafts now, the add permission.
 Purchase orders are never deleted: their receipts are referenced by the ledger (PO-<id>).
 """
 
@@ -18,12 +25,12 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Case, Count, F, IntegerField, OuterRef, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import formats, timezone
 
-from inventory import selectors, services
+from inventory import reorder, selectors, services
 from inventory.admin.forms import ServiceModelForm, add_domain_error
 from inventory.admin.transactions import ServiceTransactionMixin
 from inventory.errors import DeliveryKeyReused
@@ -197,6 +204,48 @@ class DeliveryForm(forms.Form):
         return done
 
 
+def draft_lines(order: PurchaseOrder) -> str:
+    """A draft's lines as the edit form's text: "SKU quantity" per line."""
+    return "\n".join(f"{line.product.sku} {line.ordered}" for line in order.lines.all())
+
+
+class DraftLinesForm(forms.Form):
+    """A draft's lines as they should be, through `purchase_order_draft_update`: a line left out is
+    removed, a new SKU added. `version` is the draft's when the form was shown."""
+
+    title = "Edit the draft's lines"
+    submit_label = "Save the lines"
+
+    lines = StockLinesField(
+        help_text=(
+            "One “SKU quantity” per line: the units to order. Delete a line to drop that SKU; "
+            "to drop them all, discard the draft."
+        )
+    )
+    version = forms.IntegerField(widget=forms.HiddenInput, min_value=1)
+
+    def __init__(self, data=None, *, order: PurchaseOrder):
+        self.order = order
+        super().__init__(data, initial={"lines": draft_lines(order), "version": order.version})
+
+    def submit(self, *, actor) -> str | None:
+        """Save the lines; the success message, or None after adding the refusal to the form."""
+        wanted = self.cleaned_data["lines"]
+        named = {sku for sku, _ in wanted}
+        dropped = [(line.product.sku, 0) for line in self.order.lines.all() if line.product.sku not in named]
+        try:
+            reorder.purchase_order_draft_update(
+                purchase_order_id=self.order.pk,
+                lines=[*wanted, *dropped],
+                expected_version=self.cleaned_data["version"],
+                actor=actor,
+            )
+        except DomainError as exc:
+            add_domain_error(self, exc, what="draft purchase order")
+            return None
+        return f"Saved the lines of {self.order.reference}."
+
+
 # --- the admin ----------------------------------------------------------------------------------
 
 
@@ -334,7 +383,16 @@ class PurchaseOrderAdmin(ServiceTransactionMixin, admin.ModelAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None and obj.status == PurchaseOrder.Status.OPEN and self.has_operate_permission(request):
             context["receive_url"] = self._url("receive", obj.pk)
+        if obj is not None and obj.status == PurchaseOrder.Status.DRAFT and self.has_operate_permission(request):
+            context["edit_lines_url"] = self._url("edit_lines", obj.pk)
+            context["confirm_url"] = self._url("confirm", obj.pk)
+            context["discard_url"] = self._url("discard", obj.pk)
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def changelist_view(self, request, extra_context=None):
+        if self.has_add_permission(request):
+            extra_context = {**(extra_context or {}), "propose_url": self._url("propose")}
+        return super().changelist_view(request, extra_context)
 
     # --- permissions: created by the form, changed only by deliveries and cancelling ---
 
@@ -383,7 +441,13 @@ class PurchaseOrderAdmin(ServiceTransactionMixin, admin.ModelAdmin):
     def get_urls(self):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}"
         wrap = self.admin_site.admin_view  # staff only, CSRF-protected, never cached
-        custom = [path("<int:purchase_order_id>/receive/", wrap(self.receive_view), name=f"{prefix}_receive")]
+        custom = [
+            path("<int:purchase_order_id>/receive/", wrap(self.receive_view), name=f"{prefix}_receive"),
+            path("<int:purchase_order_id>/lines/", wrap(self.edit_lines_view), name=f"{prefix}_edit_lines"),
+            path("<int:purchase_order_id>/confirm/", wrap(self.confirm_view), name=f"{prefix}_confirm"),
+            path("<int:purchase_order_id>/discard/", wrap(self.discard_view), name=f"{prefix}_discard"),
+            path("propose/", wrap(self.propose_view), name=f"{prefix}_propose"),
+        ]
         # Before the defaults: their "<path:object_id>/" catch-all would take this path.
         return custom + super().get_urls()
 
@@ -425,4 +489,127 @@ class PurchaseOrderAdmin(ServiceTransactionMixin, admin.ModelAdmin):
             "form": form,
             "media": self.media + form.media,
         }
+        return TemplateResponse(request, "admin/inventory/purchaseorder/receive.html", context)
+
+    # --- drafts: propose now, edit the lines, confirm, discard ---
+
+    def propose_view(self, request: HttpRequest) -> HttpResponse:
+        """POST: run the reorder job now, as this user (the drafts' created_by); back to the list."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        try:
+            drafts = reorder.reorder_proposals_draft(actor=request.user)
+        except DomainError as exc:
+            self.message_user(request, f"Nothing was proposed: {exc.detail}", messages.ERROR)
+            return HttpResponseRedirect(self._url("changelist"))
+        for draft in drafts:
+            self.log_addition(request, draft, "Proposed by the reorder job (run from the admin).")
+        if drafts:
+            self.message_user(
+                request,
+                f"Proposed {len(drafts)} draft purchase order{'' if len(drafts) == 1 else 's'}: "
+                f"{', '.join(draft.reference for draft in drafts)}. Check the lines, then confirm or discard each.",
+                messages.SUCCESS,
+            )
+        else:
+            self.message_user(
+                request,
+                "Nothing to propose: every level with a reorder point is at or above it, counting open and "
+                "draft purchase orders (or the reorder job is running right now).",
+                messages.INFO,
+            )
+        return HttpResponseRedirect(self._url("changelist"))
+
+    def _draft_or_redirect(self, request: HttpRequest, purchase_order_id: int) -> PurchaseOrder | HttpResponse:
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        try:
+            return selectors.purchase_order(purchase_order_id=purchase_order_id)
+        except NotFound:
+            self.message_user(request, f"Purchase order {purchase_order_id} does not exist.", messages.WARNING)
+            return HttpResponseRedirect(self._url("changelist"))
+
+    def _posted_version(self, request: HttpRequest) -> int | None:
+        """The version the page showed (its buttons post it); None if missing or garbled."""
+        value = request.POST.get("version", "")
+        return int(value) if WHOLE_NUMBER.fullmatch(value) and int(value) >= 1 else None
+
+    def confirm_view(self, request: HttpRequest, purchase_order_id: int) -> HttpResponse:
+        """POST: purchase_order_confirm with the version the page showed; back to the order's page."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        order = self._draft_or_redirect(request, purchase_order_id)
+        if isinstance(order, HttpResponse):
+            return order
+        try:
+            reorder.purchase_order_confirm(
+                purchase_order_id=order.pk, expected_version=self._posted_version(request), actor=request.user
+            )
+        except DomainError as exc:
+            self.message_user(request, f"{order.reference} was not confirmed: {exc.detail}", messages.ERROR)
+        else:
+            self.log_change(request, order, "Confirmed (draft -> open).")
+            self.message_user(
+                request, f"Confirmed {order.reference}: it is open, and its lines are incoming.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(self._url("change", order.pk))
+
+    def discard_view(self, request: HttpRequest, purchase_order_id: int) -> HttpResponse:
+        """POST: cancel the draft the page showed (not one confirmed since: its version moved on)."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        order = self._draft_or_redirect(request, purchase_order_id)
+        if isinstance(order, HttpResponse):
+            return order
+        if order.status != PurchaseOrder.Status.DRAFT:
+            level = messages.INFO if order.status == PurchaseOrder.Status.CANCELLED else messages.ERROR
+            self.message_user(
+                request,
+                f"{order.reference} is {order.get_status_display().lower()}, not a draft: not discarded.",
+                level,
+            )
+            return HttpResponseRedirect(self._url("change", order.pk))
+        try:
+            services.purchase_order_cancel(
+                purchase_order_id=order.pk, expected_version=self._posted_version(request), actor=request.user
+            )
+        except DomainError as exc:
+            self.message_user(request, f"{order.reference} was not discarded: {exc.detail}", messages.ERROR)
+        else:
+            self.log_change(request, order, "Discarded (draft -> cancelled).")
+            self.message_user(request, f"Discarded {order.reference}.", messages.SUCCESS)
+        return HttpResponseRedirect(self._url("change", order.pk))
+
+    def edit_lines_view(self, request: HttpRequest, purchase_order_id: int) -> HttpResponse:
+        """Show a draft's lines as text (GET) or save them (POST); success goes back to its page."""
+        order = self._draft_or_redirect(request, purchase_order_id)
+        if isinstance(order, HttpResponse):
+            return order
+        if request.method != "POST" and order.status != PurchaseOrder.Status.DRAFT:
+            self.message_user(
+                request,
+                f"{order.reference} is {order.get_status_display().lower()}: only a draft's lines can be edited.",
+                messages.WARNING,
+            )
+            return HttpResponseRedirect(self._url("change", order.pk))
+        form = DraftLinesForm(request.POST if request.method == "POST" else None, order=order)
+        if request.method == "POST" and form.is_valid():
+            done = form.submit(actor=request.user)
+            if done is not None:
+                lines = ", ".join(f"{sku} {units}" for sku, units in form.cleaned_data["lines"])
+                self.log_change(request, order, f"{done} Lines: {lines}."[:1000])
+                self.message_user(request, done, messages.SUCCESS)
+                return HttpResponseRedirect(self._url("change", order.pk))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": f"{form.title}: {order.reference}",
+            "subtitle": None,
+            "order": order,
+            "form": form,
+            "media": self.media + form.media,
+        }
+        # The delivery form's page: the order's lines as they are, then the form.
         return TemplateResponse(request, "admin/inventory/purchaseorder/receive.html", context)

@@ -4,7 +4,7 @@ from django.db import transaction
 
 from inventory import services
 from inventory.emails import SEND_LOW_STOCK_ALERT
-from inventory.models import Product
+from inventory.models import Product, PurchaseOrder, StockLevel
 from inventory.tasks import low_stock_alerts, send_low_stock_alert
 from project.celery import app
 from project.outbox.models import OutboxMessage
@@ -111,3 +111,68 @@ def test_a_low_stock_alert_is_mailed_outside_any_transaction_with_its_outbox_mes
     (sent,) = mail.outbox
     assert f"<outbox.{message.pk}." in sent.message()["Message-ID"]
     assert "CUP" in sent.body
+
+
+# --- incoming stock and reorder points ----------------------------------------------------------
+
+
+def test_an_open_purchase_order_that_lifts_the_product_above_its_threshold_holds_the_alert_back(shelf):
+    po = services.purchase_order_create(warehouse_code="MAIN", lines=[("CUP", 2)])  # 2 available + 2 incoming > 3
+
+    assert alerts_sent() == 0
+    assert not Product.objects.get(sku="CUP").low_stock_alerted
+
+    services.purchase_order_cancel(purchase_order_id=po.pk)
+    assert alerts_sent() == 1
+    assert "CUP" in mail.outbox[-1].body
+
+
+def test_incoming_that_does_not_cover_the_threshold_is_shown_on_the_alert_line(shelf):
+    services.purchase_order_create(warehouse_code="MAIN", lines=[("CUP", 1)])  # 2 + 1 <= 3
+    with transaction.atomic():
+        services.reserve_stock(lines=[(Product.objects.get(sku="CUP"), 1)], reference="ORD-1")
+
+    assert alerts_sent() == 1
+
+    (line,) = mail.outbox[-1].body.splitlines()[2:]
+    assert line.startswith("CUP")
+    assert "2 on hand, 1 available, 1 incoming (threshold 3)" in line
+    assert "reorder point" not in line
+
+
+def test_drafts_and_inactive_warehouses_are_not_incoming(shelf):
+    WarehouseFactory(code="SHUT", active=False)
+    services.purchase_order_create(warehouse_code="SHUT", lines=[("CUP", 50)])
+    draft = services.purchase_order_create(warehouse_code="MAIN", lines=[("CUP", 50)])
+    PurchaseOrder.objects.filter(pk=draft.pk).update(status=PurchaseOrder.Status.DRAFT)
+
+    assert alerts_sent() == 1
+    assert "2 on hand, 2 available, 0 incoming" in mail.outbox[-1].body
+
+
+def test_the_alert_says_where_a_level_below_its_reorder_point_gets_a_draft(shelf):
+    WarehouseFactory(code="EAST")
+    services.stock_receive(sku="CUP", warehouse_code="EAST", quantity=1)
+    StockLevel.objects.filter(product__sku="CUP").update(reorder_point=2, reorder_quantity=10)  # MAIN at it, EAST below
+    StockLevel.objects.filter(product__sku="MUG").update(reorder_point=5)
+    services.stock_adjust(sku="MUG", warehouse_code="MAIN", delta=-7)  # 3: low, and below its point
+
+    alerts_sent()
+
+    cup, mug = mail.outbox[-1].body.splitlines()[2:]
+    assert cup.startswith("CUP") and "3 on hand, 3 available, 0 incoming (threshold 3)" in cup
+    assert cup.endswith("; below the reorder point in EAST: a draft purchase order will be proposed")
+    assert mug.startswith("MUG")
+    assert mug.endswith("; below the reorder point in MAIN: a draft purchase order will be proposed")
+
+
+def test_a_product_covered_by_a_purchase_order_after_its_alert_is_alerted_again_if_the_order_is_cancelled(shelf):
+    assert alerts_sent() == 1  # CUP
+    po = services.purchase_order_create(warehouse_code="MAIN", lines=[("CUP", 10)])
+    assert alerts_sent() == 0
+    assert not Product.objects.get(sku="CUP").low_stock_alerted  # covered: the crossing is over
+
+    services.purchase_order_cancel(purchase_order_id=po.pk)
+
+    assert alerts_sent() == 1
+    assert "CUP" in mail.outbox[-1].body

@@ -12,7 +12,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from inventory import services
+from inventory import reorder, selectors, services
 from inventory.admin.purchase_orders import PurchaseOrderAdmin
 from inventory.admin.transactions import ServiceTransactionMixin
 from inventory.models import PurchaseOrder, PurchaseOrderReceipt, StockLevel, StockMovement
@@ -460,3 +460,134 @@ def test_posted_add_and_delivery_run_their_services_as_the_outermost_transaction
     assert (added.status_code, received.status_code) == (302, 302)
     assert depths == [1, 1]
     assert on_hand("MUG") == 3
+
+
+# --- drafts of the reorder job (inventory/reorder.py) ---------------------------------------------
+
+
+@pytest.fixture
+def draft(main, products) -> PurchaseOrder:
+    """The reorder job's draft for MAIN: 8 MUG and 10 TEA (2 MUG on hand, reorder points 10)."""
+    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=2)
+    services.stock_receive(sku="TEA", warehouse_code="MAIN", quantity=1)
+    services.stock_adjust(sku="TEA", warehouse_code="MAIN", delta=-1)
+    StockLevel.objects.update(reorder_point=10)  # fixture setup: the level settings are not this feature's
+    (draft,) = reorder.reorder_proposals_draft()
+    return draft
+
+
+def incoming(sku: str) -> int:
+    return selectors.stock_levels(sku=sku, warehouse_code="MAIN").get().incoming
+
+
+def test_propose_now_runs_the_job_for_this_user_and_lists_the_drafts(admin, admin_user, main, products):
+    services.stock_receive(sku="MUG", warehouse_code="MAIN", quantity=2)
+    StockLevel.objects.update(reorder_point=10, reorder_quantity=12)
+    listing = admin.get(url("changelist"))
+    assert url("propose") in listing.content.decode()
+
+    response = admin.post(url("propose"))
+
+    draft = PurchaseOrder.objects.get()
+    assert response.status_code == 302 and response.url == url("changelist")
+    assert (draft.status, draft.created_by, lines_of(draft)) == ("draft", admin_user, [("MUG", 12, 0)])
+    assert messages_of(response) == [
+        (
+            "success",
+            f"Proposed 1 draft purchase order: {draft.reference}. Check the lines, then confirm or discard each.",
+        )
+    ]
+    again = admin.post(url("propose"))
+    assert messages_of(again)[-1][0] == "info" and PurchaseOrder.objects.count() == 1
+    assert admin.get(url("propose")).status_code == 405
+    listed = admin.get(url("changelist"), {"status__exact": "draft"})
+    assert [o.pk for o in listed.context["cl"].result_list] == [draft.pk]
+    assert "Draft" in listed.content.decode()
+
+
+def test_a_drafts_page_offers_edit_confirm_and_discard_but_not_receiving(admin, draft):
+    page = admin.get(url("change", draft.pk)).content.decode()
+
+    assert url("edit_lines", draft.pk) in page and url("confirm", draft.pk) in page and url("discard", draft.pk) in page
+    assert url("receive", draft.pk) not in page
+    assert "csrfmiddlewaretoken" in page
+    response = admin.get(url("receive", draft.pk))
+    assert response.status_code == 302 and on_hand("MUG") == 2
+
+
+def test_confirm_opens_the_draft_and_makes_it_incoming(admin, draft):
+    response = admin.post(url("confirm", draft.pk), {"version": str(draft.version)})
+
+    assert response.status_code == 302 and response.url == url("change", draft.pk)
+    draft.refresh_from_db()
+    assert draft.status == "open"
+    assert incoming("MUG") == 8
+    assert messages_of(response) == [
+        ("success", f"Confirmed {draft.reference}: it is open, and its lines are incoming.")
+    ]
+    page = admin.get(url("change", draft.pk)).content.decode()
+    assert url("receive", draft.pk) in page and url("confirm", draft.pk) not in page
+
+    twice = admin.post(url("confirm", draft.pk), {"version": "2"})
+    assert messages_of(twice)[-1][0] == "error" and "not confirmed" in messages_of(twice)[-1][1]
+    assert admin.get(url("confirm", draft.pk)).status_code == 405
+
+
+def test_confirm_with_the_version_of_a_stale_page_is_refused(admin, draft):
+    reorder.purchase_order_draft_update(purchase_order_id=draft.pk, lines=[("MUG", 9)])
+
+    response = admin.post(url("confirm", draft.pk), {"version": "1"})
+
+    assert messages_of(response)[0][0] == "error"
+    draft.refresh_from_db()
+    assert draft.status == "draft"
+
+
+def test_discard_cancels_the_draft_but_never_an_order_confirmed_meanwhile(admin, draft):
+    assert reorder.reorder_proposals_draft() == []  # nothing more to propose while the draft stands
+    response = admin.post(url("discard", draft.pk), {"version": "1"})
+
+    draft.refresh_from_db()
+    assert draft.status == "cancelled"
+    assert messages_of(response) == [("success", f"Discarded {draft.reference}.")]
+
+    (second,) = reorder.reorder_proposals_draft()
+    reorder.purchase_order_confirm(purchase_order_id=second.pk)
+    refused = admin.post(url("discard", second.pk), {"version": "1"})
+    second.refresh_from_db()
+    assert second.status == "open"
+    assert messages_of(refused)[-1][0] == "error"
+
+
+def test_edit_lines_sets_quantities_drops_and_adds_lines(admin, draft):
+    page = admin.get(url("edit_lines", draft.pk))
+    values = form_values(page)
+    assert values["lines"].split() == ["MUG", "8", "TEA", "10"] and values["version"] == "1"
+
+    response = admin.post(url("edit_lines", draft.pk), {**values, "lines": "MUG 20\nPEN-X 1"})
+    assert response.status_code == 200  # unknown SKU: the form again
+    assert "Unknown SKU" in response.content.decode()
+    ProductFactory(sku="PEN")
+    response = admin.post(url("edit_lines", draft.pk), {**values, "lines": "MUG 20\nPEN 3"})
+
+    assert response.status_code == 302
+    assert lines_of(draft) == [("MUG", 20, 0), ("PEN", 3, 0)]
+    stale = admin.post(url("edit_lines", draft.pk), {**values, "lines": "MUG 1"})
+    assert "changed by someone else" in stale.content.decode()
+    assert lines_of(draft) == [("MUG", 20, 0), ("PEN", 3, 0)]
+
+
+def test_staff_without_the_change_permission_cannot_confirm_discard_or_edit(draft, staff_user):
+    staff_user.user_permissions.add(Permission.objects.get(codename="view_purchaseorder"))
+    client = Client()
+    client.force_login(staff_user)
+
+    page = client.get(url("change", draft.pk)).content.decode()
+    assert url("confirm", draft.pk) not in page and url("discard", draft.pk) not in page
+    assert url("propose") not in client.get(url("changelist")).content.decode()
+    assert client.post(url("confirm", draft.pk), {"version": "1"}).status_code == 403
+    assert client.post(url("discard", draft.pk), {"version": "1"}).status_code == 403
+    assert client.post(url("edit_lines", draft.pk), {"lines": "MUG 1", "version": "1"}).status_code == 403
+    assert client.post(url("propose")).status_code == 403
+    draft.refresh_from_db()
+    assert (draft.status, draft.version) == ("draft", 1)
