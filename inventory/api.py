@@ -22,6 +22,7 @@ from inventory.serializers import (
     AdjustmentSerializer,
     CatalogueQuerySerializer,
     CountSerializer,
+    LevelSettingsSerializer,
     ProductCreateSerializer,
     ProductSerializer,
     ProductUpdateSerializer,
@@ -318,6 +319,24 @@ class CountView(APIView):
         )
         selectors.attach_stock_figures([level])
         return Response(StockLevelSerializer(level).data, status=status.HTTP_201_CREATED)
+
+
+class LevelSettingsView(APIView):
+    permission_classes = [IsStaff]
+
+    @extend_schema(request=LevelSettingsSerializer, responses={200: StockLevelSerializer, **STOCK_WRITE_ERRORS})
+    def post(self, request):
+        """Set a level's safety stock, backorder cap, reorder point (null: off) and reorder quantity.
+
+        409 `selling_rules_conflict` for safety stock on a product in hot mode; 400 for a backorder cap
+        below what the level has backordered already."""
+        params = LevelSettingsSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        changes = dict(params.validated_data)
+        sku, warehouse = changes.pop("sku"), changes.pop("warehouse")
+        level = services.stock_level_configure(sku=sku, warehouse_code=warehouse, changes=changes, actor=request.user)
+        selectors.attach_stock_figures([level])
+        return Response(StockLevelSerializer(level).data)
 
 
 class TransferView(APIView):

@@ -37,7 +37,7 @@ MAX_KNOWN = 100_000
 # (inventory.models.StockBucket): each level adds what its buckets hold, one probe of the
 # stockbucket_level_slot (level, slot) index that finds nothing for a product out of hot mode.
 AVAILABILITY_SQL = """
-SELECT p.sku, COALESCE(SUM(s.on_hand - s.reserved + b.units) FILTER (WHERE w.active), 0)
+SELECT p.sku, COALESCE(SUM(greatest(s.on_hand - s.reserved - s.safety_stock, 0) + b.units) FILTER (WHERE w.active), 0)
   FROM inventory_product p
   LEFT JOIN inventory_stocklevel s ON s.product_id = p.id
   LEFT JOIN inventory_warehouse w ON w.id = s.warehouse_id

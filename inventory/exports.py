@@ -19,7 +19,7 @@ from django.http import HttpRequest, StreamingHttpResponse
 from django.utils import timezone
 
 from inventory.models import Product, StockLevel
-from inventory.selectors import products_with_availability, with_stock_figures
+from inventory.selectors import available_units, products_with_availability, with_stock_figures
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 ROWS_PER_CHUNK = 500
@@ -88,7 +88,7 @@ def stock_rows(levels: QuerySet[StockLevel] | None = None) -> Iterator[tuple]:
     return (
         with_stock_figures(queryset)
         .order_by("product__sku", "warehouse__code")
-        .annotate(sku=F("product__sku"), code=F("warehouse__code"), free=F("on_hand") - F("reserved") + F("bucketed"))
+        .annotate(sku=F("product__sku"), code=F("warehouse__code"), free=available_units())
         .values_list("sku", "code", "on_hand", "reserved", "free", "incoming", "version", "updated_at")
         .iterator(chunk_size=CURSOR_ROWS)
     )

@@ -1,3 +1,5 @@
+from datetime import date
+
 from django.conf import settings
 from django.core.validators import MinValueValidator, RegexValidator
 from django.db import models
@@ -22,6 +24,15 @@ class BackorderPolicy(models.TextChoices):
     DENY = "deny", "Deny (sell from stock only)"
     BACKORDER = "backorder", "Backorder up to the cap"
     PREORDER = "preorder", "Preorder until a date, up to the cap"
+
+
+def beyond_the_shelf(policy: str, preorder_until: date | None, today: date) -> str:
+    """How a product sells beyond its shelf on `today`: "backorder", "preorder" or "" (it does not)."""
+    if policy == BackorderPolicy.BACKORDER:
+        return "backorder"
+    if policy == BackorderPolicy.PREORDER and preorder_until is not None and today <= preorder_until:
+        return "preorder"
+    return ""
 
 
 class Product(models.Model):
@@ -71,6 +82,11 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.sku} · {self.name}"
 
+    def takes_backorders(self, today: date) -> bool:
+        """Whether an order may take it beyond the shelf on `today` (a UTC date), up to each level's
+        cap. The placement in SQL asks the same (orders/placement/placement.sql)."""
+        return beyond_the_shelf(self.backorder_policy, self.preorder_until, today) != ""
+
 
 class Warehouse(models.Model):
     code = models.CharField(max_length=32, unique=True, validators=[CODE_VALIDATOR])
@@ -87,7 +103,7 @@ class Warehouse(models.Model):
 
 
 class StockLevel(models.Model):
-    """Units of one product in one warehouse. `available = on_hand - reserved + bucketed`.
+    """Units of one product in one warehouse. `available = max(on_hand - reserved - safety_stock, 0) + bucketed`.
 
     `reserved` counts the units allocated to live orders and, in hot mode, the free units its
     buckets hold for orders to take (StockBucket): cold writers see only `on_hand - reserved`, so
@@ -139,6 +155,12 @@ class StockLevel(models.Model):
 
     @property
     def available(self) -> int:
+        """Units orders may take: the safety stock stays on the shelf."""
+        return max(self.on_hand - self.reserved - self.safety_stock, 0) + (getattr(self, "bucketed", 0) or 0)
+
+    @property
+    def unreserved(self) -> int:
+        """Units staff may move or ship beyond orders' (transfers, moved reservations): safety stock too."""
         return self.on_hand - self.reserved + (getattr(self, "bucketed", 0) or 0)
 
 

@@ -14,6 +14,14 @@ split) and none lets an unlocked read decide:
   it has the units, and only a level that lacks them rolls back to a savepoint and plans again.
 - `global_lock`: the naive baseline: one advisory lock serialises every reservation.
 
+Safety stock and backorders: a level sells `on_hand - reserved - safety_stock` (never below zero)
+from its shelf; a line still short, of a product that takes backorders (Product.takes_backorders),
+is backordered on its levels by warehouse priority while `backordered < backorder_cap`. An
+allocation's backordered units are added to the level's `backordered`, never to its `reserved`, by
+the same conditional UPDATE (`... AND backordered + b <= backorder_cap`), so concurrent orders cannot
+pass the cap, which a CHECK on the level row enforces as the last line. Hot levels never backorder
+and hold no safety stock (inventory.services refuses the combination).
+
 A hot level (one with stock buckets, inventory.models.StockBucket) is taken from the same way by
 every strategy: through the SQL function inventory_hot_take, which picks a bucket nobody holds and
 falls back, under the level's and every bucket's lock, to the whole pool. Every plan counts the
@@ -33,6 +41,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
 
 from inventory.errors import InsufficientStock, InvalidInput
 from inventory.locks import lock_stock_levels_of_products
@@ -53,6 +62,11 @@ class Allocation:
     quantity: int
     warehouse_code: str = ""
     hot: bool = False  # taken from the level's stock buckets (its ledger row: reserved +n, bucketed -n)
+    backordered: int = 0  # of `quantity`, units sold beyond the shelf: the level's backordered, not reserved
+
+    @property
+    def reserved(self) -> int:
+        return self.quantity - self.backordered
 
 
 @dataclass
@@ -66,17 +80,19 @@ class _Candidate:
     warehouse_code: str
     bucketed: int = 0
     hot: bool = False
+    safety_stock: int = 0
+    room: int = 0  # backorder_cap - backordered
 
     @property
     def available(self) -> int:
-        return self.on_hand - self.reserved + self.bucketed
+        return max(self.on_hand - self.reserved - self.safety_stock, 0) + self.bucketed
 
 
 # The levels of these products in active warehouses, each with its buckets' units and whether it is
 # hot (the product in hot mode, or buckets left), in one statement: one snapshot of level and buckets.
 CANDIDATES_SQL = """
 SELECT s.id, s.product_id, s.warehouse_id, w.priority, s.on_hand, s.reserved, w.code, b.units,
-       b.n > 0 OR p.stock_buckets > 0
+       b.n > 0 OR p.stock_buckets > 0, s.safety_stock, s.backorder_cap - s.backordered
   FROM inventory_stocklevel s
   JOIN inventory_warehouse w ON w.id = s.warehouse_id
   JOIN inventory_product p ON p.id = s.product_id
@@ -99,20 +115,34 @@ def _plan(lines: Sequence[tuple[Product, int]], candidates: list[_Candidate]) ->
     for candidate in candidates:
         by_product[candidate.product_id].append(candidate)
     allocations, short = [], []
+    today = timezone.now().date()
     for product, quantity in lines:
         levels = sorted(by_product[product.pk], key=lambda c: (c.priority, c.level_id))
+        backorders = product.takes_backorders(today)
         remaining = quantity
+        taken: dict[int, Allocation] = {}
         for level in levels:
             take = min(remaining, level.available)
             if take > 0:
-                allocations.append(
-                    Allocation(level.level_id, product.pk, level.warehouse_id, take, level.warehouse_code, level.hot)
+                taken[level.level_id] = Allocation(
+                    level.level_id, product.pk, level.warehouse_id, take, level.warehouse_code, level.hot
                 )
                 remaining -= take
             if remaining == 0:
                 break
+        for level in levels if remaining and backorders else ():  # the rest beyond the shelf, by priority
+            owe = min(remaining, level.room) if not level.hot else 0
+            if owe > 0:
+                had = taken.get(level.level_id)
+                quantity_before = had.quantity if had is not None else 0
+                taken[level.level_id] = Allocation(
+                    level.level_id, product.pk, level.warehouse_id, quantity_before + owe, level.warehouse_code,
+                    backordered=owe,
+                )  # fmt: skip
+                remaining -= owe
+        allocations.extend(taken.values())
         if remaining:
-            available = sum(max(level.available, 0) for level in levels)
+            available = sum(level.available + (level.room if backorders and not level.hot else 0) for level in levels)
             short.append({"sku": product.sku, "requested": quantity, "available": available})
     if short:
         raise InsufficientStock(short)
@@ -149,12 +179,19 @@ def _conditional_update(allocation: Allocation, who: _For) -> bool:
     if allocation.hot:
         return _hot_take(allocation, who)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
-            " WHERE id = %s AND on_hand - reserved >= %s",
-            [allocation.quantity, allocation.level_id, allocation.quantity],
-        )
+        cursor.execute(CONDITIONAL_UPDATE_SQL, [allocation.reserved, allocation.backordered, allocation.level_id])
         return cursor.rowcount == 1
+
+
+# PostgreSQL re-checks the WHERE on the newest row version after any lock wait: units taken from the
+# shelf leave the safety stock, units backordered stay within the cap.
+CONDITIONAL_UPDATE_SQL = """
+UPDATE inventory_stocklevel AS s
+   SET reserved = s.reserved + v.r, backordered = s.backordered + v.b, updated_at = now()
+  FROM (SELECT %s::bigint AS r, %s::bigint AS b) AS v
+ WHERE s.id = %s AND greatest(s.on_hand - s.reserved - s.safety_stock, 0) >= v.r
+   AND s.backordered + v.b <= s.backorder_cap
+"""
 
 
 def _set_based_update(allocations: list[Allocation], who: _For) -> None:
@@ -167,11 +204,16 @@ def _set_based_update(allocations: list[Allocation], who: _For) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             """
-            UPDATE inventory_stocklevel AS s SET reserved = s.reserved + v.n, updated_at = now()
-              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n)
+            UPDATE inventory_stocklevel AS s
+               SET reserved = s.reserved + v.r, backordered = s.backordered + v.b, updated_at = now()
+              FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, r, b)
              WHERE s.id = v.id
             """,
-            [[a.level_id for a in allocations], [a.quantity for a in allocations]],
+            [
+                [a.level_id for a in allocations],
+                [a.reserved for a in allocations],
+                [a.backordered for a in allocations],
+            ],
         )
 
 
@@ -227,22 +269,29 @@ def _reserve_optimistic(lines, product_ids, who: _For) -> list[Allocation]:
             while it still has the units, so only a level that lacks them undoes the attempt."""
             if allocation.hot:  # no compare-and-set on a row orders do not write
                 return _hot_take(allocation, who)
-            on_hand, reserved = candidates[allocation.level_id].on_hand, candidates[allocation.level_id].reserved
+            read = candidates[allocation.level_id]
+            on_hand, reserved, safety = read.on_hand, read.reserved, read.safety_stock
             with connection.cursor() as cursor:
                 for _ in range(OPTIMISTIC_ATTEMPTS):
-                    if on_hand - reserved < allocation.quantity:
+                    if max(on_hand - reserved - safety, 0) < allocation.reserved:
                         return False
                     cursor.execute(
-                        "UPDATE inventory_stocklevel SET reserved = reserved + %s, updated_at = now()"
-                        " WHERE id = %s AND on_hand = %s AND reserved = %s",
-                        [allocation.quantity, allocation.level_id, on_hand, reserved],
-                    )
+                        "UPDATE inventory_stocklevel SET reserved = reserved + %s, backordered = backordered + %s,"
+                        " updated_at = now() WHERE id = %s AND on_hand = %s AND reserved = %s AND safety_stock = %s"
+                        " AND backordered + %s <= backorder_cap",
+                        [allocation.reserved, allocation.backordered, allocation.level_id, on_hand, reserved, safety,
+                         allocation.backordered],
+                    )  # fmt: skip
                     if cursor.rowcount == 1:
                         return True
                     cursor.execute(
-                        "SELECT on_hand, reserved FROM inventory_stocklevel WHERE id = %s", [allocation.level_id]
+                        "SELECT on_hand, reserved, safety_stock, backordered + %s <= backorder_cap"
+                        " FROM inventory_stocklevel WHERE id = %s",
+                        [allocation.backordered, allocation.level_id],
                     )
-                    on_hand, reserved = cursor.fetchone()
+                    on_hand, reserved, safety, fits = cursor.fetchone()
+                    if not fits:
+                        return False
             return False
 
         if _attempt(allocations, compare_and_set):

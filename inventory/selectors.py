@@ -7,14 +7,24 @@ over it (inventory.availability).
 
 import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db.models import F, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Greatest
+from django.utils import timezone
 
 from inventory.availability import overlay, remember_payloads
 from inventory.cache import cached_product
-from inventory.models import Product, PurchaseOrder, PurchaseOrderLine, StockBucket, StockLevel, StockMovement, is_sku
+from inventory.models import (
+    Product,
+    PurchaseOrder,
+    PurchaseOrderLine,
+    StockBucket,
+    StockLevel,
+    StockMovement,
+    beyond_the_shelf,
+    is_sku,
+)
 from inventory.serializers import product_payload
 from project.errors import NotFound
 
@@ -87,14 +97,20 @@ def purchase_order(*, purchase_order_id: int) -> PurchaseOrder:
     return found
 
 
+def available_units():
+    """A level's units orders can take, on levels annotated with `bucketed` (with_bucketed):
+    on_hand - reserved - safety stock (never below zero), plus what its buckets hold (units in
+    buckets are counted in reserved; a hot level holds no safety stock)."""
+    return Greatest(F("on_hand") - F("reserved") - F("safety_stock"), Value(0)) + F("bucketed")
+
+
 def _available_subquery() -> Coalesce:
-    # A product's availability: over its levels in active warehouses, on_hand - reserved plus what
-    # each level's buckets hold (units in buckets are counted in reserved).
+    # A product's availability: over its levels in active warehouses (available_units).
     per_product = (
         with_bucketed(StockLevel.objects.filter(product=OuterRef("pk"), warehouse__active=True))
         .order_by()
         .values("product")
-        .annotate(units=Sum(F("on_hand") - F("reserved") + F("bucketed")))
+        .annotate(units=Sum(available_units()))
         .values("units")
     )
     return Coalesce(Subquery(per_product, output_field=IntegerField()), Value(0))
@@ -149,6 +165,29 @@ def product_stock_buckets(*, sku: str) -> int | None:
     return Product.objects.filter(sku=sku).values_list("stock_buckets", flat=True).first()
 
 
+def beyond_shelf(entry: dict) -> str:
+    """How a catalogue entry sells beyond its shelf today: "backorder", "preorder" or ""."""
+    until = entry.get("preorder_until")
+    return beyond_the_shelf(
+        entry.get("backorder_policy", "deny"), date.fromisoformat(until) if until else None, timezone.now().date()
+    )
+
+
+def next_arrival(*, sku: str) -> date | None:
+    """The earliest expected date of an open purchase order still bringing this product."""
+    return (
+        PurchaseOrderLine.objects.filter(
+            product__sku=sku,
+            purchase_order__status=PurchaseOrder.Status.OPEN,
+            purchase_order__expected_on__isnull=False,
+            received__lt=F("ordered"),
+        )
+        .order_by("purchase_order__expected_on")
+        .values_list("purchase_order__expected_on", flat=True)
+        .first()
+    )
+
+
 def sold(entry: dict | None) -> bool:
     """Whether a catalogue entry is a product shoppers may buy (it exists and is active)."""
     return entry is not None and bool(entry.get("active"))
@@ -173,24 +212,27 @@ def level_ledger_totals() -> QuerySet:
     )
 
 
-# Invariants 1, 2 and 7: the level's reserved moves by delta_reserved + delta_bucketed, and the
-# units its stock buckets hold are the sum of its delta_bucketed (each bucket >= 0 by its CHECK).
+# Invariants 1, 2 and 7: the level's reserved moves by delta_reserved + delta_bucketed, the
+# units its stock buckets hold are the sum of its delta_bucketed (each bucket >= 0 by its CHECK),
+# and its backordered units (0 <= backordered <= backorder_cap) the sum of its delta_backordered.
 LEDGER_BREACHES_SQL = """
 SELECT s.id, p.sku, w.code, s.on_hand, s.reserved, COALESCE(b.units, 0) AS bucketed,
+       s.backordered, s.backorder_cap,
        COALESCE(m.on_hand, 0) AS ledger_on_hand, COALESCE(m.reserved, 0) AS ledger_reserved,
-       COALESCE(m.bucketed, 0) AS ledger_bucketed
+       COALESCE(m.bucketed, 0) AS ledger_bucketed, COALESCE(m.backordered, 0) AS ledger_backordered
   FROM inventory_stocklevel s
   JOIN inventory_product p ON p.id = s.product_id
   JOIN inventory_warehouse w ON w.id = s.warehouse_id
   LEFT JOIN (
         SELECT level_id, SUM(delta_on_hand) AS on_hand, SUM(delta_reserved + delta_bucketed) AS reserved,
-               SUM(delta_bucketed) AS bucketed
+               SUM(delta_bucketed) AS bucketed, SUM(delta_backordered) AS backordered
           FROM inventory_stockmovement GROUP BY level_id
        ) m ON m.level_id = s.id
   LEFT JOIN (SELECT level_id, SUM(units) AS units FROM inventory_stockbucket GROUP BY level_id) b ON b.level_id = s.id
  WHERE s.reserved < 0 OR s.on_hand < s.reserved
     OR s.on_hand <> COALESCE(m.on_hand, 0) OR s.reserved <> COALESCE(m.reserved, 0)
     OR COALESCE(b.units, 0) <> COALESCE(m.bucketed, 0) OR COALESCE(b.units, 0) > s.reserved
+    OR s.backordered < 0 OR s.backordered > s.backorder_cap OR s.backordered <> COALESCE(m.backordered, 0)
  ORDER BY s.id
 """
 

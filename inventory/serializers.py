@@ -3,9 +3,14 @@ from decimal import Decimal
 from django.conf import settings
 from rest_framework import serializers
 
-from inventory.models import CODE_VALIDATOR, MAX_STOCK_BUCKETS, SKU_VALIDATOR, Product, StockLevel
+from inventory.models import CODE_VALIDATOR, MAX_STOCK_BUCKETS, SKU_VALIDATOR, BackorderPolicy, Product, StockLevel
 
 MAX_QUANTITY = 1_000_000_000
+BACKORDER_POLICY_HELP = (
+    "deny: sold from stock only; backorder: beyond the shelf up to backorder_cap units per stock level, "
+    "shipped when stock arrives; preorder: the same until preorder_until."
+)
+BACKORDER_CAP_HELP = "Units each stock level may sell beyond its shelf under a backorder or preorder policy."
 STOCK_BUCKETS_HELP = (
     "Hot mode (a flash sale): stock buckets per stock level that orders take units from in parallel; "
     f"0 turns it off, at most {MAX_STOCK_BUCKETS}."
@@ -22,6 +27,13 @@ class ProductSerializer(serializers.Serializer):
     active = serializers.BooleanField()
     version = serializers.IntegerField()
     updated_at = serializers.DateTimeField()
+    backorder_policy = serializers.ChoiceField(choices=BackorderPolicy.choices, help_text=BACKORDER_POLICY_HELP)
+    preorder_until = serializers.DateField(allow_null=True, help_text="Preorders are taken until this date (UTC).")
+    max_per_order = serializers.IntegerField(allow_null=True, help_text="Most units in one order (null: no limit).")
+    customer_limit = serializers.IntegerField(
+        allow_null=True, help_text="Most units one customer may order over customer_limit_days (null: no limit)."
+    )
+    customer_limit_days = serializers.IntegerField()
     stock_buckets = serializers.IntegerField(
         required=False, min_value=0, max_value=MAX_STOCK_BUCKETS, help_text=f"Staff only. {STOCK_BUCKETS_HELP}"
     )
@@ -39,6 +51,11 @@ def product_payload(product: Product) -> dict:
         "active": product.active,
         "version": product.version,
         "updated_at": product.updated_at.isoformat().replace("+00:00", "Z"),
+        "backorder_policy": product.backorder_policy,
+        "preorder_until": product.preorder_until.isoformat() if product.preorder_until else None,
+        "max_per_order": product.max_per_order,
+        "customer_limit": product.customer_limit,
+        "customer_limit_days": product.customer_limit_days,
     }
 
 
@@ -66,6 +83,16 @@ class ProductUpdateSerializer(serializers.Serializer):
     stock_buckets = serializers.IntegerField(
         min_value=0, max_value=MAX_STOCK_BUCKETS, required=False, help_text=STOCK_BUCKETS_HELP
     )
+    backorder_policy = serializers.ChoiceField(
+        choices=BackorderPolicy.choices, required=False, help_text=BACKORDER_POLICY_HELP
+    )
+    backorder_cap = serializers.IntegerField(
+        min_value=0, max_value=MAX_QUANTITY, required=False, help_text=f"{BACKORDER_CAP_HELP} Shown per stock level."
+    )
+    preorder_until = serializers.DateField(required=False, allow_null=True)
+    max_per_order = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY, required=False, allow_null=True)
+    customer_limit = serializers.IntegerField(min_value=1, max_value=MAX_QUANTITY, required=False, allow_null=True)
+    customer_limit_days = serializers.IntegerField(min_value=1, max_value=3650, required=False)
 
     def validate(self, attrs):
         unknown = set(self.initial_data) - set(self.fields)
@@ -84,13 +111,24 @@ class StockLevelSerializer(serializers.ModelSerializer):
     sku = serializers.CharField(source="product.sku")
     warehouse = serializers.CharField(source="warehouse.code")
     available = serializers.IntegerField(
-        help_text="Units orders can still take: on_hand - reserved, plus what hot mode's buckets hold."
+        help_text="Units orders can still take: on_hand - reserved - safety_stock (at least 0), plus what hot mode's"
+        " buckets hold."
     )
     incoming = serializers.IntegerField(help_text="Units open purchase orders still expect: not on hand yet.")
+    backordered = serializers.IntegerField(help_text="Units sold beyond the shelf, waiting for stock to arrive.")
+    backorder_cap = serializers.IntegerField(help_text=BACKORDER_CAP_HELP)
+    safety_stock = serializers.IntegerField(help_text="Units held back from online sale; staff may still ship them.")
+    reorder_point = serializers.IntegerField(
+        allow_null=True, help_text="Below this projected stock the reorder job drafts a purchase order."
+    )
+    reorder_quantity = serializers.IntegerField(help_text="Units a drafted purchase order asks for (at least).")
 
     class Meta:
         model = StockLevel
-        fields = ["sku", "warehouse", "on_hand", "reserved", "available", "incoming", "version"]
+        fields = [
+            "sku", "warehouse", "on_hand", "reserved", "available", "incoming", "backordered", "backorder_cap",
+            "safety_stock", "reorder_point", "reorder_quantity", "version",
+        ]  # fmt: skip
 
 
 class StockQuerySerializer(serializers.Serializer):
@@ -101,6 +139,21 @@ class StockQuerySerializer(serializers.Serializer):
 class _SkuWarehouse(serializers.Serializer):
     sku = serializers.CharField(max_length=64, validators=[SKU_VALIDATOR])
     warehouse = serializers.CharField(max_length=32, validators=[CODE_VALIDATOR])
+
+
+class LevelSettingsSerializer(_SkuWarehouse):
+    safety_stock = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+    backorder_cap = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+    reorder_point = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False, allow_null=True)
+    reorder_quantity = serializers.IntegerField(min_value=0, max_value=MAX_QUANTITY, required=False)
+
+    def validate(self, attrs):
+        unknown = set(self.initial_data) - set(self.fields)
+        if unknown:
+            raise serializers.ValidationError({name: ["This field cannot be changed."] for name in sorted(unknown)})
+        if not set(attrs) - {"sku", "warehouse"}:
+            raise serializers.ValidationError("Send at least one setting to change.")
+        return attrs
 
 
 class AdjustmentSerializer(_SkuWarehouse):

@@ -11,7 +11,8 @@ after commit (availability is never cached with it: inventory.availability).
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
@@ -28,12 +29,14 @@ from inventory.errors import (
     InvalidInput,
     InvalidStock,
     PurchaseOrderClosed,
+    SellingRulesConflict,
     VersionConflict,
     WarehouseBusy,
 )
 from inventory.metrics import STOCK_CHANGES
 from inventory.models import (
     MAX_STOCK_BUCKETS,
+    BackorderPolicy,
     ImportJob,
     Product,
     PurchaseOrder,
@@ -45,6 +48,7 @@ from inventory.models import (
     Warehouse,
     is_sku,
 )
+from inventory.reorder import stock_levels_below_reorder_point, with_on_hand_and_incoming
 from inventory.reservation import Allocation, reserve_levels
 from inventory.selectors import products_with_availability
 from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
@@ -57,9 +61,12 @@ MAX_QUANTITY = 1_000_000_000
 __all__ = [
     "Allocation",
     "consume_stock",
+    "fill_backorders",
+    "free_units",
     "import_file_delete",
     "import_files_prune",
     "move_reservations",
+    "on_stock_arrival",
     "product_create",
     "product_set_buckets",
     "product_update",
@@ -71,7 +78,9 @@ __all__ = [
     "release_stock",
     "reserve_stock",
     "stock_adjust",
+    "stock_arrival",
     "stock_count",
+    "stock_level_configure",
     "stock_receive",
     "stock_transfer",
     "warehouse_activate",
@@ -98,12 +107,21 @@ def _product_and_warehouse(sku: str, warehouse_code: str, *, warehouse_field: st
 
 
 def _ensure_levels(pairs: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """Level ids for (product_id, warehouse_id) pairs, creating empty levels that are missing.
+    """Level ids for (product_id, warehouse_id) pairs, creating empty levels that are missing, with
+    their product's backorder cap.
 
     INSERT ... ON CONFLICT DO NOTHING, so two requests creating the same level both succeed.
     """
     wanted = sorted(set(pairs))
-    StockLevel.objects.bulk_create([StockLevel(product_id=p, warehouse_id=w) for p, w in wanted], ignore_conflicts=True)
+    caps = dict(
+        Product.objects.filter(pk__in={p for p, _ in wanted})
+        .exclude(backorder_policy=BackorderPolicy.DENY)
+        .values_list("pk", "backorder_cap")
+    )  # a new level takes its product's backorder policy (_apply_selling_rules gives it to the others)
+    StockLevel.objects.bulk_create(
+        [StockLevel(product_id=p, warehouse_id=w, backorder_cap=caps.get(p, 0)) for p, w in wanted],
+        ignore_conflicts=True,
+    )
     found = StockLevel.objects.filter(product_id__in={p for p, _ in wanted}, warehouse_id__in={w for _, w in wanted})
     ids = {(row.product_id, row.warehouse_id): row.pk for row in found.only("id", "product_id", "warehouse_id")}
     return {pair: ids[pair] for pair in wanted}
@@ -202,24 +220,31 @@ def stock_adjust(
     level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
     if delta < 0:  # spends free units: a hot level's must all be on the level
         _lock_levels([level_id], reference=reference, actor=actor)
-    guarded = StockLevel.objects.filter(pk=level_id, on_hand__gte=F("reserved") - delta)
-    if expected_version is not None:
-        guarded = guarded.filter(version=expected_version)
-    if not guarded.update(on_hand=F("on_hand") + delta, version=F("version") + 1):
-        current = StockLevel.objects.get(pk=level_id)
-        if expected_version is not None and current.version != expected_version:
-            raise VersionConflict(extra={"current_version": current.version})
-        raise InvalidStock(
-            f"on_hand {current.on_hand} {delta:+} would leave {current.on_hand + delta}, "
-            f"below the {current.reserved} reserved units."
-        )
-    _record(
-        [
-            StockMovement(
-                level_id=level_id, delta_on_hand=delta, reason=reason, note=note[:200], actor=actor, reference=reference
+    # Units added fill the level's backorders first (stock_arrival); none wait on a level that gives.
+    with stock_arrival([level_id] if delta > 0 else []):
+        guarded = StockLevel.objects.filter(pk=level_id, on_hand__gte=F("reserved") - delta)
+        if expected_version is not None:
+            guarded = guarded.filter(version=expected_version)
+        if not guarded.update(on_hand=F("on_hand") + delta, version=F("version") + 1):
+            current = StockLevel.objects.get(pk=level_id)
+            if expected_version is not None and current.version != expected_version:
+                raise VersionConflict(extra={"current_version": current.version})
+            raise InvalidStock(
+                f"on_hand {current.on_hand} {delta:+} would leave {current.on_hand + delta}, "
+                f"below the {current.reserved} reserved units."
             )
-        ],
-    )
+        _record(
+            [
+                StockMovement(
+                    level_id=level_id,
+                    delta_on_hand=delta,
+                    reason=reason,
+                    note=note[:200],
+                    actor=actor,
+                    reference=reference,
+                )
+            ],
+        )
     return StockLevel.objects.select_related("product", "warehouse").get(pk=level_id)
 
 
@@ -285,16 +310,28 @@ def stock_transfer(
     _, target = _product_and_warehouse(sku, to_code, warehouse_field="to")
     ids = _ensure_levels([(product.pk, source.pk), (product.pk, target.pk)])
     source_id, target_id = ids[(product.pk, source.pk)], ids[(product.pk, target.pk)]
+    with stock_arrival([target_id]):
+        src, dst = _transfer_units(source_id, target_id, sku=sku, quantity=quantity, actor=actor)
+        _record_transfer(source_id, target_id, f"transfer:{from_code}->{to_code}", quantity, note=note, actor=actor)
+    for level, warehouse in ((src, source), (dst, target)):
+        level.product, level.warehouse = product, warehouse
+    return src, dst
+
+
+def _transfer_units(source_id: int, target_id: int, *, sku: str, quantity: int, actor) -> tuple[StockLevel, StockLevel]:
     levels = _lock_levels([source_id, target_id], actor=actor)
     src, dst = levels[source_id], levels[target_id]
-    if src.available < quantity:
-        raise InsufficientStock([{"sku": sku, "requested": quantity, "available": src.available}])
+    if src.unreserved < quantity:  # staff may move the safety stock too
+        raise InsufficientStock([{"sku": sku, "requested": quantity, "available": src.unreserved}])
     src.on_hand -= quantity
     dst.on_hand += quantity
     for level in (src, dst):
         level.version += 1
         level.save(update_fields=["on_hand", "version", "updated_at"])
-    reference = f"transfer:{from_code}->{to_code}"
+    return src, dst
+
+
+def _record_transfer(source_id: int, target_id: int, reference: str, quantity: int, *, note: str, actor) -> None:
     _record(
         [
             StockMovement(
@@ -315,14 +352,81 @@ def stock_transfer(
             ),
         ],
     )
-    for level, warehouse in ((src, source), (dst, target)):
-        level.product, level.warehouse = product, warehouse
-    return src, dst
 
 
 # --- catalogue ---------------------------------------------------------------------------------
 
-PRODUCT_EDITABLE = {"name", "description", "price", "active", "low_stock_threshold"}
+PRODUCT_EDITABLE = {
+    "name",
+    "description",
+    "price",
+    "active",
+    "low_stock_threshold",
+    "max_per_order",
+    "customer_limit",
+    "customer_limit_days",
+    "backorder_policy",
+    "backorder_cap",
+    "preorder_until",
+}
+# Selling beyond the shelf: applied to each level of the product (its backorder_cap) on change.
+BACKORDER_FIELDS = {"backorder_policy", "backorder_cap", "preorder_until"}
+MAX_LIMIT_DAYS = 3650
+
+
+def _check_selling_rules(changes: dict) -> None:
+    """The product's backorder policy and limits, as sent (the levels are checked under lock)."""
+    errors: dict[str, list[str]] = {}
+    if "backorder_policy" in changes and changes["backorder_policy"] not in BackorderPolicy.values:
+        errors["backorder_policy"] = [f"One of {', '.join(BackorderPolicy.values)}."]
+    if "backorder_cap" in changes and not is_whole_number(changes["backorder_cap"], minimum=0, maximum=MAX_QUANTITY):
+        errors["backorder_cap"] = [f"Must be a whole number from 0 to {MAX_QUANTITY}."]
+    until = changes.get("preorder_until")
+    if until is not None and (not isinstance(until, date) or isinstance(until, datetime)):
+        errors["preorder_until"] = ["Must be a date (YYYY-MM-DD)."]
+    elif until is not None and until < timezone.now().date():
+        errors["preorder_until"] = ["The preorder date is in the past."]
+    for name in ("max_per_order", "customer_limit"):
+        if changes.get(name) is not None and not is_whole_number(changes[name], minimum=1, maximum=MAX_QUANTITY):
+            errors[name] = [f"Must be a whole number from 1 to {MAX_QUANTITY}, or null for no limit."]
+    if "customer_limit_days" in changes and not is_whole_number(
+        changes["customer_limit_days"], minimum=1, maximum=MAX_LIMIT_DAYS
+    ):
+        errors["customer_limit_days"] = [f"Must be a whole number of days from 1 to {MAX_LIMIT_DAYS}."]
+    if errors:
+        raise InvalidInput(fields=errors)
+
+
+def _apply_selling_rules(product: Product) -> None:
+    """Apply the product's backorder policy to each of its levels (their backorder_cap: a CHECK
+    sees one row only), with the levels locked in pk order after the product (updated, so locked,
+    by the caller). `deny` takes no new backorders: each cap stops at what is backordered already,
+    which arrivals fill as before. A cap below what a level has backordered is refused. Hot mode
+    cannot be combined with backorders or safety stock (SellingRulesConflict)."""
+    if product.backorder_policy == BackorderPolicy.PREORDER and product.preorder_until is None:
+        raise InvalidInput(fields={"preorder_until": ["A preorder needs the date it is taken until."]})
+    levels = locks.lock_stock_levels(StockLevel.objects.filter(product_id=product.pk).values_list("pk", flat=True))
+    if product.stock_buckets and (
+        product.backorder_policy != BackorderPolicy.DENY or any(level.safety_stock for level in levels.values())
+    ):
+        raise SellingRulesConflict()
+    deny = product.backorder_policy == BackorderPolicy.DENY
+    below = [level for level in levels.values() if not deny and level.backordered > product.backorder_cap]
+    if below:
+        raise InvalidInput(
+            fields={
+                "backorder_cap": [
+                    f"Below what is already backordered: {level.backordered} at {level.warehouse_id}."
+                    for level in below
+                ]
+            }
+        )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE inventory_stocklevel SET backorder_cap = CASE WHEN %s THEN backordered ELSE %s END,"
+            " updated_at = now() WHERE id = ANY(%s)",
+            [deny, product.backorder_cap, sorted(levels)],
+        )
 
 
 @atomic_with_retry
@@ -354,6 +458,7 @@ def product_update(*, sku: str, expected_version: int, changes: dict, actor=None
         raise InvalidInput(fields={name: ["This field cannot be changed."] for name in sorted(unknown)})
     if "stock_buckets" in changes:
         _check_buckets(changes["stock_buckets"])
+    _check_selling_rules(changes)
     updated = Product.objects.filter(sku=sku, version=expected_version).update(
         **changes, version=F("version") + 1, updated_at=timezone.now()
     )
@@ -363,6 +468,8 @@ def product_update(*, sku: str, expected_version: int, changes: dict, actor=None
             raise NotFound(f"No product with SKU {sku!r}.")
         raise VersionConflict(extra={"current_version": current.version})
     product = Product.objects.get(sku=sku)
+    if BACKORDER_FIELDS & changes.keys() or changes.get("stock_buckets"):
+        _apply_selling_rules(product)
     if "stock_buckets" in changes:
         _switch_buckets(product, actor=actor)
     catalogue_changed([sku])
@@ -404,9 +511,43 @@ def product_set_buckets(*, sku: str, buckets: int, actor=None) -> Product:
     if not updated:
         raise NotFound(f"No product with SKU {sku!r}.")
     product = Product.objects.get(sku=sku)
+    if buckets:
+        _apply_selling_rules(product)
     _switch_buckets(product, actor=actor)
     catalogue_changed([sku])
     return product
+
+
+LEVEL_SETTINGS = {"safety_stock", "backorder_cap", "reorder_point", "reorder_quantity"}
+
+
+@atomic_with_retry
+def stock_level_configure(*, sku: str, warehouse_code: str, changes: dict, actor=None) -> StockLevel:
+    """Set a level's safety stock, backorder cap (its own, over the product's), reorder point
+    (None: off) and reorder quantity. The level is created if missing and locked; a backorder cap
+    below what it has backordered, or safety stock on a product in hot mode, is refused."""
+    unknown = set(changes) - LEVEL_SETTINGS
+    errors = {name: ["This field cannot be changed here."] for name in sorted(unknown)}
+    for name, value in changes.items():
+        if name in LEVEL_SETTINGS and not (
+            (name == "reorder_point" and value is None) or is_whole_number(value, minimum=0, maximum=MAX_QUANTITY)
+        ):
+            errors[name] = [f"Must be a whole number from 0 to {MAX_QUANTITY}."]
+    if not changes:
+        errors["settings"] = ["Send at least one setting to change."]
+    if errors:
+        raise InvalidInput(fields=errors)
+    product, warehouse = _product_and_warehouse(sku, warehouse_code)
+    level_id = _ensure_levels([(product.pk, warehouse.pk)])[(product.pk, warehouse.pk)]
+    level = locks.lock_stock_levels([level_id])[level_id]
+    if changes.get("safety_stock") and (product.stock_buckets or level.buckets.exists()):
+        raise SellingRulesConflict()
+    if changes.get("backorder_cap", level.backorder_cap) < level.backordered:
+        raise InvalidInput(fields={"backorder_cap": [f"Below the {level.backordered} units already backordered here."]})
+    StockLevel.objects.filter(pk=level_id).update(**changes, updated_at=timezone.now())
+    if "safety_stock" in changes:
+        catalogue_changed([sku])
+    return StockLevel.objects.select_related("product", "warehouse").get(pk=level_id)
 
 
 # --- warehouses --------------------------------------------------------------------------------
@@ -471,6 +612,87 @@ def warehouse_update(*, code: str, name: str, priority: int) -> Warehouse:
     return Warehouse.objects.get(code=code)
 
 
+# --- stock arriving and backorders filled from it ------------------------------------------------
+#
+# Stock that arrives (a receipt, a purchase order's delivery, a return to stock, a transfer in, an
+# adjustment up) fills backordered allocations first, oldest order first, in the same transaction.
+# The waiting orders are locked before the levels (DESIGN §4: order rows, then levels by pk), so a
+# receipt cannot deadlock with a cancel or the expiry sweep. Orders are another app's: it registers
+# a hook (orders.backorders), so inventory imports nothing above it.
+
+ArrivalHook = Callable[[list[int]], Callable[[], None]]
+_ARRIVAL_HOOKS: list[ArrivalHook] = []
+
+
+def on_stock_arrival(hook: ArrivalHook) -> None:
+    """Register `hook(level_ids) -> fill`. The hook runs in an arrival's transaction before its levels
+    are locked (it locks what comes before levels in the lock order); `fill()` runs once the units
+    are on the levels, which are then locked."""
+    if hook not in _ARRIVAL_HOOKS:
+        _ARRIVAL_HOOKS.append(hook)
+
+
+@contextmanager
+def stock_arrival(level_ids: Iterable[int]) -> Iterator[None]:
+    """Wrap the statements that add units to these levels: backorders waiting on them are filled
+    after the block, in the caller's transaction (nothing is filled if the block raises)."""
+    ids = sorted(set(level_ids))
+    fills = [hook(ids) for hook in _ARRIVAL_HOOKS] if ids else []
+    yield
+    for fill in fills:
+        fill()
+
+
+def free_units(level_ids: Iterable[int]) -> dict[int, int]:
+    """Units on these levels' shelves that orders may take (on_hand - reserved - safety stock, at
+    least 0), read under their row locks, taken in pk order (held already when called by a fill)."""
+    return {
+        level.pk: max(level.on_hand - level.reserved - level.safety_stock, 0)
+        for level in locks.lock_stock_levels(level_ids).values()
+    }
+
+
+def fill_backorders(*, fills: Sequence[tuple[int, int, str]], actor=None) -> None:
+    """Turn backordered units into reserved ones: (level id, n, the order's number) per waiting
+    allocation, on levels the caller holds locked, which have the free units (InvalidStock
+    otherwise: the caller's transaction then changes nothing). One `backorder` ledger row each."""
+    require_transaction("fill_backorders")
+    per_level: dict[int, int] = defaultdict(int)
+    for level_id, units, _ in fills:
+        if units <= 0:
+            raise InvalidInput(f"Filled units must be positive, got {units} for level {level_id}.")
+        per_level[level_id] += units
+    if not per_level:
+        return
+    ids = sorted(per_level)
+    locks.lock_stock_levels(ids)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            UPDATE inventory_stocklevel AS s
+               SET reserved = s.reserved + v.n, backordered = s.backordered - v.n, updated_at = now()
+              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n)
+             WHERE s.id = v.id AND s.backordered >= v.n AND greatest(s.on_hand - s.reserved - s.safety_stock, 0) >= v.n
+            """,
+            [ids, [per_level[i] for i in ids]],
+        )
+        if cursor.rowcount != len(ids):
+            raise InvalidStock("A level lacks the free units or the backorders these fills need.")
+    _record(
+        [
+            StockMovement(
+                level_id=level_id,
+                delta_reserved=units,
+                delta_backordered=-units,
+                reason=Reason.BACKORDER,
+                reference=reference,
+                actor=actor,
+            )
+            for level_id, units, reference in fills
+        ]
+    )
+
+
 # --- stock primitives, inside the caller's transaction -------------------------------------------
 
 
@@ -491,8 +713,9 @@ def reserve_stock(
         [
             StockMovement(
                 level_id=a.level_id,
-                delta_reserved=a.quantity,
+                delta_reserved=a.reserved,
                 delta_bucketed=-a.quantity if a.hot else 0,
+                delta_backordered=a.backordered,
                 reason=Reason.RESERVATION,
                 reference=reference,
                 actor=actor,
@@ -512,29 +735,37 @@ def _apply_deltas(
     reference: str,
     actor,
     note: str = "",
+    released_backorders: Sequence[tuple[int, int]] = (),
 ) -> None:
-    """Lock the levels in pk order, then apply the deltas set-based, with one ledger row per level."""
+    """Lock the levels in pk order, then apply the deltas set-based, with one ledger row per level.
+    `released_backorders`: (level id, n) backordered units given back (backordered -= n)."""
     per_level: dict[int, int] = defaultdict(int)
-    for level_id, quantity in allocations:
-        if quantity <= 0:
-            raise InvalidInput(f"Allocation quantities must be positive, got {quantity} for level {level_id}.")
-        per_level[level_id] += quantity
-    ids = sorted(per_level)
+    per_level_bo: dict[int, int] = defaultdict(int)
+    for pairs, into in ((allocations, per_level), (released_backorders, per_level_bo)):
+        for level_id, quantity in pairs:
+            if quantity <= 0:
+                raise InvalidInput(f"Allocation quantities must be positive, got {quantity} for level {level_id}.")
+            into[level_id] += quantity
+    ids = sorted(per_level.keys() | per_level_bo.keys())
+    if not ids:
+        return
     locks.lock_stock_levels(ids)
     d_on = [on_hand_sign * per_level[i] for i in ids]
     d_res = [reserved_sign * per_level[i] for i in ids]
+    d_bo = [-per_level_bo[i] for i in ids]
     with connection.cursor() as cursor:
         cursor.execute(
             """
             UPDATE inventory_stocklevel AS s
                SET on_hand = s.on_hand + v.d_on,
                    reserved = s.reserved + v.d_res,
+                   backordered = s.backordered + v.d_bo,
                    version = s.version + (v.d_on <> 0)::int,
                    updated_at = now()
-              FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, d_on, d_res)
+              FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, d_on, d_res, d_bo)
              WHERE s.id = v.id
             """,
-            [ids, d_on, d_res],
+            [ids, d_on, d_res, d_bo],
         )
         if cursor.rowcount != len(ids):
             raise InvalidStock("Some stock levels of these allocations no longer exist.")
@@ -544,12 +775,13 @@ def _apply_deltas(
                 level_id=i,
                 delta_on_hand=on,
                 delta_reserved=res,
+                delta_backordered=bo,
                 reason=reason,
                 reference=reference,
                 note=note,
                 actor=actor,
             )
-            for i, on, res in zip(ids, d_on, d_res, strict=True)
+            for i, on, res, bo in zip(ids, d_on, d_res, d_bo, strict=True)
         ],
     )
 
@@ -560,10 +792,20 @@ def release_stock(
     reference: str,
     reason: str = Reason.RELEASE,
     actor=None,
+    backordered: Sequence[tuple[int, int]] = (),
 ) -> None:
-    """Give reserved units back (cancel, expiry): reserved -= n per (level_id, n)."""
+    """Give units back (cancel, expiry): reserved -= n per (level_id, n) of `allocations`, and
+    backordered -= n per (level_id, n) of `backordered`."""
     require_transaction("release_stock")
-    _apply_deltas(allocations, on_hand_sign=0, reserved_sign=-1, reason=reason, reference=reference, actor=actor)
+    _apply_deltas(
+        allocations,
+        on_hand_sign=0,
+        reserved_sign=-1,
+        reason=reason,
+        reference=reference,
+        actor=actor,
+        released_backorders=backordered,
+    )
 
 
 def consume_stock(*, allocations: Sequence[tuple[int, int]], reference: str, actor=None) -> None:
@@ -602,9 +844,9 @@ def move_reservations(
         deltas[targets[(product_id, warehouse_id)]] += quantity
     levels = _lock_levels(deltas, reference=reference, actor=actor)
     short = [
-        {"sku": level.product.sku, "requested": deltas[level.pk], "available": level.available}
+        {"sku": level.product.sku, "requested": deltas[level.pk], "available": level.unreserved}
         for level in levels.values()
-        if deltas[level.pk] > level.available
+        if deltas[level.pk] > level.unreserved  # staff ship from the safety stock too
     ]
     if short:
         raise InsufficientStock(short)
@@ -634,6 +876,12 @@ def receive_return(*, items: Sequence[tuple[int, int, int, int]], reference: str
         per_pair[(product_id, warehouse_id)][0] += restocked
         per_pair[(product_id, warehouse_id)][1] += written_off
     ids = _ensure_levels(per_pair)
+    restocking = [ids[pair] for pair, (restocked, _) in per_pair.items() if restocked]
+    with stock_arrival(restocking):  # restocked units fill the backorders waiting on their levels first
+        _receive_returned_units(ids, per_pair, reference=reference, actor=actor)
+
+
+def _receive_returned_units(ids: dict, per_pair: dict, *, reference: str, actor) -> None:
     locks.lock_stock_levels(ids.values())
     movements = []
     for pair, (restocked, written_off) in sorted(per_pair.items(), key=lambda item: ids[item[0]]):
@@ -672,25 +920,43 @@ LOW_STOCK_LOCK = "inventory:low_stock_alerts"
 def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
     """Alert staff once per product per crossing below its threshold; returns the SKUs alerted.
 
-    A product is alerted when its available units fall to its threshold or below, and not again
-    until it has been seen above the threshold. One transaction flags the products and queues one
-    alert email through the outbox (inventory.emails); the email is sent after commit, by a task
-    holding no transaction or lock. Singleton (a transaction-scoped advisory lock): a second run
-    at the same time does nothing. No stock rows are locked.
+    A product is low when its available units are at or below its threshold and what its open
+    purchase orders still expect does not lift it above: available + incoming <= threshold (over
+    active warehouses, inventory.reorder.with_on_hand_and_incoming; drafts are not incoming). It is
+    alerted once it turns low, and not again until it has been seen not low (stock arrived,
+    or a purchase order now covers it); a purchase order cancelled later makes it low again, a
+    new crossing. Each alert line shows on hand, available and incoming, and names the
+    warehouses where a level is below its reorder point, for which the reorder job drafts a
+    purchase order (inventory.reorder).
+
+    One transaction flags the products and queues one alert email through the outbox
+    (inventory.emails); the email is sent after commit, by a task holding no transaction or lock.
+    Singleton (a transaction-scoped advisory lock): a second run at the same time does nothing.
+    No stock rows are locked.
     """
     with transaction.atomic():
         if not try_advisory_xact_lock(LOW_STOCK_LOCK):
             return []
-        products = products_with_availability().filter(active=True)
-        products.filter(low_stock_alerted=True, available__gt=F("low_stock_threshold")).update(low_stock_alerted=False)
-        crossing = list(
-            products.filter(low_stock_alerted=False, available__lte=F("low_stock_threshold")).order_by("sku")
-        )
+        products = with_on_hand_and_incoming(products_with_availability().filter(active=True))
+        products = products.alias(cover=F("available") + F("incoming"))
+        products.filter(low_stock_alerted=True, cover__gt=F("low_stock_threshold")).update(low_stock_alerted=False)
+        crossing = list(products.filter(low_stock_alerted=False, cover__lte=F("low_stock_threshold")).order_by("sku"))
         if not crossing or not recipients:
             return []
-        lines = [
-            f"{p.sku}  {p.name}: {max(p.available, 0)} available (threshold {p.low_stock_threshold})" for p in crossing
-        ]
+        reordering = defaultdict(list)
+        below_point = stock_levels_below_reorder_point(count_drafts=False).filter(product__in=[p.pk for p in crossing])
+        for product_id, code in below_point.order_by("warehouse__code").values_list("product_id", "warehouse__code"):
+            reordering[product_id].append(code)
+        lines = []
+        for p in crossing:
+            line = (
+                f"{p.sku}  {p.name}: {int(p.on_hand)} on hand, {max(int(p.available), 0)} available, "
+                f"{int(p.incoming)} incoming (threshold {p.low_stock_threshold})"
+            )
+            if reordering[p.pk]:
+                where = ", ".join(reordering[p.pk])
+                line += f"; below the reorder point in {where}: a draft purchase order will be proposed"
+            lines.append(line)
         low_stock_alert_enqueue(recipients=recipients, lines=lines)
         Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
     return [p.sku for p in crossing]
@@ -840,7 +1106,8 @@ def purchase_order_receive(
     More than a line still expects is refused unless `allow_over_receipt`. A warehouse that is not
     active (not selling) may still receive. Locks the purchase order, then its lines, then the
     levels in pk order (_apply_deltas; no other path locks purchase orders, and levels come last as
-    everywhere). A receipt only adds units, so a hot level's buckets stay as they are.
+    everywhere), with the orders waiting on those levels locked before them: their backorders are
+    filled first (stock_arrival). A receipt only adds units, so a hot level's buckets stay as they are.
     """
     if not isinstance(key, str) or not 1 <= len(key) <= DELIVERY_KEY_MAX_LENGTH or not key.isprintable():
         raise InvalidInput(fields={"key": [f"A delivery key of 1 to {DELIVERY_KEY_MAX_LENGTH} printable characters."]})
@@ -852,6 +1119,8 @@ def purchase_order_receive(
         if done.fingerprint != fingerprint:
             raise DeliveryKeyReused()
         return order, False
+    if order.status == PurchaseOrder.Status.DRAFT:
+        raise PurchaseOrderClosed("This purchase order is a draft: confirm it before receiving against it.")
     if order.status != PurchaseOrder.Status.OPEN:
         raise PurchaseOrderClosed()
     on_order = {line.product.sku: line for line in locks.lock_purchase_order_lines(order)}
@@ -867,15 +1136,16 @@ def purchase_order_receive(
     if problems:
         raise InvalidInput(fields={"lines": problems})
     level_ids = _ensure_levels([(on_order[sku].product_id, order.warehouse_id) for sku, _ in pairs])
-    _apply_deltas(
-        [(level_ids[(on_order[sku].product_id, order.warehouse_id)], quantity) for sku, quantity in pairs],
-        on_hand_sign=1,
-        reserved_sign=0,
-        reason=Reason.RECEIPT,
-        reference=order.reference,
-        actor=actor,
-        note=f"delivery {key}"[:200],
-    )
+    with stock_arrival(level_ids.values()):  # fills the backorders waiting on these levels first
+        _apply_deltas(
+            [(level_ids[(on_order[sku].product_id, order.warehouse_id)], quantity) for sku, quantity in pairs],
+            on_hand_sign=1,
+            reserved_sign=0,
+            reason=Reason.RECEIPT,
+            reference=order.reference,
+            actor=actor,
+            note=f"delivery {key}"[:200],
+        )
     for sku, quantity in pairs:
         on_order[sku].received += quantity
     PurchaseOrderLine.objects.bulk_update([on_order[sku] for sku, _ in pairs], ["received"])
@@ -890,14 +1160,19 @@ def purchase_order_receive(
 
 
 @atomic_with_retry
-def purchase_order_cancel(*, purchase_order_id: int, actor=None) -> PurchaseOrder:
+def purchase_order_cancel(*, purchase_order_id: int, actor=None, expected_version: int | None = None) -> PurchaseOrder:
     """Stop expecting what has not arrived: an open purchase order becomes `cancelled` (what it
-    received stays on hand). Cancelling one already cancelled changes nothing."""
+    received stays on hand); a draft (inventory.reorder) is discarded the same way. Cancelling one
+    already cancelled changes nothing; a received order is PurchaseOrderClosed. With
+    `expected_version` (the admin's "Discard" of the draft it showed), an order changed since, a
+    draft confirmed meanwhile included, is VersionConflict."""
     order = _locked_purchase_order(purchase_order_id)
     if order.status == PurchaseOrder.Status.CANCELLED:
         return order
-    if order.status != PurchaseOrder.Status.OPEN:
+    if order.status not in (PurchaseOrder.Status.OPEN, PurchaseOrder.Status.DRAFT):
         raise PurchaseOrderClosed()
+    if expected_version is not None and order.version != expected_version:
+        raise VersionConflict()
     order.status = PurchaseOrder.Status.CANCELLED
     order.version += 1
     order.save(update_fields=["status", "version", "updated_at"])

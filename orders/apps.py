@@ -12,3 +12,8 @@ class OrdersConfig(AppConfig):
         # our SQL functions lock (it names no app itself).
         metrics.initialise_series()
         register_locking_functions(*metrics.LOCKING_SQL_FUNCTIONS)
+        # Stock that arrives fills this app's backorders first, in the arrival's transaction.
+        from inventory.services import on_stock_arrival
+        from orders.backorders import lock_waiting_orders
+
+        on_stock_arrival(lock_waiting_orders)

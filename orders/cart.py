@@ -19,7 +19,7 @@ from itertools import islice
 from django.conf import settings
 
 from inventory.models import is_sku
-from inventory.selectors import catalogue_entry, sold
+from inventory.selectors import beyond_shelf, catalogue_entry, sold
 from project.values import is_whole_number
 
 SESSION_KEY = "cart"
@@ -32,6 +32,7 @@ class CartLine:
     price: Decimal
     quantity: int
     available: int
+    beyond: str = ""  # sold beyond the shelf: "backorder", "preorder" (inventory.selectors.beyond_shelf)
 
     @property
     def total(self) -> Decimal:
@@ -110,7 +111,8 @@ class Cart:
             except (InvalidOperation, KeyError, TypeError):
                 gone.append(sku)
                 continue
-            lines.append(CartLine(sku, entry["name"], price, quantity, int(entry.get("available") or 0)))
+            available = int(entry.get("available") or 0)
+            lines.append(CartLine(sku, entry["name"], price, quantity, available, beyond_shelf(entry)))
         if gone:
             self.problems.append(f"No longer sold, removed from your cart: {', '.join(gone)}.")
             self._save({sku: q for sku, q in self.items.items() if sku not in gone})

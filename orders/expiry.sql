@@ -5,8 +5,8 @@
 -- after the previous chunk's last row), moves them to `expired`, writes their emails to the outbox
 -- (outbox_write), then locks every stock level they hold in id order in one statement (the
 -- system's lock order: order rows, then levels by id) and gives the units back: each level updated
--- once with its total, one `expiry` ledger row per allocation (reference: the order's number),
--- written by inventory_ledger_write.
+-- once with its totals (reserved and backordered units alike), one `expiry` ledger row per
+-- allocation (reference: the order's number), written by inventory_ledger_write.
 --
 -- Runs inside the caller's transaction, which commits the chunk. Returns how many orders it
 -- expired, the (expires_at, id) to continue after, the ledger rows written and the SKUs touched
@@ -34,6 +34,8 @@ DECLARE
     v_moved integer;
     v_a_level bigint[];
     v_a_qty integer[];
+    v_a_bo integer[];
+    v_bos bigint[];
     v_a_ref text[];
     v_levels bigint[];
     v_units bigint[];
@@ -89,9 +91,11 @@ BEGIN
                                 ORDER BY u.ord),
                          p_request_id, NULL);
 
-    SELECT array_agg(al.stock_level_id ORDER BY al.id), array_agg(al.quantity ORDER BY al.id),
+    -- A reserved order has shipped nothing: its allocations hold quantity - backordered reserved units.
+    SELECT array_agg(al.stock_level_id ORDER BY al.id), array_agg(al.quantity - al.backordered ORDER BY al.id),
+           array_agg(al.backordered ORDER BY al.id),
            array_agg(o.number ORDER BY al.id), coalesce(array_agg(DISTINCT p.sku), '{}')
-      INTO v_a_level, v_a_qty, v_a_ref, skus
+      INTO v_a_level, v_a_qty, v_a_bo, v_a_ref, skus
       FROM unnest(v_ids, v_numbers) AS o(id, number)
       JOIN orders_orderline l ON l.order_id = o.id
       JOIN orders_allocation al ON al.line_id = l.id
@@ -99,16 +103,17 @@ BEGIN
     IF v_a_level IS NULL THEN
         RETURN;
     END IF;
-    SELECT array_agg(v.level_id ORDER BY v.level_id), array_agg(v.units ORDER BY v.level_id)
-      INTO v_levels, v_units
-      FROM (SELECT a.level_id, sum(a.quantity) AS units
-              FROM unnest(v_a_level, v_a_qty) AS a(level_id, quantity)
+    SELECT array_agg(v.level_id ORDER BY v.level_id), array_agg(v.units ORDER BY v.level_id),
+           array_agg(v.bo ORDER BY v.level_id)
+      INTO v_levels, v_units, v_bos
+      FROM (SELECT a.level_id, sum(a.quantity) AS units, sum(a.bo) AS bo
+              FROM unnest(v_a_level, v_a_qty, v_a_bo) AS a(level_id, quantity, bo)
              GROUP BY a.level_id) v;
     -- Every level of the chunk locked in id order by one statement before any of them changes.
     PERFORM 1 FROM inventory_stocklevel s WHERE s.id = ANY (v_levels) ORDER BY s.id FOR NO KEY UPDATE;
     UPDATE inventory_stocklevel s
-       SET reserved = s.reserved - v.units, updated_at = now()
-      FROM unnest(v_levels, v_units) AS v(id, units)
+       SET reserved = s.reserved - v.units, backordered = s.backordered - v.bo, updated_at = now()
+      FROM unnest(v_levels, v_units, v_bos) AS v(id, units, bo)
      WHERE s.id = v.id;
     GET DIAGNOSTICS v_updated = ROW_COUNT;
     IF v_updated <> cardinality(v_levels) THEN
@@ -117,6 +122,7 @@ BEGIN
     ledger_rows := inventory_ledger_write(
         v_a_level, array_fill(0::bigint, ARRAY[cardinality(v_a_level)]),
         ARRAY(SELECT -a.quantity::bigint FROM unnest(v_a_qty) WITH ORDINALITY AS a(quantity, ord) ORDER BY a.ord),
-        'expiry', v_a_ref, '', NULL, now());
+        'expiry', v_a_ref, '', NULL, now(), NULL,
+        ARRAY(SELECT -a.bo::bigint FROM unnest(v_a_bo) WITH ORDINALITY AS a(bo, ord) ORDER BY a.ord));
 END
 $fn$;

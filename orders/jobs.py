@@ -316,7 +316,13 @@ def _breaches(ledger: list[dict], orders: dict[str, list[dict]], purchases: list
     for row in ledger:
         if row["reserved"] < 0 or row["on_hand"] < row["reserved"]:
             found.append({"invariant": 1, "check": "level_bounds", "row": _jsonable(row)})
-        if row["on_hand"] != row["ledger_on_hand"] or row["reserved"] != row["ledger_reserved"]:
+        if not 0 <= row["backordered"] <= row["backorder_cap"]:
+            found.append({"invariant": 1, "check": "backorder_cap", "row": _jsonable(row)})
+        if (
+            row["on_hand"] != row["ledger_on_hand"]
+            or row["reserved"] != row["ledger_reserved"]
+            or row["backordered"] != row["ledger_backordered"]
+        ):
             found.append({"invariant": 2, "check": "ledger_sums", "row": _jsonable(row)})
     for check, invariant in ORDER_CHECKS.items():
         found += [{"invariant": invariant, "check": check, "row": _jsonable(row)} for row in orders.get(check, [])]

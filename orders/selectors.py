@@ -51,20 +51,23 @@ def order_for(*, user, number: str, as_staff: bool = False) -> Order | None:
     return with_lines(orders_visible_to(user, as_staff=as_staff)).filter(number=number).first()
 
 
-# Invariant 3: a level's reserved is its live allocations plus what its stock buckets hold (hot mode).
+# Invariant 3: a level's reserved is its live allocations' units on the shelf plus what its stock
+# buckets hold (hot mode); its backordered, the live allocations' units still waiting for stock.
 RESERVED_VS_ALLOCATIONS_SQL = """
-SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations, COALESCE(b.units, 0) AS bucketed
+SELECT s.id AS level_id, s.reserved, COALESCE(a.live, 0) AS live_allocations, COALESCE(b.units, 0) AS bucketed,
+       s.backordered, COALESCE(a.waiting, 0) AS waiting_allocations
   FROM inventory_stocklevel s
   LEFT JOIN (SELECT level_id, SUM(units) AS units FROM inventory_stockbucket GROUP BY level_id) b ON b.level_id = s.id
   LEFT JOIN (
-        SELECT al.stock_level_id, SUM(al.quantity - al.shipped) AS live
+        SELECT al.stock_level_id, SUM(al.quantity - al.shipped - al.backordered) AS live,
+               SUM(al.backordered) AS waiting
           FROM orders_allocation al
           JOIN orders_orderline l ON l.id = al.line_id
           JOIN orders_order o ON o.id = l.order_id
          WHERE o.status IN ('reserved', 'paid', 'partially_fulfilled')
          GROUP BY al.stock_level_id
        ) a ON a.stock_level_id = s.id
- WHERE s.reserved <> COALESCE(a.live, 0) + COALESCE(b.units, 0)
+ WHERE s.reserved <> COALESCE(a.live, 0) + COALESCE(b.units, 0) OR s.backordered <> COALESCE(a.waiting, 0)
  ORDER BY s.id
 """
 
@@ -200,11 +203,12 @@ class WarehouseProgress:
     allocated: int
     shipped: int = 0
     pending: int = 0
+    backordered: int = 0  # waiting for stock: cannot ship until filled
 
     @property
     def left(self) -> int:
-        """Units of this allocation no shipment has taken or promised yet."""
-        return self.allocated - self.shipped - self.pending
+        """Units of this allocation on the shelf that no shipment has taken or promised yet."""
+        return self.allocated - self.backordered - self.shipped - self.pending
 
 
 @dataclass
@@ -237,13 +241,17 @@ class LineProgress:
     def returnable(self) -> int:
         return self.shipped - self.returned
 
+    @property
+    def backordered(self) -> int:
+        return sum(w.backordered for w in self.warehouses)
+
     def at(self, warehouse_id: int) -> WarehouseProgress | None:
         return next((w for w in self.warehouses if w.warehouse_id == warehouse_id), None)
 
 
 PROGRESS_ALLOCATIONS_SQL = """
 SELECT l.id, l.product_id, p.sku, p.name, l.unit_price, l.quantity,
-       a.id, a.stock_level_id, s.warehouse_id, w.code, a.quantity, a.shipped,
+       a.id, a.stock_level_id, s.warehouse_id, w.code, a.quantity, a.shipped, a.backordered,
        COALESCE((SELECT SUM(sl.quantity) FROM orders_shipmentline sl
                    JOIN orders_shipment sh ON sh.id = sl.shipment_id
                   WHERE sl.line_id = l.id AND sh.status = 'pending' AND sh.warehouse_id = s.warehouse_id), 0),
@@ -268,13 +276,15 @@ def shipping_progress(*, order_id: int) -> dict[int, LineProgress]:
         cursor.execute(PROGRESS_ALLOCATIONS_SQL, [order_id])
         for row in cursor.fetchall():
             line_id, product_id, sku, name, unit_price, ordered, allocation_id, level_id, *rest = row
-            warehouse_id, code, allocated, shipped, pending, returned = rest
+            warehouse_id, code, allocated, shipped, backordered, pending, returned = rest
             line = lines.get(line_id)
             if line is None:
                 line = lines[line_id] = LineProgress(line_id, product_id, sku, name, unit_price, ordered, returned)
             if allocation_id is not None:
                 line.warehouses.append(
-                    WarehouseProgress(warehouse_id, code, level_id, allocation_id, allocated, shipped, pending)
+                    WarehouseProgress(
+                        warehouse_id, code, level_id, allocation_id, allocated, shipped, pending, backordered
+                    )
                 )
     return lines
 

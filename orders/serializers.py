@@ -138,6 +138,7 @@ def order_request_data(data) -> dict:
 class AllocationOutSerializer(serializers.Serializer):
     warehouse = serializers.CharField(source="stock_level.warehouse.code")
     quantity = serializers.IntegerField()
+    backordered = serializers.IntegerField(help_text="Of `quantity`, units waiting for stock to arrive.")
 
 
 class LineOutSerializer(serializers.Serializer):
@@ -226,7 +227,11 @@ def order_payload(order: Order, lines: Iterable[tuple[OrderLine, Iterable[Alloca
                 "quantity": line.quantity,
                 "unit_price": _decimal(line.unit_price),
                 "allocations": [
-                    {"warehouse": allocation.stock_level.warehouse.code, "quantity": allocation.quantity}
+                    {
+                        "warehouse": allocation.stock_level.warehouse.code,
+                        "quantity": allocation.quantity,
+                        "backordered": allocation.backordered,
+                    }
                     for allocation in allocations
                 ],
             }

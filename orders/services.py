@@ -63,10 +63,14 @@ Status = Order.Status
 # --- lifecycle --------------------------------------------------------------------------------
 
 
-def _allocations_of(order: Order) -> list[tuple[int, int]]:
-    """(level id, units still reserved) of each allocation of the order: shipped units are gone."""
-    rows = Allocation.objects.filter(line__order=order).values_list("stock_level_id", "quantity", "shipped")
-    return [(level_id, quantity - shipped) for level_id, quantity, shipped in rows if quantity > shipped]
+def _allocations_of(order: Order) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(level id, units still reserved) of each allocation of the order (shipped units are gone),
+    and (level id, units backordered) of those still waiting for stock."""
+    rows = Allocation.objects.filter(line__order=order).values_list(
+        "stock_level_id", "quantity", "shipped", "backordered"
+    )
+    reserved = [(level_id, q - shipped - bo) for level_id, q, shipped, bo in rows if q - shipped - bo > 0]
+    return reserved, [(level_id, bo) for level_id, _, _, bo in rows if bo > 0]
 
 
 def _locked_for_transition(order_id: int, *, allowed: set[str], expected_version: int | None) -> Order:
@@ -114,8 +118,8 @@ def order_cancel(*, order_id: int, actor=None, expected_version: int | None = No
     # A paid order has shipped nothing (its first shipment makes it partially fulfilled or
     # fulfilled); what pending shipments promised is released with the rest.
     _cancel_pending(Shipment.objects.filter(order=order))
-    allocations = _allocations_of(order)
-    stock.release_stock(allocations=allocations, reference=order.number, actor=actor)
+    allocations, backordered = _allocations_of(order)
+    stock.release_stock(allocations=allocations, backordered=backordered, reference=order.number, actor=actor)
     return _move(order, Status.CANCELLED, stamp="cancelled_at")
 
 
@@ -125,6 +129,11 @@ def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = No
     new shipment per warehouse for the units no shipment has promised. The order ends fulfilled."""
     order = _locked_for_transition(order_id, allowed=SHIPPABLE, expected_version=expected_version)
     progress = shipping_progress(order_id=order.pk)
+    waiting = {line.sku: line.backordered for line in progress.values() if line.backordered}
+    if waiting:
+        raise NotShippable(
+            "Some units are backordered: the order ships whole once stock arrives.", extra={"backordered": waiting}
+        )
     pending = list(
         Shipment.objects.filter(order=order, status=Shipment.Status.PENDING).prefetch_related("lines").order_by("pk")
     )
@@ -173,8 +182,10 @@ def order_expire(*, order_id: int) -> Order | None:
     if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
         return None
     order_email_enqueue(order_id=order.pk, kind="expired")
-    allocations = _allocations_of(order)
-    stock.release_stock(allocations=allocations, reference=order.number, reason=StockMovement.Reason.EXPIRY)
+    allocations, backordered = _allocations_of(order)
+    stock.release_stock(
+        allocations=allocations, backordered=backordered, reference=order.number, reason=StockMovement.Reason.EXPIRY
+    )
     return _move(order, Status.EXPIRED, stamp="expired_at")
 
 
@@ -399,7 +410,7 @@ def _ship(order: Order, shipments: Sequence[Shipment], progress: dict[int, LineP
         consumed, allocation_ids, quantities = [], [], []
         for item in shipment.lines.all():
             at = progress[item.line_id].at(shipment.warehouse_id)
-            if at is None or at.allocated - at.shipped < item.quantity:
+            if at is None or at.allocated - at.backordered - at.shipped < item.quantity:
                 raise NotShippable(f"Line {item.line_id} has too few units allocated to this warehouse.")
             at.shipped += item.quantity
             at.pending -= item.quantity

@@ -11,6 +11,7 @@ from celery import shared_task
 from django.conf import settings
 
 from orders import jobs
+from orders.backorders import fill_waiting_backorders
 from orders.emails import KINDS, SEND_ORDER_EMAIL, order_emails_sender
 from project.errors import InvalidInput
 from project.outbox.models import OutboxMessage
@@ -85,6 +86,12 @@ def expire_reservations() -> int:
     expired = jobs.expire_reservations()
     logger.info("expired %d reservations", expired, extra={"expired": expired})
     return expired
+
+
+@shared_task(name="orders.fill_backorders")
+def fill_backorders() -> int:
+    """Fill backorders left waiting beside free units (the arrivals fill theirs at once)."""
+    return fill_waiting_backorders()
 
 
 @shared_task(name=jobs.BULK_FULFIL_TASK, base=OutboxTask)

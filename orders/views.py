@@ -16,6 +16,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from inventory.errors import InsufficientStock
+from inventory.selectors import next_arrival
 from orders import selectors, services
 from orders.cart import Cart
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
@@ -281,12 +282,18 @@ def order_detail(request, number: str):
     seconds_left = int((order.expires_at - now).total_seconds()) if awaiting_payment else 0
     progress = selectors.shipping_progress(order_id=order.pk).values()
     nothing_shipped = not any(line.shipped for line in progress)
+    # Units sold beyond the shelf still waiting for stock, with the date it is expected.
+    waiting = {line.line_id: line.backordered for line in progress if line.backordered}
+    lines = list(order.lines.all())
+    for line in lines:
+        line.backordered = waiting.get(line.pk, 0)
+        line.expected = next_arrival(sku=line.product.sku) if line.backordered else None
     return render(
         request,
         "orders/order_detail.html",
         {
             "order": order,
-            "lines": order.lines.all(),
+            "lines": lines,
             "awaiting_payment": awaiting_payment,
             "time_ran_out": order.status == Order.Status.RESERVED and not awaiting_payment,
             "minutes_left": seconds_left // 60,

@@ -11,12 +11,15 @@ SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
     "low stock alerts": ("inventory.low_stock_alerts", "crontab", {"minute": "5"}, "{}"),
     "purge old api keys": ("users.purge_api_keys", "crontab", {"minute": "17", "hour": "3"}, '{"older_than_days": 30}'),
     "expire reservations": ("orders.expire_reservations", "interval", {"every": 1, "period": "minutes"}, "{}"),
+    "fill backorders": ("orders.fill_backorders", "interval", {"every": 1, "period": "minutes"}, "{}"),
     "reconcile stock": ("orders.reconcile_stock", "crontab", {"minute": "30", "hour": "2"}, "{}"),
     "daily sales report": ("orders.daily_sales_report", "crontab", {"minute": "10", "hour": "0"}, "{}"),
     "prune idempotency keys": ("orders.prune_idempotency_keys", "crontab", {"minute": "40"}, "{}"),
     "prune outbox": ("project.prune_outbox", "crontab", {"minute": "50", "hour": "3"}, "{}"),
     "clear expired sessions": ("project.clear_sessions", "crontab", {"minute": "20", "hour": "4"}, "{}"),
     "prune import files": ("inventory.prune_import_files", "crontab", {"minute": "35", "hour": "4"}, "{}"),
+    "back in stock emails": ("inventory.back_in_stock_sweep", "interval", {"every": 30, "period": "seconds"}, "{}"),
+    "reorder proposals": ("inventory.draft_reorder_purchase_orders", "crontab", {"minute": "25"}, "{}"),
 }
 
 

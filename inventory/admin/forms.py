@@ -74,6 +74,11 @@ HOT_MODE_HELP = (
 )
 
 
+# The product's backorder policy and limits (product_update applies the policy to its levels).
+SELLING_FIELDS = ["backorder_policy", "backorder_cap", "preorder_until", "max_per_order", "customer_limit",
+                  "customer_limit_days"]  # fmt: skip
+
+
 class ProductAdminForm(ServiceModelForm):
     """Create through `product_create`; edit through `product_update`, compare-and-set on `version`.
 
@@ -100,7 +105,16 @@ class ProductAdminForm(ServiceModelForm):
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "description", "price", "active", "low_stock_threshold", "stock_buckets"]
+        fields = [
+            "sku", "name", "description", "price", "active", "low_stock_threshold", "stock_buckets",
+            *SELLING_FIELDS,
+        ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SELLING_FIELDS:  # a post without them (the add form, an older page) leaves them be
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean_stock_buckets(self) -> int | None:
         buckets = self.cleaned_data.get("stock_buckets")
@@ -126,7 +140,11 @@ class ProductAdminForm(ServiceModelForm):
         # changed_data compares with the row as it is now, so a field someone else changed since
         # the page was loaded counts as changed too, and the stale version refuses it (a switch of
         # hot mode moves the version as well).
-        changes = {name: data[name] for name in self.changed_data if name in services.PRODUCT_EDITABLE}
+        changes = {
+            name: data[name]
+            for name in self.changed_data
+            if name in services.PRODUCT_EDITABLE and (name not in SELLING_FIELDS or name in self.data)
+        }
         if "stock_buckets" in self.changed_data and data.get("stock_buckets") is not None:
             changes["stock_buckets"] = data["stock_buckets"]
         if changes:

@@ -3,7 +3,7 @@
 from django.contrib import admin, messages
 
 from inventory import exports, selectors, services
-from inventory.admin.forms import ProductAdminForm
+from inventory.admin.forms import SELLING_FIELDS, ProductAdminForm
 from inventory.admin.transactions import ServiceTransactionMixin
 from inventory.models import Product, StockLevel
 from project.errors import DomainError
@@ -70,6 +70,14 @@ class ProductAdmin(ServiceTransactionMixin, admin.ModelAdmin):
             return [(None, {"fields": ["sku", *editable]})]
         return [
             (None, {"fields": ["sku", *editable, "stock_buckets", "version"]}),
+            (
+                "Selling beyond the shelf and limits",
+                {
+                    "fields": SELLING_FIELDS,
+                    "description": "Backorders and preorders sell up to the cap per stock level beyond what is on "
+                    "the shelf; those orders ship once stock arrives. Limits refuse a line above them.",
+                },
+            ),
             ("Record", {"fields": ["current_version", "low_stock_alerted", "created_at", "updated_at"]}),
         ]
 

@@ -2,7 +2,6 @@
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import F
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -62,7 +61,7 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         # `available` counts what a hot level's buckets hold (counted in `reserved`).
         return selectors.with_stock_figures(
             super().get_queryset(request).select_related("product", "warehouse")
-        ).annotate(available_units=F("on_hand") - F("reserved") + F("bucketed"))
+        ).annotate(available_units=selectors.available_units())
 
     @admin.display(description="SKU", ordering="product__sku")
     def sku(self, level: StockLevel) -> str:

@@ -87,8 +87,10 @@ WITH src AS MATERIALIZED (
        AND NOT EXISTS (SELECT 1 FROM inventory_stocklevel s
                         WHERE s.product_id = src.product_id AND s.warehouse_id = src.warehouse_id)
 ), created AS (
-    INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at)
-    SELECT product_id, warehouse_id, new_on_hand, 0, 1, now()
+    INSERT INTO inventory_stocklevel (product_id, warehouse_id, on_hand, reserved, version, updated_at, backorder_cap)
+    SELECT product_id, warehouse_id, new_on_hand, 0, 1, now(),  -- the product's backorder cap, as _ensure_levels
+           (SELECT CASE WHEN p.backorder_policy = 'deny' THEN 0 ELSE p.backorder_cap END
+              FROM inventory_product p WHERE p.id = missing.product_id)
       FROM missing
      ORDER BY product_id, warehouse_id
         ON CONFLICT (product_id, warehouse_id) DO NOTHING

@@ -10,7 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError
+from django.db import IntegrityError, connection
 from django.utils import timezone
 
 from inventory import services as stock
@@ -43,11 +43,49 @@ def _products_for(lines: Sequence[OrderLineRequest]) -> list[tuple[Product, int]
         elif not product.active:
             errors["sku"] = [f"{line.sku!r} is no longer sold."]
         errors.update(quantity_errors(line))
+        if not errors and product.max_per_order is not None and line.quantity > product.max_per_order:
+            errors["quantity"] = [f"At most {product.max_per_order} of {line.sku!r} in one order."]
         problems.append(errors)
         found.append((product, line.quantity))
     if any(problems):
         raise InvalidInput(fields={"lines": problems})
     return found
+
+
+# As orders_place_order counts (placement.sql): one advisory lock per customer and product (the same
+# key), then the customer's units of the product in orders of the period that still stand.
+CUSTOMER_LIMIT_LOCK_SQL = (
+    "SELECT pg_advisory_xact_lock(hashtextextended('orders_customer_limit:' || %s || ':' || %s, 0))"
+)
+CUSTOMER_BOUGHT_SQL = """
+SELECT coalesce(sum(ol.quantity), 0)
+  FROM orders_order o JOIN orders_orderline ol ON ol.order_id = o.id
+ WHERE o.user_id = %s AND ol.product_id = %s AND o.created_at > %s - make_interval(days => %s)
+   AND o.status NOT IN ('cancelled', 'expired')
+"""
+
+
+def _check_customer_limits(user, products: list[tuple[Product, int]], now) -> None:
+    """InvalidInput naming each line above what its product's customer_limit leaves this customer:
+    products in id order, each counted under its lock, so two orders at once cannot pass together."""
+    problems = [{} for _ in products]
+    limited = sorted((product.pk, n) for n, (product, _) in enumerate(products) if product.customer_limit is not None)
+    with connection.cursor() as cursor:
+        for product_id, n in limited:
+            product, quantity = products[n]
+            cursor.execute(CUSTOMER_LIMIT_LOCK_SQL, [str(user.pk), str(product_id)])
+            cursor.execute(CUSTOMER_BOUGHT_SQL, [user.pk, product_id, now, product.customer_limit_days])
+            bought = cursor.fetchone()[0]
+            if bought + quantity > product.customer_limit:
+                left = max(product.customer_limit - bought, 0)
+                problems[n] = {
+                    "quantity": [
+                        f"{product.sku!r} is limited to {product.customer_limit} per customer every "
+                        f"{product.customer_limit_days} days; {left} left for you."
+                    ]
+                }
+    if any(problems):
+        raise InvalidInput(fields={"lines": problems})
 
 
 @atomic_with_retry
@@ -56,6 +94,7 @@ def _create_order(
 ) -> tuple[Order, dict]:
     products = _products_for(lines)
     now = timezone.now()
+    _check_customer_limits(user, products, now)
     order = Order(
         number=new_order_number(),
         user=user,
@@ -78,7 +117,12 @@ def _create_order(
     line_for_product = {line.product_id: line for line in order_lines}
     rows = Allocation.objects.bulk_create(
         [
-            Allocation(line=line_for_product[a.product_id], stock_level_id=a.level_id, quantity=a.quantity)
+            Allocation(
+                line=line_for_product[a.product_id],
+                stock_level_id=a.level_id,
+                quantity=a.quantity,
+                backordered=a.backordered,
+            )
             for a in allocations
         ]
     )

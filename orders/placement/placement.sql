@@ -26,6 +26,15 @@
 -- bucket of it holds a unit. A plan with two hot allocations is never made optimistically (a take
 -- that succeeded cannot be undone by a retry within this call, see SR503 below).
 --
+-- Safety stock, backorders and limits (inventory.reservation says the same for the ORM path): a
+-- level sells greatest(on_hand - reserved - safety_stock, 0) from its shelf; a line still short, of
+-- a product that takes backorders (policy `backorder`, or `preorder` until its date), is backordered
+-- on its cold levels by priority within backorder_cap - backordered, added to the level's
+-- `backordered` by the same conditional UPDATE that reserves. A line above the product's
+-- max_per_order, or above what its customer_limit leaves this customer over its period (counted
+-- under a transaction-scoped advisory lock on customer and product, from the customer's orders
+-- that are not cancelled or expired), is refused as invalid, naming the line.
+--
 -- Refusals are returned, never half-written: {"refusal": "invalid", "fields": ...} or
 -- {"refusal": "insufficient_stock", "items": [...]}; the inner block is rolled back first.
 -- Errors: SQLSTATE SR410 (the key was completed by another request), SR503 (availability kept
@@ -68,6 +77,17 @@ DECLARE
     v_names text[];
     v_prices numeric[];
     v_buckets integer[];
+    v_backorders boolean[];
+    v_limits integer[];
+    v_limit_days integer[];
+    v_bought bigint;
+    v_c_level bigint[];
+    v_c_wh bigint[];
+    v_c_code text[];
+    v_c_room bigint[];
+    v_owe integer;
+    v_at integer;
+    v_a_bo integer[];
     v_total numeric(14, 2);
     v_order_id bigint;
     v_line_ids bigint[];
@@ -117,20 +137,48 @@ BEGIN
     SELECT jsonb_agg(
                CASE WHEN p.id IS NULL THEN jsonb_build_object('sku', jsonb_build_array(format('Unknown SKU %s.', quote_literal(l.sku))))
                     WHEN NOT p.active THEN jsonb_build_object('sku', jsonb_build_array(format('%s is no longer sold.', quote_literal(l.sku))))
+                    WHEN l.quantity > p.max_per_order THEN jsonb_build_object('quantity', jsonb_build_array(
+                        format('At most %s of %s in one order.', p.max_per_order, quote_literal(l.sku))))
                     ELSE '{}'::jsonb END
                ORDER BY l.ord),
-           bool_or(p.id IS NULL OR NOT p.active),
+           bool_or(p.id IS NULL OR NOT p.active OR coalesce(l.quantity > p.max_per_order, false)),
            array_agg(p.id ORDER BY l.ord), array_agg(l.quantity ORDER BY l.ord), array_agg(l.sku ORDER BY l.ord),
            array_agg(p.name ORDER BY l.ord), array_agg(p.price ORDER BY l.ord),
            array_agg(p.stock_buckets ORDER BY l.ord),
+           array_agg(p.backorder_policy = 'backorder'
+                     OR (p.backorder_policy = 'preorder' AND p.preorder_until >= (v_now AT TIME ZONE 'UTC')::date)
+                     ORDER BY l.ord),
+           array_agg(p.customer_limit ORDER BY l.ord), array_agg(p.customer_limit_days ORDER BY l.ord),
            sum(p.price * l.quantity)
-      INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_buckets, v_total
+      INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_buckets, v_backorders, v_limits,
+           v_limit_days, v_total
       FROM (SELECT e.item->>'sku' AS sku, (e.item->>'quantity')::integer AS quantity, e.ord
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY AS e(item, ord)) AS l
       -- One unique-index probe per line. A plain join lets the planner, which guesses 100 rows
       -- for jsonb_array_elements, hash the whole product table on every order; the LIMIT (sku
       -- is unique anyway) keeps it from flattening the lateral subquery back into that join.
       LEFT JOIN LATERAL (SELECT * FROM inventory_product WHERE sku = l.sku LIMIT 1) AS p ON true;
+    IF NOT v_bad THEN
+        -- Limits per customer: products in id order (the lock order of these advisory locks), each
+        -- counted after its lock, in a new snapshot that sees every order committed before it.
+        FOR v_cand IN
+            SELECT u.ord FROM unnest(v_pids, v_limits) WITH ORDINALITY AS u(pid, lim, ord)
+             WHERE u.lim IS NOT NULL ORDER BY u.pid
+        LOOP
+            PERFORM pg_advisory_xact_lock(hashtextextended('orders_customer_limit:' || p_user_id || ':' || v_pids[v_cand.ord], 0));
+            SELECT coalesce(sum(ol.quantity), 0) INTO v_bought
+              FROM orders_order o JOIN orders_orderline ol ON ol.order_id = o.id
+             WHERE o.user_id = p_user_id AND ol.product_id = v_pids[v_cand.ord]
+               AND o.created_at > v_now - make_interval(days => v_limit_days[v_cand.ord])
+               AND o.status NOT IN ('cancelled', 'expired');
+            IF v_bought + v_qtys[v_cand.ord] > v_limits[v_cand.ord] THEN
+                v_bad := true;
+                v_problems := jsonb_set(v_problems, ARRAY[(v_cand.ord - 1)::text], jsonb_build_object('quantity', jsonb_build_array(
+                    format('%s is limited to %s per customer every %s days; %s left for you.', quote_literal(v_skus[v_cand.ord]),
+                           v_limits[v_cand.ord], v_limit_days[v_cand.ord], greatest(v_limits[v_cand.ord] - v_bought, 0)))));
+            END IF;
+        END LOOP;
+    END IF;
     IF v_bad THEN
         RETURN jsonb_build_object('refusal', 'invalid', 'fields', jsonb_build_object('lines', v_problems),
                                   'claim_id', v_claim_id);
@@ -165,22 +213,24 @@ BEGIN
             v_optimistic := v_attempt = 1 AND p_attempts > 1;
             v_short := '[]'::jsonb;
             v_a_level := '{}'; v_a_pid := '{}'; v_a_wh := '{}'; v_a_code := '{}'; v_a_qty := '{}'; v_a_hot := '{}';
+            v_a_bo := '{}';
             FOR i IN 1 .. array_length(v_pids, 1) LOOP
                 v_remaining := v_qtys[i];
                 v_seen := 0;
+                v_c_level := '{}'; v_c_wh := '{}'; v_c_code := '{}'; v_c_room := '{}';
                 -- A hot level's buckets hold free units too (counted in its reserved): one
                 -- statement reads the level and its buckets in one snapshot, so the sum is exact,
                 -- or, planning optimistically, at least the line when any bucket holds a unit.
                 -- Hot: the product is in hot mode, or the level still has buckets.
                 FOR v_cand IN
-                    SELECT s.id, s.warehouse_id, w.code, s.on_hand - s.reserved + CASE
+                    SELECT s.id, s.warehouse_id, w.code, greatest(s.on_hand - s.reserved - s.safety_stock, 0) + CASE
                                WHEN NOT h.hot THEN 0
                                WHEN v_optimistic THEN CASE
                                    WHEN EXISTS (SELECT 1 FROM inventory_stockbucket k WHERE k.level_id = s.id AND k.units > 0)
                                    THEN v_qtys[i] ELSE 0 END
                                ELSE (SELECT coalesce(sum(k.units), 0) FROM inventory_stockbucket k WHERE k.level_id = s.id)
                            END AS available,
-                           h.hot
+                           h.hot, s.backorder_cap - s.backordered AS room
                       FROM inventory_stocklevel s
                       JOIN inventory_warehouse w ON w.id = s.warehouse_id AND w.active
                      CROSS JOIN LATERAL (SELECT v_buckets[i] > 0
@@ -197,8 +247,33 @@ BEGIN
                         v_a_code := v_a_code || v_cand.code;
                         v_a_qty := v_a_qty || v_take;
                         v_a_hot := v_a_hot || v_cand.hot;
+                        v_a_bo := v_a_bo || 0;
                         v_remaining := v_remaining - v_take;
                     END IF;
+                    IF v_backorders[i] AND NOT v_cand.hot AND v_cand.room > 0 THEN
+                        v_c_level := v_c_level || v_cand.id; v_c_wh := v_c_wh || v_cand.warehouse_id;
+                        v_c_code := v_c_code || v_cand.code; v_c_room := v_c_room || v_cand.room;
+                    END IF;
+                END LOOP;
+                -- The rest beyond the shelf, on the same levels by priority, within each one's cap.
+                FOR c IN 1 .. coalesce(cardinality(v_c_level), 0) LOOP
+                    v_seen := v_seen + v_c_room[c];
+                    v_owe := least(v_remaining, v_c_room[c]);
+                    CONTINUE WHEN v_owe <= 0;
+                    v_at := array_position(v_a_level, v_c_level[c]);
+                    IF v_at IS NULL THEN
+                        v_a_level := v_a_level || v_c_level[c];
+                        v_a_pid := v_a_pid || v_pids[i];
+                        v_a_wh := v_a_wh || v_c_wh[c];
+                        v_a_code := v_a_code || v_c_code[c];
+                        v_a_qty := v_a_qty || v_owe;
+                        v_a_hot := v_a_hot || false;
+                        v_a_bo := v_a_bo || v_owe;
+                    ELSE
+                        v_a_qty[v_at] := v_a_qty[v_at] + v_owe;
+                        v_a_bo[v_at] := v_owe;
+                    END IF;
+                    v_remaining := v_remaining - v_owe;
                 END LOOP;
                 IF v_remaining > 0 THEN
                     v_short := v_short || jsonb_build_array(jsonb_build_object(
@@ -219,14 +294,15 @@ BEGIN
             -- plans again.
             BEGIN
                 PERFORM inventory_ledger_write(array_agg(u.level_id ORDER BY u.level_id), array_agg(0 ORDER BY u.level_id),
-                                               array_agg(u.qty ORDER BY u.level_id), 'reservation',
+                                               array_agg(u.qty - u.bo ORDER BY u.level_id), 'reservation',
                                                array_agg(p_number ORDER BY u.level_id), '', p_user_id, v_now,
-                                               array_agg(CASE WHEN u.hot THEN -u.qty ELSE 0 END ORDER BY u.level_id))
-                   FROM unnest(v_a_level, v_a_qty, v_a_hot) AS u(level_id, qty, hot);
+                                               array_agg(CASE WHEN u.hot THEN -u.qty ELSE 0 END ORDER BY u.level_id),
+                                               array_agg(u.bo ORDER BY u.level_id))
+                   FROM unnest(v_a_level, v_a_qty, v_a_hot, v_a_bo) AS u(level_id, qty, hot, bo);
 
-                INSERT INTO orders_allocation (line_id, stock_level_id, quantity)
-                SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty
-                  FROM unnest(v_a_level, v_a_pid, v_a_qty) AS u(level_id, pid, qty)
+                INSERT INTO orders_allocation (line_id, stock_level_id, quantity, backordered)
+                SELECT v_line_ids[array_position(v_pids, u.pid)], u.level_id, u.qty, u.bo
+                  FROM unnest(v_a_level, v_a_pid, v_a_qty, v_a_bo) AS u(level_id, pid, qty, bo)
                  ORDER BY u.level_id;
 
                 SELECT jsonb_build_object(
@@ -236,8 +312,9 @@ BEGIN
                                           'sku', v_skus[n], 'name', v_names[n], 'quantity', v_qtys[n],
                                           'unit_price', v_prices[n]::numeric(12, 2)::text,
                                           'allocations', coalesce((
-                                              SELECT jsonb_agg(jsonb_build_object('warehouse', a.code, 'quantity', a.qty) ORDER BY a.level_id)
-                                                FROM unnest(v_a_level, v_a_pid, v_a_code, v_a_qty) AS a(level_id, pid, code, qty)
+                                              SELECT jsonb_agg(jsonb_build_object('warehouse', a.code, 'quantity', a.qty, 'backordered', a.bo)
+                                                               ORDER BY a.level_id)
+                                                FROM unnest(v_a_level, v_a_pid, v_a_code, v_a_qty, v_a_bo) AS a(level_id, pid, code, qty, bo)
                                                WHERE a.pid = v_pids[n]), '[]'::jsonb))
                                       ORDER BY n)
                                  FROM generate_subscripts(v_pids, 1) AS n),
@@ -260,8 +337,8 @@ BEGIN
                 END IF;
 
                 FOR v_alloc IN
-                    SELECT u.level_id, u.qty, u.hot, u.pid
-                      FROM unnest(v_a_level, v_a_qty, v_a_hot, v_a_pid) AS u(level_id, qty, hot, pid)
+                    SELECT u.level_id, u.qty, u.hot, u.pid, u.bo
+                      FROM unnest(v_a_level, v_a_qty, v_a_hot, v_a_pid, v_a_bo) AS u(level_id, qty, hot, pid, bo)
                      ORDER BY u.level_id
                 LOOP
                     IF v_alloc.hot THEN  -- from a bucket, without queueing on the level's row
@@ -271,8 +348,12 @@ BEGIN
                         END IF;
                         v_took_hot := true;
                     ELSE
-                        UPDATE inventory_stocklevel SET reserved = reserved + v_alloc.qty, updated_at = v_now
-                         WHERE id = v_alloc.level_id AND on_hand - reserved >= v_alloc.qty;
+                        UPDATE inventory_stocklevel
+                           SET reserved = reserved + (v_alloc.qty - v_alloc.bo), backordered = backordered + v_alloc.bo,
+                               updated_at = v_now
+                         WHERE id = v_alloc.level_id
+                           AND greatest(on_hand - reserved - safety_stock, 0) >= v_alloc.qty - v_alloc.bo
+                           AND backordered + v_alloc.bo <= backorder_cap;
                         IF NOT FOUND THEN
                             RAISE EXCEPTION USING ERRCODE = 'SR100';
                         END IF;

@@ -14,7 +14,7 @@ import pytest
 from tests.support import ROOT, subprocess_env
 
 SQL_DIR = ROOT / "orders" / "migrations" / "sql"
-LATEST = "0014_place_order_draws_one_bucket"
+LATEST = "0016_place_order_backorders_and_limits"
 # Our SQL functions: the orders functions, and the one writer of each row SQL and Python share.
 OURS = ("orders\\_%", "outbox\\_%", "inventory\\_%")
 # Reversed in this order: each app before the apps it depends on.
@@ -94,15 +94,20 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     migrate(url)
     assert set(functions(url)) == {
         "orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)", "outbox_write(5)",
-        "inventory_ledger_write(9)", "inventory_stockmovement_append_only(0)", "inventory_hot_take(6)",
+        "inventory_ledger_write(10)", "inventory_stockmovement_append_only(0)", "inventory_hot_take(6)",
         "inventory_buckets_reclaim(4)",
     }  # fmt: skip
     assert installed_by(url, "orders_place_order(15)") == LATEST
     assert installed_by(url, "orders_expire_chunk(7)") == LATEST
     assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
-    assert installed_by(url, "inventory_ledger_write(9)") == "0008_stock_buckets"
+    assert installed_by(url, "inventory_ledger_write(10)") == "0011_ledger_write_backordered"
     assert installed_by(url, "inventory_hot_take(6)") == "0009_bucket_slots"
 
+    migrate(url, "orders", "0014")
+    assert installed_by(url, "orders_place_order(15)") == "0014_place_order_draws_one_bucket"
+    migrate(url, "inventory", "0010")
+    assert "inventory_ledger_write(10)" not in functions(url)
+    assert installed_by(url, "inventory_ledger_write(9)") == "0008_stock_buckets"
     migrate(url, "orders", "0013")
     assert installed_by(url, "orders_place_order(15)") == "0013_place_order_takes_from_buckets"
     migrate(url, "inventory", "0008")
@@ -142,7 +147,7 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     assert installed_by(url, "orders_place_order(15)") == LATEST
     assert installed_by(url, "orders_expire_chunk(7)") == LATEST
     assert installed_by(url, "outbox_write(5)") == "0003_outbox_write"
-    assert installed_by(url, "inventory_ledger_write(9)") == "0008_stock_buckets"
+    assert installed_by(url, "inventory_ledger_write(10)") == "0011_ledger_write_backordered"
 
 
 @pytest.mark.slow

@@ -209,7 +209,7 @@ def test_a_warehouse_without_the_allocation_needs_move_allocation(customer_clien
     assert moved.status_code == 201, moved.content
     assert level("TEA", "MAIN") == (3, 0) and level("TEA", "EAST") == (4, 2)
     (tea,) = staff_client.get(f"/api/v1/orders/{number}").json()["lines"]
-    assert tea["allocations"] == [{"warehouse": "EAST", "quantity": 2}]
+    assert tea["allocations"] == [{"warehouse": "EAST", "quantity": 2, "backordered": 0}]
     assert ship(staff_client, number, moved.json()["id"]).status_code == 200
     assert level("TEA", "EAST") == (2, 0)
     assert order_status(number) == "fulfilled"

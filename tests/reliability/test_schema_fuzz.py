@@ -217,6 +217,10 @@ def _narrow_to_the_shop(raw: dict, shop: dict) -> dict:
         "to": WAREHOUSES,
         "email": ["customer@example.com", "staff@example.com"],
         "password": [PASSWORD, "wrong password"],
+        # Selling rules a product in hot mode can take (a backorder policy or a preorder date would
+        # be refused beside the buckets the fuzzer may switch on: a 409 or 400, rightly).
+        "backorder_policy": ["deny"],
+        "preorder_until": [None],
     }
     small = {"quantity": 5, "delta": 5, "on_hand": 100, "expected_version": 4}
     for name, component in schema["components"]["schemas"].items():

@@ -61,8 +61,8 @@ def test_a_placed_order_body_is_the_serializers_output(customer_client, shop, pa
     assert_same_body(customer_client.get(f"/api/v1/orders/{expected['number']}").json(), expected)
     if shape == "a line split across two warehouses":
         assert expected["lines"][0]["allocations"] == [
-            {"warehouse": "MAIN", "quantity": 5},
-            {"warehouse": "EAST", "quantity": 2},
+            {"warehouse": "MAIN", "quantity": 5, "backordered": 0},
+            {"warehouse": "EAST", "quantity": 2, "backordered": 0},
         ]
 
 
