@@ -349,9 +349,52 @@ class TransferForm(StockOperationForm):
         )
 
 
+class SettingsForm(StockOperationForm):
+    title = "Stock level settings"
+    submit_label = "Save settings"
+    field_map = {name: name for name in ("safety_stock", "backorder_cap", "reorder_point", "reorder_quantity")}
+
+    safety_stock = _quantity_field(
+        "Safety stock", minimum=0, help_text="Units held back from online sale; staff may still ship them."
+    )
+    backorder_cap = _quantity_field(
+        "Backorder cap",
+        minimum=0,
+        help_text="Units this level may sell beyond its shelf while the product takes backorders or preorders "
+        "(the product's policy sets it on every level; here it can differ for this one).",
+    )
+    reorder_point = forms.IntegerField(
+        label="Reorder point",
+        min_value=0,
+        max_value=MAX_QUANTITY,
+        required=False,
+        help_text="Below this projected stock (on hand + incoming - reserved - backordered) the reorder job "
+        "drafts a purchase order. Empty: off.",
+    )
+    reorder_quantity = _quantity_field("Reorder quantity", minimum=0, help_text="Units a draft asks for, at least.")
+
+    def __init__(self, *args, level: StockLevel, **kwargs):
+        kwargs["initial"] = {
+            **kwargs.get("initial", {}),
+            **{name: getattr(level, name) for name in self.field_map},
+        }
+        super().__init__(*args, level=level, **kwargs)
+
+    def perform(self, *, actor) -> str:
+        changes = {name: self.cleaned_data[name] for name in self.field_map}
+        level = services.stock_level_configure(**self._where(), changes=changes, actor=actor)
+        self._result_level = level
+        point = "off" if level.reorder_point is None else level.reorder_point
+        return (
+            f"Saved the settings of {level.product.sku} in {level.warehouse.code}: safety stock "
+            f"{level.safety_stock}, backorder cap {level.backorder_cap}, reorder point {point}; {_figures(level)}."
+        )
+
+
 STOCK_OPERATIONS: dict[str, type[StockOperationForm]] = {
     "receive": ReceiptForm,
     "adjust": AdjustmentForm,
     "count": CountForm,
     "transfer": TransferForm,
+    "settings": SettingsForm,
 }

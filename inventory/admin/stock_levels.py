@@ -46,12 +46,16 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Levels are read-only pages; their quantities change only through the operation forms."""
 
     list_display = [
-        "sku", "warehouse", "on_hand", "reserved", "in_buckets", "available", "incoming", "version", "updated_at",
+        "sku", "warehouse", "on_hand", "reserved", "in_buckets", "available", "incoming", "backordered_units",
+        "safety_stock", "version", "updated_at",
     ]  # fmt: skip
     list_select_related = ["product", "warehouse"]
     list_filter = ["warehouse", "warehouse__active"]
     search_fields = ["product__sku", "product__name", "=warehouse__code"]
-    fields = ["product", "warehouse", "on_hand", "reserved", "in_buckets", "available", "version", "updated_at"]
+    fields = [
+        "product", "warehouse", "on_hand", "reserved", "in_buckets", "available", "backordered", "backorder_cap",
+        "safety_stock", "reorder_point", "reorder_quantity", "version", "updated_at",
+    ]  # fmt: skip
     readonly_fields = fields
     inlines = [StockMovementInline]
     show_full_result_count = False
@@ -76,6 +80,11 @@ class StockLevelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Free units set apart in the level's stock buckets (hot mode): counted in `reserved`, and
         in `available` too, since orders take them."""
         return level.bucketed or "—"
+
+    @admin.display(description="Backordered", ordering="backordered")
+    def backordered_units(self, level: StockLevel) -> str:
+        """Units sold beyond the shelf, waiting for stock, against the level's cap."""
+        return f"{level.backordered} of {level.backorder_cap}" if level.backorder_cap else "—"
 
     @admin.display(description="Incoming", ordering="incoming")
     def incoming(self, level: StockLevel) -> int | str:

@@ -556,3 +556,63 @@ def test_activation_action_activates(admin, east):
     east.refresh_from_db()
     assert east.active
     assert "EAST activated." in messages_of(response)
+
+
+# --- level settings: safety stock, backorder cap, reorder point ----------------------------------
+
+
+def test_settings_form_shows_the_level_and_saves_its_settings(admin, level):
+    page = admin.get(url("stocklevel_settings", level.pk))
+    assert page.status_code == 200
+    assert page.context["form"]["safety_stock"].value() == 0
+
+    response = admin.post(
+        url("stocklevel_settings", level.pk),
+        {"safety_stock": "4", "backorder_cap": "0", "reorder_point": "5", "reorder_quantity": "20"},
+    )
+
+    assert response.status_code == 302, response.content
+    level.refresh_from_db()
+    assert (level.safety_stock, level.reorder_point, level.reorder_quantity, level.available) == (4, 5, 20, 3)
+    assert "safety stock 4" in messages_of(response)[0]
+    listing = admin.get(url("stocklevel_changelist")).content.decode()
+    assert "Settings" in listing
+
+
+def test_settings_form_refuses_a_cap_below_what_is_backordered_and_changes_nothing(admin, level):
+    StockLevel.objects.filter(pk=level.pk).update(backorder_cap=5)
+    StockLevel.objects.filter(pk=level.pk).update(backordered=2)  # as an order beyond the shelf would
+    response = admin.post(
+        url("stocklevel_settings", level.pk),
+        {"safety_stock": "0", "backorder_cap": "1", "reorder_point": "", "reorder_quantity": "0"},
+    )
+
+    assert response.status_code == 200
+    assert "Below the 2 units already backordered here." in response.content.decode()
+    level.refresh_from_db()
+    assert level.backorder_cap == 5
+
+
+def test_product_change_form_sets_a_backorder_policy_on_every_level(admin, level, product, east):
+    services.stock_receive(sku="MUG", warehouse_code="EAST", quantity=1)
+    values = form_values(admin.get(url("product_change", product.pk)))
+    assert values["backorder_policy"] == "deny"
+
+    response = admin.post(
+        url("product_change", product.pk),
+        {**values, "backorder_policy": "backorder", "backorder_cap": "5", "max_per_order": "3", "_save": "Save"},
+    )
+
+    assert response.status_code == 302, response.content
+    product.refresh_from_db()
+    assert (product.backorder_policy, product.backorder_cap, product.max_per_order) == ("backorder", 5, 3)
+    assert sorted(StockLevel.objects.filter(product=product).values_list("backorder_cap", flat=True)) == [5, 5]
+
+    refused = admin.post(
+        url("product_change", product.pk),
+        {**form_values(admin.get(url("product_change", product.pk))), "backorder_policy": "preorder", "_save": "Save"},
+    )
+    assert refused.status_code == 200
+    assert "A preorder needs the date it is taken until." in refused.content.decode()
+    product.refresh_from_db()
+    assert product.backorder_policy == "backorder"
