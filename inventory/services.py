@@ -310,7 +310,7 @@ def stock_transfer(
     _, target = _product_and_warehouse(sku, to_code, warehouse_field="to")
     ids = _ensure_levels([(product.pk, source.pk), (product.pk, target.pk)])
     source_id, target_id = ids[(product.pk, source.pk)], ids[(product.pk, target.pk)]
-    with stock_arrival([target_id]):
+    with stock_arrival([target_id], also=[source_id]):
         src, dst = _transfer_units(source_id, target_id, sku=sku, quantity=quantity, actor=actor)
         _record_transfer(source_id, target_id, f"transfer:{from_code}->{to_code}", quantity, note=note, actor=actor)
     for level, warehouse in ((src, source), (dst, target)):
@@ -615,31 +615,38 @@ def warehouse_update(*, code: str, name: str, priority: int) -> Warehouse:
 # --- stock arriving and backorders filled from it ------------------------------------------------
 #
 # Stock that arrives (a receipt, a purchase order's delivery, a return to stock, a transfer in, an
-# adjustment up) fills backordered allocations first, oldest order first, in the same transaction.
-# The waiting orders are locked before the levels (DESIGN §4: order rows, then levels by pk), so a
-# receipt cannot deadlock with a cancel or the expiry sweep. Orders are another app's: it registers
-# a hook (orders.backorders), so inventory imports nothing above it.
+# adjustment up) fills the product's backordered allocations first, oldest order first, in the same
+# transaction, wherever they wait: a backorder taken on one warehouse's level is filled by units
+# arriving in another, and its allocation moves there. The waiting orders are locked before any
+# level (DESIGN §4: order rows, then levels by pk), then every level involved at once in pk order,
+# so an arrival cannot deadlock with a cancel, the expiry sweep or another arrival. Orders are
+# another app's: it registers a hook (orders.backorders), so inventory imports nothing above it.
 
-ArrivalHook = Callable[[list[int]], Callable[[], None]]
+ArrivalHook = Callable[[list[int]], tuple[Callable[[], object], set[int]]]
 _ARRIVAL_HOOKS: list[ArrivalHook] = []
 
 
 def on_stock_arrival(hook: ArrivalHook) -> None:
-    """Register `hook(level_ids) -> fill`. The hook runs in an arrival's transaction before its levels
-    are locked (it locks what comes before levels in the lock order); `fill()` runs once the units
-    are on the levels, which are then locked."""
+    """Register `hook(level_ids) -> (fill, levels)`. The hook runs in an arrival's transaction before
+    any level is locked (it locks what comes before levels in the lock order) and names the other
+    levels its fill will change; `fill()` runs once the units are on the arrival's levels."""
     if hook not in _ARRIVAL_HOOKS:
         _ARRIVAL_HOOKS.append(hook)
 
 
 @contextmanager
-def stock_arrival(level_ids: Iterable[int]) -> Iterator[None]:
-    """Wrap the statements that add units to these levels: backorders waiting on them are filled
-    after the block, in the caller's transaction (nothing is filled if the block raises)."""
+def stock_arrival(level_ids: Iterable[int], *, also: Iterable[int] = ()) -> Iterator[None]:
+    """Wrap the statements that add units to these levels (and lock `also`, the other levels the
+    caller changes): backorders waiting for their products are filled after the block, in the
+    caller's transaction (nothing is filled if the block raises). When some wait, every level
+    involved is locked first, at once in pk order."""
     ids = sorted(set(level_ids))
-    fills = [hook(ids) for hook in _ARRIVAL_HOOKS] if ids else []
+    hooked = [hook(ids) for hook in _ARRIVAL_HOOKS] if ids else []
+    extra = set().union(*(levels for _, levels in hooked))
+    if extra:
+        locks.lock_stock_levels({*ids, *also, *extra})
     yield
-    for fill in fills:
+    for fill, _ in hooked:
         fill()
 
 
@@ -652,29 +659,38 @@ def free_units(level_ids: Iterable[int]) -> dict[int, int]:
     }
 
 
-def fill_backorders(*, fills: Sequence[tuple[int, int, str]], actor=None) -> None:
-    """Turn backordered units into reserved ones: (level id, n, the order's number) per waiting
-    allocation, on levels the caller holds locked, which have the free units (InvalidStock
-    otherwise: the caller's transaction then changes nothing). One `backorder` ledger row each."""
+def fill_backorders(*, fills: Sequence[tuple[int, int, int, str]], actor=None) -> None:
+    """Turn backordered units into reserved ones: (level waited on, level filled from, n, the order's
+    number) per waiting allocation, on levels the caller holds locked. The first level's
+    `backordered` goes down by n, the second's `reserved` up by n (the same level, or another
+    warehouse's level of the product where the units arrived); it must have the free units
+    (InvalidStock otherwise: the caller's transaction then changes nothing). `backorder` ledger rows:
+    one per order and level."""
     require_transaction("fill_backorders")
-    per_level: dict[int, int] = defaultdict(int)
-    for level_id, units, _ in fills:
+    d_res: dict[int, int] = defaultdict(int)
+    d_bo: dict[int, int] = defaultdict(int)
+    rows: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
+    for waiting_id, filled_id, units, reference in fills:
         if units <= 0:
-            raise InvalidInput(f"Filled units must be positive, got {units} for level {level_id}.")
-        per_level[level_id] += units
-    if not per_level:
+            raise InvalidInput(f"Filled units must be positive, got {units} for level {filled_id}.")
+        d_bo[waiting_id] -= units
+        d_res[filled_id] += units
+        rows[(waiting_id, reference)][1] -= units
+        rows[(filled_id, reference)][0] += units
+    ids = sorted(d_res.keys() | d_bo.keys())
+    if not ids:
         return
-    ids = sorted(per_level)
     locks.lock_stock_levels(ids)
     with connection.cursor() as cursor:
         cursor.execute(
             """
             UPDATE inventory_stocklevel AS s
-               SET reserved = s.reserved + v.n, backordered = s.backordered - v.n, updated_at = now()
-              FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, n)
-             WHERE s.id = v.id AND s.backordered >= v.n AND greatest(s.on_hand - s.reserved - s.safety_stock, 0) >= v.n
+               SET reserved = s.reserved + v.r, backordered = s.backordered + v.b, updated_at = now()
+              FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, r, b)
+             WHERE s.id = v.id AND s.backordered + v.b >= 0
+               AND greatest(s.on_hand - s.reserved - s.safety_stock, 0) >= v.r
             """,
-            [ids, [per_level[i] for i in ids]],
+            [ids, [d_res[i] for i in ids], [d_bo[i] for i in ids]],
         )
         if cursor.rowcount != len(ids):
             raise InvalidStock("A level lacks the free units or the backorders these fills need.")
@@ -682,13 +698,13 @@ def fill_backorders(*, fills: Sequence[tuple[int, int, str]], actor=None) -> Non
         [
             StockMovement(
                 level_id=level_id,
-                delta_reserved=units,
-                delta_backordered=-units,
+                delta_reserved=reserved,
+                delta_backordered=backordered,
                 reason=Reason.BACKORDER,
                 reference=reference,
                 actor=actor,
             )
-            for level_id, units, reference in fills
+            for (level_id, reference), (reserved, backordered) in rows.items()
         ]
     )
 
@@ -877,7 +893,9 @@ def receive_return(*, items: Sequence[tuple[int, int, int, int]], reference: str
         per_pair[(product_id, warehouse_id)][1] += written_off
     ids = _ensure_levels(per_pair)
     restocking = [ids[pair] for pair, (restocked, _) in per_pair.items() if restocked]
-    with stock_arrival(restocking):  # restocked units fill the backorders waiting on their levels first
+    with stock_arrival(
+        restocking, also=ids.values()
+    ):  # restocked units fill the backorders waiting on their levels first
         _receive_returned_units(ids, per_pair, reference=reference, actor=actor)
 
 

@@ -266,3 +266,58 @@ def test_a_customer_limit_counts_live_orders_over_its_period(shop, path):
     Order.objects.filter(user=buyer).update(created_at=timezone.now() - timedelta(days=8))
     place(buyer, ("TEA", 1))
     assert_stock_invariants()
+
+
+def test_units_arriving_in_another_warehouse_fill_the_backorder_and_move_it_there(shop, path):
+    """MUG has a level in MAIN only: its backorder waits there. A delivery into EAST (a level
+    created by the delivery) fills it, and the allocation moves to EAST, where the units are."""
+    set_rules("MUG", backorder_policy="backorder", backorder_cap=10)
+    user = UserFactory()
+    order = Order.objects.get(number=place(user, ("MUG", 5)).body["number"])  # 2 reserved, 3 backordered in MAIN
+    po = stock.purchase_order_create(warehouse_code="EAST", lines=[("MUG", 2)])
+
+    stock.purchase_order_receive(purchase_order_id=po.pk, key="D1", lines=[("MUG", 2)])
+
+    allocations = sorted(
+        Allocation.objects.filter(line__order=order).values_list(
+            "stock_level__warehouse__code", "quantity", "backordered"
+        )
+    )
+    assert allocations == [("EAST", 2, 0), ("MAIN", 3, 1)]
+    main, east = level("MUG"), level("MUG", "EAST")
+    assert (main.reserved, main.backordered, east.on_hand, east.reserved, east.backorder_cap) == (2, 1, 2, 2, 10)
+    rows = StockMovement.objects.filter(reason="backorder").values_list(
+        "level__warehouse__code", "delta_reserved", "delta_backordered"
+    )
+    assert sorted(rows) == [("EAST", 2, 0), ("MAIN", 0, -2)]
+    assert_stock_invariants()
+
+    # The last unit arrives in EAST too; the order can ship from both warehouses.
+    stock.stock_receive(sku="MUG", warehouse_code="EAST", quantity=1)
+    allocations = sorted(
+        Allocation.objects.filter(line__order=order).values_list(
+            "stock_level__warehouse__code", "quantity", "backordered"
+        )
+    )
+    assert allocations == [("EAST", 3, 0), ("MAIN", 2, 0)]
+    order_services.order_pay(order_id=order.pk)
+    assert order_services.order_fulfil(order_id=order.pk).status == "fulfilled"
+    assert_stock_invariants()
+
+
+def test_the_periodic_fill_takes_free_units_of_another_warehouse(shop):
+    set_rules("MUG", backorder_policy="backorder", backorder_cap=10)
+    waiting = place(UserFactory(), ("MUG", 4)).body["number"]  # 2 reserved, 2 backordered in MAIN
+    from inventory.models import Product, Warehouse
+
+    # Units that reach EAST without an arrival (an import writes levels in SQL): the sweep fills.
+    east = StockLevel.objects.create(
+        product=Product.objects.get(sku="MUG"), warehouse=Warehouse.objects.get(code="EAST"), on_hand=0
+    )
+    stock.stock_count(sku="MUG", warehouse_code="EAST", on_hand=5, expected_version=east.version)
+    assert Allocation.objects.filter(line__order__number=waiting, backordered__gt=0).exists()
+
+    assert fill_waiting_backorders() == 2
+    assert not Allocation.objects.filter(line__order__number=waiting, backordered__gt=0).exists()
+    assert (level("MUG", "EAST").reserved, level("MUG").backordered) == (2, 0)
+    assert_stock_invariants()
