@@ -40,7 +40,8 @@ from django.db.models.functions import Coalesce, Greatest, Least
 
 from inventory import locks
 from inventory.errors import InvalidInput, PurchaseOrderNotDraft, VersionConflict
-from inventory.models import Product, PurchaseOrder, PurchaseOrderLine, StockLevel, is_sku
+from inventory.lines import MAX_LINES, sku_quantity_lines
+from inventory.models import Product, PurchaseOrder, PurchaseOrderLine, StockLevel
 from inventory.selectors import with_stock_figures
 from inventory.serializers import MAX_QUANTITY
 from project.db.transactions import atomic_with_retry, raise_statement_timeout, try_advisory_xact_lock
@@ -61,7 +62,7 @@ REORDER_NOTE = "Proposed by the reorder job"
 # One statement reads every level with a reorder point: more than a request's statement_timeout.
 REORDER_STATEMENT_TIMEOUT_MS = 120_000
 # Lines one draft update may name (as purchase_order_create takes at most).
-MAX_DRAFT_UPDATE_LINES = 500
+MAX_DRAFT_UPDATE_LINES = MAX_LINES
 
 Status = PurchaseOrder.Status
 
@@ -217,28 +218,6 @@ def purchase_order_confirm(*, purchase_order_id: int, actor=None, expected_versi
     return order
 
 
-def _draft_lines(lines: object) -> list[tuple[str, int]]:
-    """(sku, quantity) pairs: 1 to MAX_DRAFT_UPDATE_LINES, each SKU once, each quantity a whole
-    number from 0 (remove the line) to MAX_QUANTITY; InvalidInput naming every bad line otherwise."""
-    if not isinstance(lines, list | tuple) or not 1 <= len(lines) <= MAX_DRAFT_UPDATE_LINES:
-        raise InvalidInput(fields={"lines": [f"Give 1 to {MAX_DRAFT_UPDATE_LINES} lines of SKU and quantity."]})
-    problems, seen, pairs = [], set(), []
-    for number, line in enumerate(lines, start=1):
-        sku, quantity = line if isinstance(line, list | tuple) and len(line) == 2 else (None, None)
-        if not is_sku(sku):
-            problems.append(f"Line {number}: not a SKU.")
-        elif sku in seen:
-            problems.append(f"Line {number}: {sku} is already on another line.")
-        elif not is_whole_number(quantity, minimum=0, maximum=MAX_QUANTITY):
-            problems.append(f"Line {number}: the quantity must be a whole number from 0 to {MAX_QUANTITY}.")
-        else:
-            seen.add(sku)
-            pairs.append((sku, quantity))
-    if problems:
-        raise InvalidInput(fields={"lines": problems})
-    return pairs
-
-
 @atomic_with_retry
 def purchase_order_draft_update(
     *,
@@ -255,7 +234,7 @@ def purchase_order_draft_update(
     draft is PurchaseOrderNotDraft (409); a stale `expected_version` VersionConflict. Locks the
     order's row, then its lines (the app's lock order); bumps `version`.
     """
-    pairs = _draft_lines(lines)
+    pairs = sku_quantity_lines(lines, minimum=0)  # 0 removes a line
     order = _locked_draft(purchase_order_id, expected_version)
     on_draft = {line.product.sku: line for line in locks.lock_purchase_order_lines(order)}
     products = {

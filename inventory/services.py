@@ -33,6 +33,7 @@ from inventory.errors import (
     VersionConflict,
     WarehouseBusy,
 )
+from inventory.lines import MAX_LINES, sku_quantity_lines
 from inventory.metrics import STOCK_CHANGES
 from inventory.models import (
     MAX_STOCK_BUCKETS,
@@ -46,7 +47,6 @@ from inventory.models import (
     StockLevel,
     StockMovement,
     Warehouse,
-    is_sku,
 )
 from inventory.reorder import stock_levels_below_reorder_point, with_on_hand_and_incoming
 from inventory.reservation import Allocation, reserve_levels
@@ -1029,30 +1029,8 @@ def _modified_before(storage, name: str, cutoff) -> bool:
 
 # --- purchase orders --------------------------------------------------------------------------
 
-MAX_PURCHASE_ORDER_LINES = 500
+MAX_PURCHASE_ORDER_LINES = MAX_LINES
 DELIVERY_KEY_MAX_LENGTH = 64
-
-
-def _purchase_lines(lines: object) -> list[tuple[str, int]]:
-    """(sku, quantity) pairs: 1 to MAX_PURCHASE_ORDER_LINES of them, each SKU once, each quantity a
-    whole number from 1 to MAX_QUANTITY; InvalidInput naming every bad line otherwise."""
-    if not isinstance(lines, list | tuple) or not 1 <= len(lines) <= MAX_PURCHASE_ORDER_LINES:
-        raise InvalidInput(fields={"lines": [f"Give 1 to {MAX_PURCHASE_ORDER_LINES} lines of SKU and quantity."]})
-    problems, seen, pairs = [], set(), []
-    for number, line in enumerate(lines, start=1):
-        sku, quantity = line if isinstance(line, list | tuple) and len(line) == 2 else (None, None)
-        if not is_sku(sku):
-            problems.append(f"Line {number}: not a SKU.")
-        elif sku in seen:
-            problems.append(f"Line {number}: {sku} is already on another line.")
-        elif not is_whole_number(quantity, minimum=1, maximum=MAX_QUANTITY):
-            problems.append(f"Line {number}: the quantity must be a whole number from 1 to {MAX_QUANTITY}.")
-        else:
-            seen.add(sku)
-            pairs.append((sku, quantity))
-    if problems:
-        raise InvalidInput(fields={"lines": problems})
-    return pairs
 
 
 @atomic_with_retry
@@ -1067,7 +1045,7 @@ def purchase_order_create(
 ) -> PurchaseOrder:
     """Record stock a supplier is expected to deliver: one open purchase order, a line per SKU.
     Nothing moves on a level until it is received; its open lines show as the levels' incoming."""
-    pairs = _purchase_lines(lines)
+    pairs = sku_quantity_lines(lines)
     fields = {}
     if not isinstance(supplier_reference, str) or len(supplier_reference) > 64:
         fields["supplier_reference"] = ["At most 64 characters."]
@@ -1129,7 +1107,7 @@ def purchase_order_receive(
     """
     if not isinstance(key, str) or not 1 <= len(key) <= DELIVERY_KEY_MAX_LENGTH or not key.isprintable():
         raise InvalidInput(fields={"key": [f"A delivery key of 1 to {DELIVERY_KEY_MAX_LENGTH} printable characters."]})
-    pairs = _purchase_lines(lines)
+    pairs = sku_quantity_lines(lines)
     fingerprint = hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()
     order = _locked_purchase_order(purchase_order_id)
     done = order.receipts.filter(key=key).first()

@@ -123,35 +123,35 @@ def _back_in_stock_form(request, change) -> str | None:
     return None
 
 
-@require_POST
-def product_back_in_stock(request, sku: str):
-    """The product page's "Notify me when it is back" form: subscribe, then back to the page."""
+def _back_in_stock_post(request, sku: str, change) -> object:
+    """Run a back-in-stock form for a signed-in shopper (an anonymous one signs in first), say what
+    happened, and go back to the product page."""
     page = reverse("product", args=[sku])
     if not request.user.is_authenticated:
         return redirect_to_login(page)
+    done = _back_in_stock_form(request, change)
+    if done:
+        messages.success(request, done)
+    return redirect(page)
+
+
+@require_POST
+def product_back_in_stock(request, sku: str):
+    """The product page's "Notify me when it is back" form: subscribe, then back to the page."""
 
     def subscribe() -> str:
         back_in_stock.back_in_stock_subscribe(user=request.user, sku=sku)
         return "We will email you when it is back in stock."
 
-    done = _back_in_stock_form(request, subscribe)
-    if done:
-        messages.success(request, done)
-    return redirect(page)
+    return _back_in_stock_post(request, sku, subscribe)
 
 
 @require_POST
 def product_back_in_stock_stop(request, sku: str):
     """The product page's "Stop waiting" form: unsubscribe, then back to the page."""
-    page = reverse("product", args=[sku])
-    if not request.user.is_authenticated:
-        return redirect_to_login(page)
 
     def unsubscribe() -> str:
         back_in_stock.back_in_stock_unsubscribe(user=request.user, sku=sku)
         return "You are no longer waiting for it: we will not email you about it."
 
-    done = _back_in_stock_form(request, unsubscribe)
-    if done:
-        messages.success(request, done)
-    return redirect(page)
+    return _back_in_stock_post(request, sku, unsubscribe)

@@ -79,6 +79,7 @@ DECLARE
     v_buckets integer[];
     v_backorders boolean[];
     v_limits integer[];
+    v_limited boolean;
     v_limit_days integer[];
     v_bought bigint;
     v_c_level bigint[];
@@ -142,6 +143,7 @@ BEGIN
                     ELSE '{}'::jsonb END
                ORDER BY l.ord),
            bool_or(p.id IS NULL OR NOT p.active OR coalesce(l.quantity > p.max_per_order, false)),
+           bool_or(p.customer_limit IS NOT NULL),
            array_agg(p.id ORDER BY l.ord), array_agg(l.quantity ORDER BY l.ord), array_agg(l.sku ORDER BY l.ord),
            array_agg(p.name ORDER BY l.ord), array_agg(p.price ORDER BY l.ord),
            array_agg(p.stock_buckets ORDER BY l.ord),
@@ -150,7 +152,7 @@ BEGIN
                      ORDER BY l.ord),
            array_agg(p.customer_limit ORDER BY l.ord), array_agg(p.customer_limit_days ORDER BY l.ord),
            sum(p.price * l.quantity)
-      INTO v_problems, v_bad, v_pids, v_qtys, v_skus, v_names, v_prices, v_buckets, v_backorders, v_limits,
+      INTO v_problems, v_bad, v_limited, v_pids, v_qtys, v_skus, v_names, v_prices, v_buckets, v_backorders, v_limits,
            v_limit_days, v_total
       FROM (SELECT e.item->>'sku' AS sku, (e.item->>'quantity')::integer AS quantity, e.ord
               FROM jsonb_array_elements(p_lines) WITH ORDINALITY AS e(item, ord)) AS l
@@ -158,7 +160,7 @@ BEGIN
       -- for jsonb_array_elements, hash the whole product table on every order; the LIMIT (sku
       -- is unique anyway) keeps it from flattening the lateral subquery back into that join.
       LEFT JOIN LATERAL (SELECT * FROM inventory_product WHERE sku = l.sku LIMIT 1) AS p ON true;
-    IF NOT v_bad THEN
+    IF v_limited AND NOT v_bad THEN
         -- Limits per customer: products in id order (the lock order of these advisory locks), each
         -- counted after its lock, in a new snapshot that sees every order committed before it.
         FOR v_cand IN
@@ -217,7 +219,9 @@ BEGIN
             FOR i IN 1 .. array_length(v_pids, 1) LOOP
                 v_remaining := v_qtys[i];
                 v_seen := 0;
-                v_c_level := '{}'; v_c_wh := '{}'; v_c_code := '{}'; v_c_room := '{}';
+                IF v_backorders[i] THEN
+                    v_c_level := '{}'; v_c_wh := '{}'; v_c_code := '{}'; v_c_room := '{}';
+                END IF;
                 -- A hot level's buckets hold free units too (counted in its reserved): one
                 -- statement reads the level and its buckets in one snapshot, so the sum is exact,
                 -- or, planning optimistically, at least the line when any bucket holds a unit.
@@ -256,25 +260,27 @@ BEGIN
                     END IF;
                 END LOOP;
                 -- The rest beyond the shelf, on the same levels by priority, within each one's cap.
-                FOR c IN 1 .. coalesce(cardinality(v_c_level), 0) LOOP
-                    v_seen := v_seen + v_c_room[c];
-                    v_owe := least(v_remaining, v_c_room[c]);
-                    CONTINUE WHEN v_owe <= 0;
-                    v_at := array_position(v_a_level, v_c_level[c]);
-                    IF v_at IS NULL THEN
-                        v_a_level := v_a_level || v_c_level[c];
-                        v_a_pid := v_a_pid || v_pids[i];
-                        v_a_wh := v_a_wh || v_c_wh[c];
-                        v_a_code := v_a_code || v_c_code[c];
-                        v_a_qty := v_a_qty || v_owe;
-                        v_a_hot := v_a_hot || false;
-                        v_a_bo := v_a_bo || v_owe;
-                    ELSE
-                        v_a_qty[v_at] := v_a_qty[v_at] + v_owe;
-                        v_a_bo[v_at] := v_owe;
-                    END IF;
-                    v_remaining := v_remaining - v_owe;
-                END LOOP;
+                IF v_backorders[i] AND v_remaining > 0 THEN
+                    FOR c IN 1 .. coalesce(cardinality(v_c_level), 0) LOOP
+                        v_seen := v_seen + v_c_room[c];
+                        v_owe := least(v_remaining, v_c_room[c]);
+                        CONTINUE WHEN v_owe <= 0;
+                        v_at := array_position(v_a_level, v_c_level[c]);
+                        IF v_at IS NULL THEN
+                            v_a_level := v_a_level || v_c_level[c];
+                            v_a_pid := v_a_pid || v_pids[i];
+                            v_a_wh := v_a_wh || v_c_wh[c];
+                            v_a_code := v_a_code || v_c_code[c];
+                            v_a_qty := v_a_qty || v_owe;
+                            v_a_hot := v_a_hot || false;
+                            v_a_bo := v_a_bo || v_owe;
+                        ELSE
+                            v_a_qty[v_at] := v_a_qty[v_at] + v_owe;
+                            v_a_bo[v_at] := v_owe;
+                        END IF;
+                        v_remaining := v_remaining - v_owe;
+                    END LOOP;
+                END IF;
                 IF v_remaining > 0 THEN
                     v_short := v_short || jsonb_build_array(jsonb_build_object(
                         'sku', v_skus[i], 'requested', v_qtys[i], 'available', v_seen));
