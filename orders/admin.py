@@ -106,9 +106,14 @@ class OrderLineInline(ReadOnlyAdminMixin, admin.TabularInline):
         url_name = f"{self.admin_site.name}:inventory_stocklevel_change"
         return format_html_join(
             ", ",
-            '<a href="{}">{}</a>: {}',
+            '<a href="{}">{}</a>: {}{}',
             (
-                (reverse(url_name, args=[a.stock_level_id]), a.stock_level.warehouse.code, a.quantity)
+                (
+                    reverse(url_name, args=[a.stock_level_id]),
+                    a.stock_level.warehouse.code,
+                    a.quantity,
+                    f" ({a.backordered} backordered)" if a.backordered else "",
+                )
                 for a in line.allocations.all()
             ),
         )

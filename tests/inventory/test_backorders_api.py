@@ -151,3 +151,21 @@ def test_a_preorder_is_said_on_the_product_page_and_in_the_cart(shop, client):
     assert "Preorder" in page and "Add to cart" in page and "out of stock right now" not in page
     client.post("/cart/add/", {"sku": "TEA", "quantity": 2})
     assert "Preorder" in client.get("/cart/").content.decode()
+
+
+def test_staff_see_backordered_units_on_the_orders_page_in_the_admin(shop, admin, customer):
+    from django.urls import reverse
+
+    from orders import services as order_services
+    from orders.api import render_order
+
+    stock.product_update(sku="MUG", expected_version=1, changes={"backorder_policy": "backorder", "backorder_cap": 5})
+    placed = order_services.order_place(
+        user=customer,
+        lines=[order_services.OrderLineRequest("MUG", 5)],
+        shipping_address=ADDRESS,
+        render=render_order,
+    )
+    order = Order.objects.get(number=placed.body["number"])
+    page = admin.get(reverse("admin:orders_order_change", args=[order.pk])).content.decode()
+    assert "MAIN</a>: 5 (3 backordered)" in page
