@@ -22,6 +22,7 @@ logger = logging.getLogger("stockroom.db")
 
 LOCK_RETRY_ATTEMPTS = 4
 LOCK_RETRY_BASE_SECONDS = 0.02
+LOCK_RETRY_MAX_PAUSE_SECONDS = 0.32  # the longest pause between two attempts (the 4th's)
 
 T = TypeVar("T")
 
@@ -42,44 +43,49 @@ def retry_cause(exc: BaseException) -> str:
     return "Retry" if isinstance(exc, Retry) else type(exc.__cause__).__name__
 
 
-def retry_lock_errors(run: Callable[[], T], *, name: str) -> T:
+def retry_lock_errors(run: Callable[[], T], *, name: str, attempts: int = LOCK_RETRY_ATTEMPTS) -> T:
     """Call `run` until it returns; a lock timeout, deadlock or `Retry` calls it again after a
-    jittered pause, anything else propagates. After the last attempt: LockTimeout (503 with
+    jittered pause, anything else propagates. After the last of `attempts`: LockTimeout (503 with
     Retry-After). `run` must own its transaction (or run in autocommit), so a retry re-runs all
     of it."""
-    for attempt in range(1, LOCK_RETRY_ATTEMPTS + 1):
+    for attempt in range(1, attempts + 1):
         try:
             return run()
         except (OperationalError, Retry) as exc:
             if isinstance(exc, OperationalError) and not is_lock_error(exc):
                 raise
-            if attempt == LOCK_RETRY_ATTEMPTS:
+            if attempt == attempts:
                 logger.warning("%s gave up after %d attempts: %s", name, attempt, exc)
                 raise LockTimeout() from exc
             record_retry(name, retry_cause(exc))
-            time.sleep(random.uniform(0, LOCK_RETRY_BASE_SECONDS * 2**attempt))  # noqa: S311 - jitter
+            pause = min(LOCK_RETRY_BASE_SECONDS * 2**attempt, LOCK_RETRY_MAX_PAUSE_SECONDS)
+            time.sleep(random.uniform(0, pause))  # noqa: S311 - jitter
     raise AssertionError("unreachable")
 
 
-def atomic_with_retry(fn: Callable) -> Callable:
+def atomic_with_retry(fn: Callable | None = None, *, attempts: int = LOCK_RETRY_ATTEMPTS) -> Callable:
     """Run `fn` in its own transaction; retry lock timeouts, deadlocks and `Retry` with jitter.
 
     Inside an outer transaction it runs in a savepoint (a refusal undoes only its own writes)
     and does not retry: the outermost service owns the retries.
-    After the last attempt, a lock error becomes LockTimeout (503 with Retry-After).
+    After the last of `attempts` (`@atomic_with_retry(attempts=n)` for another number than
+    LOCK_RETRY_ATTEMPTS), a lock error becomes LockTimeout (503 with Retry-After).
     """
 
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        def run():
-            with transaction.atomic():
-                return fn(*args, **kwargs)
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            def run():
+                with transaction.atomic():
+                    return fn(*args, **kwargs)
 
-        if connection.in_atomic_block:
-            return run()
-        return retry_lock_errors(run, name=fn.__qualname__)
+            if connection.in_atomic_block:
+                return run()
+            return retry_lock_errors(run, name=fn.__qualname__, attempts=attempts)
 
-    return wrapper
+        return wrapper
+
+    return decorate if fn is None else decorate(fn)
 
 
 def require_transaction(what: str) -> None:

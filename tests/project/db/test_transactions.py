@@ -81,3 +81,17 @@ def test_inside_a_callers_transaction_the_caller_owns_the_retries():
         with pytest.raises(LockTimeout):
             service()
         assert len(calls) == 1 + LOCK_RETRY_ATTEMPTS
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_service_may_take_more_attempts_than_the_default():
+    calls = []
+
+    @atomic_with_retry(attempts=LOCK_RETRY_ATTEMPTS + 3)
+    def lost_every_time():
+        calls.append(1)
+        raise Retry("lost")
+
+    with pytest.raises(LockTimeout):
+        lost_every_time()
+    assert len(calls) == LOCK_RETRY_ATTEMPTS + 3
