@@ -566,9 +566,10 @@ def warehouse_create(*, code: str, name: str, priority: int = 100) -> Warehouse:
 
 @atomic_with_retry
 def warehouse_deactivate(*, code: str) -> Warehouse:
-    """Stop allocating from a warehouse. Refused (WarehouseBusy) while any of its units are reserved.
+    """Stop allocating from a warehouse. Refused (WarehouseBusy) while any of its units are reserved
+    or backordered (orders wait on its levels).
 
-    Marks it inactive, then locks its levels in pk order and checks `reserved`. A reservation
+    Marks it inactive, then locks its levels in pk order and checks `reserved` and `backordered`. A reservation
     racing with this re-reads the warehouse after its own UPDATE (see reservation.py), so either
     it sees the warehouse inactive and backs off, or this sees its reserved units and refuses.
     """
@@ -581,7 +582,7 @@ def warehouse_deactivate(*, code: str) -> Warehouse:
         reference=f"deactivate:{code}",
     )
     levels = locks.lock_stock_levels_of_warehouse(warehouse.pk)
-    if any(level.reserved for level in levels):
+    if any(level.reserved or level.backordered for level in levels):
         raise WarehouseBusy()
     warehouse.active = False
     return warehouse

@@ -8,14 +8,15 @@ from django.utils import timezone
 
 from inventory import selectors
 from inventory import services as stock
-from inventory.errors import InsufficientStock, InvalidInput, SellingRulesConflict
-from inventory.models import StockLevel, StockMovement
+from inventory.errors import InsufficientStock, InvalidInput, SellingRulesConflict, WarehouseBusy
+from inventory.models import Product, StockLevel, StockMovement, Warehouse
 from orders import jobs
 from orders import services as order_services
 from orders.api import render_order
 from orders.backorders import fill_waiting_backorders
 from orders.errors import NotShippable
 from orders.models import Allocation, Order
+from orders.services import ShipmentLineRequest, shipment_create
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.invariants import assert_stock_invariants
 from tests.orders.conftest import ADDRESS
@@ -99,8 +100,6 @@ def test_a_preorder_is_taken_until_its_date_only(shop, path):
     assert placed.body["lines"][0]["allocations"][0]["backordered"] == 2
     # Past the date the product sells from stock only (the date is moved back in the row: staff
     # cannot set a past date, as the next test shows).
-    from inventory.models import Product
-
     Product.objects.filter(sku="TEA").update(preorder_until=timezone.now().date() - timedelta(days=1))
     with pytest.raises(InsufficientStock):
         place(UserFactory(), ("TEA", 1))
@@ -308,8 +307,6 @@ def test_units_arriving_in_another_warehouse_fill_the_backorder_and_move_it_ther
 def test_the_periodic_fill_takes_free_units_of_another_warehouse(shop):
     set_rules("MUG", backorder_policy="backorder", backorder_cap=10)
     waiting = place(UserFactory(), ("MUG", 4)).body["number"]  # 2 reserved, 2 backordered in MAIN
-    from inventory.models import Product, Warehouse
-
     # Units that reach EAST without an arrival (an import writes levels in SQL): the sweep fills.
     east = StockLevel.objects.create(
         product=Product.objects.get(sku="MUG"), warehouse=Warehouse.objects.get(code="EAST"), on_hand=0
@@ -320,4 +317,18 @@ def test_the_periodic_fill_takes_free_units_of_another_warehouse(shop):
     assert fill_waiting_backorders() == 2
     assert not Allocation.objects.filter(line__order__number=waiting, backordered__gt=0).exists()
     assert (level("MUG", "EAST").reserved, level("MUG").backordered) == (2, 0)
+    assert_stock_invariants()
+
+
+def test_a_warehouse_with_backorders_waiting_cannot_be_deactivated(shop):
+    set_rules("MUG", backorder_policy="backorder", backorder_cap=10)
+    order = Order.objects.get(number=place(UserFactory(), ("MUG", 4)).body["number"])
+    order_services.order_pay(order_id=order.pk)
+    # Ship what is on the shelf: the level keeps only its 2 backordered units.
+    line_id = order.lines.get().pk
+    shipment_create(order_id=order.pk, warehouse="MAIN", lines=[ShipmentLineRequest(line_id, 2)], ship=True)
+    assert (level("MUG").reserved, level("MUG").backordered) == (0, 2)
+
+    with pytest.raises(WarehouseBusy):
+        stock.warehouse_deactivate(code="MAIN")
     assert_stock_invariants()

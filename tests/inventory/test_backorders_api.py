@@ -4,10 +4,13 @@ import uuid
 from datetime import date, timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from inventory import services as stock
 from inventory.models import StockLevel
+from orders import services as order_services
+from orders.api import render_order
 from orders.models import Order
 from tests.factories import ProductFactory, WarehouseFactory
 from tests.orders.conftest import ADDRESS
@@ -154,11 +157,6 @@ def test_a_preorder_is_said_on_the_product_page_and_in_the_cart(shop, client):
 
 
 def test_staff_see_backordered_units_on_the_orders_page_in_the_admin(shop, admin, customer):
-    from django.urls import reverse
-
-    from orders import services as order_services
-    from orders.api import render_order
-
     stock.product_update(sku="MUG", expected_version=1, changes={"backorder_policy": "backorder", "backorder_cap": 5})
     placed = order_services.order_place(
         user=customer,
