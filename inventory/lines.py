@@ -3,9 +3,9 @@ checked the same way everywhere."""
 
 from inventory.errors import InvalidInput
 from inventory.models import is_sku
+from inventory.serializers import MAX_QUANTITY
 from project.values import is_whole_number
 
-MAX_QUANTITY = 1_000_000_000
 MAX_LINES = 500
 
 

@@ -652,12 +652,10 @@ def stock_arrival(level_ids: Iterable[int], *, also: Iterable[int] = ()) -> Iter
 
 
 def free_units(level_ids: Iterable[int]) -> dict[int, int]:
-    """Units on these levels' shelves that orders may take (on_hand - reserved - safety stock, at
-    least 0), read under their row locks, taken in pk order (held already when called by a fill)."""
-    return {
-        level.pk: max(level.on_hand - level.reserved - level.safety_stock, 0)
-        for level in locks.lock_stock_levels(level_ids).values()
-    }
+    """Units on these levels' own shelves that orders may take (StockLevel.available of the locked
+    rows: a hot level's bucket units, counted in reserved, are not among them), read under their
+    row locks, taken in pk order (held already when called by a fill)."""
+    return {level.pk: level.available for level in locks.lock_stock_levels(level_ids).values()}
 
 
 def fill_backorders(*, fills: Sequence[tuple[int, int, int, str]], actor=None) -> None:

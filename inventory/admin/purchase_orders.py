@@ -473,11 +473,24 @@ class PurchaseOrderAdmin(ServiceTransactionMixin, admin.ModelAdmin):
             )
             return HttpResponseRedirect(self._url("change", order.pk))
         form = DeliveryForm(request.POST if request.method == "POST" else None, order=order)
+        return self._lines_form_page(
+            request,
+            order,
+            form,
+            # A repeat of a delivery received before added nothing: nothing to log.
+            log=lambda done: f"{done} (delivery {form.cleaned_data['key']})" if form.added else None,
+        )
+
+    def _lines_form_page(self, request: HttpRequest, order: PurchaseOrder, form, *, log) -> HttpResponse:
+        """Run a form of lines against a purchase order (a delivery, a draft's lines): once it is
+        done, log `log(message)` (None: nothing) and go back to the order's page; otherwise show
+        the order's lines as they are, then the form."""
         if request.method == "POST" and form.is_valid():
             done = form.submit(actor=request.user)
             if done is not None:
-                if form.added:
-                    self.log_change(request, order, f"{done} (delivery {form.cleaned_data['key']})")
+                entry = log(done)
+                if entry:
+                    self.log_change(request, order, entry)
                 self.message_user(request, done, messages.SUCCESS)
                 return HttpResponseRedirect(self._url("change", order.pk))
         context = {
@@ -595,21 +608,9 @@ class PurchaseOrderAdmin(ServiceTransactionMixin, admin.ModelAdmin):
             )
             return HttpResponseRedirect(self._url("change", order.pk))
         form = DraftLinesForm(request.POST if request.method == "POST" else None, order=order)
-        if request.method == "POST" and form.is_valid():
-            done = form.submit(actor=request.user)
-            if done is not None:
-                lines = ", ".join(f"{sku} {units}" for sku, units in form.cleaned_data["lines"])
-                self.log_change(request, order, f"{done} Lines: {lines}."[:1000])
-                self.message_user(request, done, messages.SUCCESS)
-                return HttpResponseRedirect(self._url("change", order.pk))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": f"{form.title}: {order.reference}",
-            "subtitle": None,
-            "order": order,
-            "form": form,
-            "media": self.media + form.media,
-        }
-        # The delivery form's page: the order's lines as they are, then the form.
-        return TemplateResponse(request, "admin/inventory/purchaseorder/receive.html", context)
+
+        def log(done: str) -> str:
+            lines = ", ".join(f"{sku} {units}" for sku, units in form.cleaned_data["lines"])
+            return f"{done} Lines: {lines}."[:1000]
+
+        return self._lines_form_page(request, order, form, log=log)
