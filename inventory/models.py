@@ -193,6 +193,13 @@ class StockMovement(models.Model):
     """Append-only ledger: one row per change of on_hand or reserved, written with the change.
 
     A trigger (migration 0002) refuses UPDATE and DELETE, so history cannot be rewritten.
+
+    The table also has a `txid` column (xid8, migration 0012) that this model leaves out on
+    purpose: the id of the transaction that wrote the row, filled by its database default
+    `pg_current_xact_id()`, so no INSERT (Django's, inventory_ledger_write's, any SQL path's) names
+    it. It is NULL on rows written before 0012. The movements feed (inventory.feeds) orders by
+    (COALESCE(txid, 0), id) through the movement_txid_id index, so that a row is served once and
+    never skipped, whenever its transaction commits. Read it with SQL, not through this model.
     """
 
     class Reason(models.TextChoices):
@@ -428,3 +435,4 @@ class BackInStockSubscription(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} waits for {self.product_id}"
+

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from inventory import api, api_back_in_stock, api_imports, api_purchase_orders
+from inventory import api, api_back_in_stock, api_feeds, api_imports, api_purchase_orders
 
 urlpatterns = [
     path("products", api.ProductListView.as_view(), name="products"),
@@ -12,10 +12,12 @@ urlpatterns = [
     ),
     path("back-in-stock", api_back_in_stock.BackInStockListView.as_view(), name="back-in-stock"),
     path("stock", api.StockListView.as_view(), name="stock"),
+    path("stock/movements", api_feeds.MovementFeedView.as_view(), name="stock-movements"),
     path("stock/adjustments", api.AdjustmentView.as_view(), name="stock-adjustments"),
     path("stock/counts", api.CountView.as_view(), name="stock-counts"),
     path("stock/transfers", api.TransferView.as_view(), name="stock-transfers"),
     path("stock/settings", api.LevelSettingsView.as_view(), name="stock-settings"),
+    path("warehouses", api_feeds.WarehouseListView.as_view(), name="warehouses"),
     path("imports", api_imports.ImportListView.as_view(), name="imports"),
     path("imports/<int:import_id>", api_imports.ImportDetailView.as_view(), name="import-detail"),
     path("purchase-orders", api_purchase_orders.PurchaseOrderListView.as_view(), name="purchase-orders"),
