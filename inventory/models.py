@@ -436,3 +436,25 @@ class BackInStockSubscription(models.Model):
     def __str__(self) -> str:
         return f"{self.user_id} waits for {self.product_id}"
 
+
+class BulkStockRequest(models.Model):
+    """One POST /stock/levels/bulk by its Idempotency-Key (inventory.bulk): the key row is inserted
+    first in the request's own transaction, and its answer (a 200, or a 409 refusal) is stored on
+    it before commit, so the changes and the stored answer commit together or not at all. A twin
+    with the same key waits on the unique index until the first commits, then replays its answer.
+    Pruned after IDEMPOTENCY_KEEP_HOURS by the inventory housekeeping job (prune_import_files)."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=255)
+    # sha256 of method, path and the canonical JSON body: the same key with another body is refused.
+    fingerprint = models.CharField(max_length=64)
+    status_code = models.PositiveSmallIntegerField(default=0)
+    response_body = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="bulkstockrequest_one_per_key")]
+        indexes = [models.Index(fields=["created_at"], name="bulkstockrequest_created")]
+
+    def __str__(self) -> str:
+        return f"bulk {self.key} by {self.user_id}: {self.status_code}"

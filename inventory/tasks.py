@@ -8,6 +8,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections
 
 from inventory import imports
 from inventory.back_in_stock import back_in_stock_notify
+from inventory.bulk import bulk_stock_requests_prune
 from inventory.emails import (
     SEND_BACK_IN_STOCK,
     SEND_LOW_STOCK_ALERT,
@@ -116,6 +117,9 @@ def prune_import_files(older_than_days: int | None = None) -> int:
         logger.error("prune_import_files refused: %s", exc.fields)
         return 0
     logger.info("pruned %d import files", pruned, extra={"pruned": pruned})
+    # The same daily housekeeping forgets the bulk stock requests' idempotency keys (inventory.bulk).
+    keys = bulk_stock_requests_prune(older_than_hours=settings.IDEMPOTENCY_KEEP_HOURS)
+    logger.info("pruned %d bulk stock request keys", keys, extra={"pruned": keys})
     return pruned
 
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from inventory import api, api_back_in_stock, api_feeds, api_imports, api_purchase_orders
+from inventory import api, api_back_in_stock, api_bulk, api_feeds, api_imports, api_purchase_orders
 
 urlpatterns = [
     path("products", api.ProductListView.as_view(), name="products"),
@@ -17,6 +17,7 @@ urlpatterns = [
     path("stock/counts", api.CountView.as_view(), name="stock-counts"),
     path("stock/transfers", api.TransferView.as_view(), name="stock-transfers"),
     path("stock/settings", api.LevelSettingsView.as_view(), name="stock-settings"),
+    path("stock/levels/bulk", api_bulk.StockLevelsBulkView.as_view(), name="stock-levels-bulk"),
     path("warehouses", api_feeds.WarehouseListView.as_view(), name="warehouses"),
     path("imports", api_imports.ImportListView.as_view(), name="imports"),
     path("imports/<int:import_id>", api_imports.ImportDetailView.as_view(), name="import-detail"),

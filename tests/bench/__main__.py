@@ -30,7 +30,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from tests.bench import mixed, placement_db, whole_shop
+from tests.bench import bulk_set, mixed, placement_db, whole_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -622,6 +622,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=RESULTS_DIR)
     parser.add_argument("--import-rows", type=int, default=1_000_000, help="0: skip the import scenario")
     parser.add_argument("--expiry-orders", type=int, default=100_000, help="0: skip the expiry scenario")
+    parser.add_argument("--bulk-batches", type=int, default=20, help="bulk_set: batches of 1,000 rows (0: skip)")
     parser.add_argument("--shop-seconds", type=float, default=30, help="whole_shop: seconds of orders per half-round")
     parser.add_argument("--db-clients", default="16,64", help="placement_db: pgbench client counts, comma-separated")
     parser.add_argument(
@@ -632,7 +633,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.smoke:
         args.duration, args.warmup, args.runs, args.products, args.connections = 1, 0, 1, 200, 4
-        args.import_rows, args.expiry_orders = 0, 0
+        args.import_rows, args.expiry_orders, args.bulk_batches = 0, 0, 0
         args.only = args.only or "ceiling_full,catalogue_cached"
     if shutil.which("wrk") is None:
         log("wrk is missing: apt-get install -y wrk")
@@ -676,7 +677,7 @@ def main() -> int:
                 results.append(result)
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
-    every_job = {"import", "expiry", "whole_shop", "placement_db", *(m.name for m in mixed.MIXED)}
+    every_job = {"import", "expiry", "bulk_set", "whole_shop", "placement_db", *(m.name for m in mixed.MIXED)}
     wanted = set(args.only.split(",")) if args.only else every_job
     mixed_results: dict[str, list[mixed.MixedRound]] = {}
     if any(m.name in wanted for m in mixed.MIXED):
@@ -713,6 +714,18 @@ def main() -> int:
         broken += count
         for result in batch_results:
             result.invariants = "ok" if count == 0 else f"BROKEN ({count})"
+
+    bulk_run: bulk_set.BulkSetRun | None = None
+    if args.bulk_batches and "bulk_set" in wanted:
+        with Gunicorn(bench_env(database_url, redis_url), tmp) as server_proc:
+            log(f"bulk_set: {args.bulk_batches} batches of 1,000 rows through the API, then its psql floor")
+            floor_url = database_url.rsplit("/", 1)[0] + f"/{FLOOR_DB}"
+            bulk_run = bulk_set.run(server_proc.port, api_key, batches=args.bulk_batches, products=args.products,
+                                    floor_url=floor_url, tmp=tmp)  # fmt: skip
+        count = invariant_breaches(database_url)
+        broken += count
+        if count:
+            log(f"bulk_set: invariants BROKEN ({count})")
 
     # Last: it adds a few hundred thousand orders, which the scenarios above should not carry.
     placement_rounds: list[placement_db.PlacementRound] = []
@@ -764,6 +777,8 @@ def main() -> int:
         text += "\n\n" + whole_shop.report(shop_rounds)
     if batch_results:
         text += "\n\n" + batch_table(batch_results)
+    if bulk_run:
+        text += "\n\n" + bulk_set.report(bulk_run)
     if placement_rounds:
         text += "\n\n" + placement_db.report(placement_rounds)
     print(text)
@@ -793,6 +808,7 @@ def main() -> int:
                     dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
                 ],
                 "placement_db": [dict(asdict(r), ratios={n: r.ratio(n) for n in r.hot}) for r in placement_rounds],
+                "bulk_set": bulk_run.as_json() if bulk_run else None,
             },
             indent=2,
         )
