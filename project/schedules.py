@@ -3,6 +3,7 @@
 Idempotent: an existing schedule keeps the timing staff may have edited in the admin.
 """
 
+from django.conf import settings
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
@@ -20,6 +21,14 @@ SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
     "prune import files": ("inventory.prune_import_files", "crontab", {"minute": "35", "hour": "4"}, "{}"),
     "back in stock emails": ("inventory.back_in_stock_sweep", "interval", {"every": 30, "period": "seconds"}, "{}"),
     "reorder proposals": ("inventory.draft_reorder_purchase_orders", "crontab", {"minute": "25"}, "{}"),
+    # Emits and finished attempts kick the dispatcher; this round picks up retries as they fall due.
+    "webhook dispatcher": (
+        "webhooks.dispatch",
+        "interval",
+        {"every": settings.WEBHOOK_DISPATCH_SECONDS, "period": "seconds"},
+        "{}",
+    ),
+    "prune webhooks": ("webhooks.prune", "crontab", {"minute": "55", "hour": "3"}, "{}"),
 }
 
 

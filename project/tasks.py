@@ -1,4 +1,5 @@
-"""The `project` app's Celery tasks (Celery's autodiscovery imports this module): housekeeping."""
+"""The `project` app's Celery tasks (Celery's autodiscovery imports this module): housekeeping
+and the webhook tasks."""
 
 from importlib import import_module
 
@@ -6,8 +7,9 @@ from celery import shared_task
 from django.conf import settings
 
 from project.outbox.tasks import prune_outbox
+from project.webhooks.tasks import deliver, dispatch, prune, send_endpoint_disabled_email
 
-__all__ = ["clear_sessions", "prune_outbox"]
+__all__ = ["clear_sessions", "deliver", "dispatch", "prune", "prune_outbox", "send_endpoint_disabled_email"]
 
 
 @shared_task(name="project.clear_sessions")

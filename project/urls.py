@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("users.urls")),
     path("", include("inventory.urls")),
     path("", include("orders.urls")),
+    path("webhooks/", include("project.webhooks.urls")),
 ]
 
 urlpatterns = [

@@ -49,3 +49,18 @@ def paginated(serializer_class, *, name: str | None = None):
             "previous": serializers.URLField(allow_null=True, help_text="The previous page, or null on the first."),
         },
     )
+
+
+OPERATION_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+URI_TOO_LONG = "The URL is longer than the server accepts: answered by gunicorn (limit_request_line), as plain text."
+
+
+def declare_uri_too_long(result, generator, request, public):
+    """A postprocessing hook (SPECTACULAR_SETTINGS): gunicorn answers 414 itself for a request line
+    over its limit, before Django sees the request, so any operation can return it; the schema
+    says so once here rather than in every view."""
+    for path in result.get("paths", {}).values():
+        for method, operation in path.items():
+            if method in OPERATION_METHODS:
+                operation.setdefault("responses", {}).setdefault("414", {"description": URI_TOO_LONG})
+    return result

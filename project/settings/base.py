@@ -241,6 +241,48 @@ BULK_FULFIL_CHUNK_SIZE = env_int("BULK_FULFIL_CHUNK_SIZE", 100)
 # Batch jobs raise their statement timeout with SET LOCAL (reconciliation reads every row).
 BATCH_STATEMENT_TIMEOUT_MS = env_int("BATCH_STATEMENT_TIMEOUT_MS", 600_000)
 
+# --- Webhooks (project.webhooks: signed deliveries on their own queue, bin/webhooks) ---------------
+# The webhooks worker consumes only this queue (bin/webhooks); bin/worker never does.
+WEBHOOK_QUEUE = f"{CELERY_QUEUE_PREFIX}.webhooks"
+# One attempt (resolve, connect, TLS, send, read the answer) gives up after this many seconds.
+WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
+# An attempt's claim lasts its timeout plus this margin; a worker killed mid-attempt leaves the
+# claim to run out and the dispatcher hands the delivery out again (same webhook-id).
+WEBHOOK_CLAIM_MARGIN_SECONDS = env_float("WEBHOOK_CLAIM_MARGIN_SECONDS", 30.0)
+# A delivery handed to the queue is not handed out again for this long (a lost Celery message is).
+WEBHOOK_DISPATCH_LEASE_SECONDS = env_float("WEBHOOK_DISPATCH_LEASE_SECONDS", 60.0)
+# Beat runs the dispatcher this often (project.schedules); emits and finished attempts kick it too.
+WEBHOOK_DISPATCH_SECONDS = env_int("WEBHOOK_DISPATCH_SECONDS", 5)
+# Deliveries one dispatcher round hands out, at most.
+WEBHOOK_DISPATCH_BATCH = env_int("WEBHOOK_DISPATCH_BATCH", 200)
+# The answer's body is read up to this many bytes (an excerpt is kept with a failure), then closed.
+WEBHOOK_RESPONSE_MAX_BYTES = env_int("WEBHOOK_RESPONSE_MAX_BYTES", 4096)
+# Seconds to wait after each failed attempt (with jitter); the delivery fails after the last.
+# Roughly Standard Webhooks / Svix: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (about a day, 8 attempts).
+WEBHOOK_RETRY_SCHEDULE_SECONDS = [
+    float(seconds)
+    for seconds in env_list("WEBHOOK_RETRY_SCHEDULE_SECONDS", ["5", "300", "1800", "7200", "18000", "36000", "36000"])
+]
+# An endpoint failing this many attempts in a row, for at least this many hours, is switched off
+# (staff are emailed at STAFF_ALERT_EMAILS); a success resets the count.
+WEBHOOK_DISABLE_AFTER_FAILURES = env_int("WEBHOOK_DISABLE_AFTER_FAILURES", 20)
+WEBHOOK_DISABLE_AFTER_HOURS = env_float("WEBHOOK_DISABLE_AFTER_HOURS", 24.0)
+# Plain http:// endpoints (development, tests); the production profile allows https only.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", True)
+# Loopback, private, link-local, CGNAT... addresses are refused (SSRF) unless this is on.
+WEBHOOK_ALLOW_PRIVATE_ADDRESSES = env_bool("WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
+# stock.changed is coalesced per level over windows of this many seconds (inventory.events, run by beat).
+WEBHOOK_STOCK_CHANGED_SECONDS = env_int("WEBHOOK_STOCK_CHANGED_SECONDS", 5)
+# Finished deliveries (and the events left without any) are pruned after this many days (webhooks.prune).
+WEBHOOK_KEEP_DAYS = env_int("WEBHOOK_KEEP_DAYS", 14)
+# How often the webhooks worker counts deliveries by state for its gauge.
+WEBHOOK_BACKLOG_SECONDS = env_float("WEBHOOK_BACKLOG_SECONDS", 10.0)
+# Routed by name: the dispatcher and the deliveries run on the webhooks worker only.
+CELERY_TASK_ROUTES = {
+    "webhooks.dispatch": {"queue": WEBHOOK_QUEUE},
+    "webhooks.deliver": {"queue": WEBHOOK_QUEUE},
+}
+
 # --- Auth -----------------------------------------------------------------------
 AUTH_USER_MODEL = "users.User"
 # Shopper pages; the admin keeps its own login at /admin/login/.
@@ -287,6 +329,13 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # 3.1 for its `webhooks` section: what each webhook event POSTs to a receiver (project.webhooks.payloads).
+    "OAS_VERSION": "3.1.0",
+    "WEBHOOKS": "project.webhooks.payloads.WEBHOOKS",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "project.api.schema.declare_uri_too_long",
+    ],
 }
 
 # --- Shop -------------------------------------------------------------------------
@@ -392,6 +441,8 @@ DB_POOL_STATS_SECONDS = env_float("DB_POOL_STATS_SECONDS", 1.0)
 PROFILING_ENABLED = env_bool("PROFILING_ENABLED", True)
 # Who may profile: a callable taking the request (staff rights are the users app's to decide).
 PROFILING_ALLOWED = "users.permissions.may_profile"
+# Who may manage webhook endpoints and their deliveries (project.webhooks.api): a DRF permission class.
+WEBHOOKS_STAFF_PERMISSION = "users.permissions.IsStaff"
 
 # --- Rate limits and other request guards (project.ratelimit.limiter, project.http.middleware) ----
 # Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).

@@ -61,3 +61,5 @@ RATELIMIT_TRUSTED_PROXIES = env_int("RATELIMIT_TRUSTED_PROXIES", 1)
 # unless this says it is on this host with no proxy in front (project.observability.checks refuses neither).
 METRICS_ALLOW_LOOPBACK = env_bool("METRICS_ALLOW_LOOPBACK", False)
 EMAIL_BACKEND = env_str("EMAIL_BACKEND", "project.mail.smtp.EmailBackend")
+# Webhooks leave over TLS only: a signed body sent in clear text can be read on the way.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", False)

@@ -122,10 +122,12 @@ def pool_children(pid: int) -> list[int]:
 
 
 @contextmanager
-def celery_worker(log: Path, **env: str):
+def celery_worker(log: Path, *, queues: str | None = None, pool: str = "prefork", concurrency: int = 1, **env: str):
     """`celery -A project.celery worker --pool prefork --concurrency 1` on the test database and queues
     (TEST_RUN_ID is inherited), in a session of its own so the whole worker can be killed at once.
-    Persistent connections (DB_POOL=0) as in bin/worker; no metrics port (parallel runs)."""
+    Persistent connections (DB_POOL=0) as in bin/worker; no metrics port (parallel runs).
+    `queues` (names, comma-separated; default: the default queue, as bin/worker), `pool` and
+    `concurrency` start another kind, e.g. bin/webhooks' threads pool on the webhooks queue."""
     overrides = {
         "DB_POOL": "0",
         "WORKER_METRICS_PORT": "0",
@@ -134,6 +136,7 @@ def celery_worker(log: Path, **env: str):
         "PYTHONUNBUFFERED": "1",
     }
     (log.parent / "prom").mkdir(exist_ok=True)
+    log_start = log.stat().st_size if log.exists() else 0
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [
@@ -142,15 +145,16 @@ def celery_worker(log: Path, **env: str):
                 "project.celery",
                 "worker",
                 "--pool",
-                "prefork",
+                pool,
                 "--concurrency",
-                "1",
+                str(concurrency),
                 "--loglevel",
                 "INFO",
                 "--hostname",
                 f"reliability-{uuid.uuid4().hex[:8]}@%h",
                 "--without-mingle",
                 "--without-gossip",
+                *(["--queues", queues] if queues else []),
             ],
             cwd=ROOT,
             env=test_env(**{**overrides, **env}),
@@ -158,8 +162,18 @@ def celery_worker(log: Path, **env: str):
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def ready():
+        if proc.poll() is not None:
+            raise AssertionError(f"the worker exited: {log.read_bytes()[log_start:][-3000:]!r}")
+        if pool == "prefork":
+            return pool_children(proc.pid)
+        with open(log, "rb") as text:
+            text.seek(log_start)
+            return b" ready." in text.read()  # "celery@host ready.", once it consumes
+
     try:
-        wait_for(lambda: pool_children(proc.pid), timeout=30, what="the worker's pool")
+        wait_for(ready, timeout=30, what="the worker to be ready")
         yield proc
     finally:
         if proc.poll() is None:
