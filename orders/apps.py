@@ -2,6 +2,7 @@ from django.apps import AppConfig
 
 from orders import metrics
 from project.observability.queries import register_locking_functions
+from project.webhooks.events import register_event_types
 
 
 class OrdersConfig(AppConfig):
@@ -17,3 +18,8 @@ class OrdersConfig(AppConfig):
         from orders.backorders import lock_waiting_orders
 
         on_stock_arrival(lock_waiting_orders)
+        # The webhook event types this app emits (orders.events).
+        from orders.events import EVENT_TYPES
+        from orders.serializers import OrderEventDataSerializer
+
+        register_event_types(EVENT_TYPES, shapes=dict.fromkeys(EVENT_TYPES, OrderEventDataSerializer))

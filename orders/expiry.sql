@@ -90,6 +90,7 @@ BEGIN
                                  FROM unnest(v_ids) WITH ORDINALITY AS u(id, ord)
                                 ORDER BY u.ord),
                          p_request_id, NULL);
+    PERFORM orders_webhook_emit('order.expired', v_ids);  -- their webhook events (orders/events.sql)
 
     -- A reserved order has shipped nothing: its allocations hold quantity - backordered reserved units.
     SELECT array_agg(al.stock_level_id ORDER BY al.id), array_agg(al.quantity - al.backordered ORDER BY al.id),

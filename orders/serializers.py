@@ -388,3 +388,33 @@ class LineProgressSerializer(serializers.Serializer):
     returned = serializers.IntegerField()
     returnable = serializers.IntegerField(help_text="Shipped and not returned: what a new return may take.")
     warehouses = WarehouseProgressSerializer(many=True)
+
+
+# --- webhook payloads (orders/events.sql builds them; these document them in the schema) ---------------
+
+
+class OrderWebhookLineSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    quantity = serializers.IntegerField()
+    unit_price = serializers.DecimalField(max_digits=12, decimal_places=2)
+
+
+class OrderWebhookSerializer(serializers.Serializer):
+    """The order in an `order.*` webhook event: part of the API's order body (same names and
+    formats), as the change left it. GET /api/v1/orders/{number} has the rest."""
+
+    number = serializers.CharField()
+    status = serializers.ChoiceField(choices=Order.Status.choices, help_text="The order's status after the event.")
+    customer = serializers.EmailField()
+    reference = serializers.CharField(allow_blank=True)
+    lines = OrderWebhookLineSerializer(many=True)
+    total = serializers.DecimalField(max_digits=14, decimal_places=2)
+    currency = serializers.CharField()
+    paid_amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    version = serializers.IntegerField(help_text="The order's version after the event: events of one order rise.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class OrderEventDataSerializer(serializers.Serializer):
+    order = OrderWebhookSerializer()

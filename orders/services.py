@@ -21,8 +21,8 @@ from inventory import locks as stock_locks
 from inventory import services as stock
 from inventory.models import StockMovement, Warehouse
 from orders import locks
-from orders.emails import order_email_enqueue
 from orders.errors import InvalidTransition, NotReturnable, NotShippable, ReservationExpired
+from orders.events import order_event
 from orders.idempotency import complete_claim
 from orders.models import (
     Allocation,
@@ -106,21 +106,23 @@ def order_pay(*, order_id: int, expected_version: int | None = None) -> Order:
     order = _locked_for_transition(order_id, allowed={Status.RESERVED}, expected_version=expected_version)
     if order.expires_at <= timezone.now():
         raise ReservationExpired()
-    order_email_enqueue(order_id=order.pk, kind="paid")
-    return _move(order, Status.PAID, stamp="paid_at", paid_amount=order.total)
+    order = _move(order, Status.PAID, stamp="paid_at", paid_amount=order.total)
+    order_event(order, "paid")
+    return order
 
 
 @atomic_with_retry
 def order_cancel(*, order_id: int, actor=None, expected_version: int | None = None) -> Order:
     """Cancel a reserved or paid order and release its stock (a paid one is refunded, simulated)."""
     order = _locked_for_transition(order_id, allowed={Status.RESERVED, Status.PAID}, expected_version=expected_version)
-    order_email_enqueue(order_id=order.pk, kind="cancelled")
     # A paid order has shipped nothing (its first shipment makes it partially fulfilled or
     # fulfilled); what pending shipments promised is released with the rest.
     _cancel_pending(Shipment.objects.filter(order=order))
     allocations, backordered = _allocations_of(order)
     stock.release_stock(allocations=allocations, backordered=backordered, reference=order.number, actor=actor)
-    return _move(order, Status.CANCELLED, stamp="cancelled_at")
+    order = _move(order, Status.CANCELLED, stamp="cancelled_at")
+    order_event(order, "cancelled")
+    return order
 
 
 @atomic_with_retry
@@ -148,9 +150,10 @@ def order_fulfil(*, order_id: int, actor=None, expected_version: int | None = No
             [ShipmentLine(shipment=shipment, line_id=line_id, quantity=quantity) for line_id, quantity in lines]
         )
         pending.append(shipment)
-    order_email_enqueue(order_id=order.pk, kind="fulfilled")
     _ship(order, pending, progress, actor=actor)
-    return _move(order, Status.FULFILLED, stamp="fulfilled_at")
+    order = _move(order, Status.FULFILLED, stamp="fulfilled_at")
+    order_event(order, "fulfilled")
+    return order
 
 
 @atomic_with_retry
@@ -170,9 +173,11 @@ def order_return(*, order_id: int, actor=None, expected_version: int | None = No
     if not requests:
         raise NotReturnable("Everything shipped has come back already.")
     record = _record_return(order, progress, requests, reason="whole order", actor=actor)
-    return _move(
+    order = _move(
         order, Status.RETURNED, stamp="returned_at", refunded_amount=F("refunded_amount") + record.refund_amount
     )
+    order_event(order, "returned")
+    return order
 
 
 @atomic_with_retry
@@ -181,12 +186,13 @@ def order_expire(*, order_id: int) -> Order | None:
     order = locks.lock_order(order_id)
     if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
         return None
-    order_email_enqueue(order_id=order.pk, kind="expired")
     allocations, backordered = _allocations_of(order)
     stock.release_stock(
         allocations=allocations, backordered=backordered, reference=order.number, reason=StockMovement.Reason.EXPIRY
     )
-    return _move(order, Status.EXPIRED, stamp="expired_at")
+    order = _move(order, Status.EXPIRED, stamp="expired_at")
+    order_event(order, "expired")
+    return order
 
 
 # --- shipments and returns by line ----------------------------------------------------------------
@@ -463,11 +469,8 @@ def _ship_and_move_on(order: Order, shipment: Shipment, progress: dict[int, Line
     """Ship one pending shipment, move the order to partially fulfilled or fulfilled, email."""
     _ship(order, [shipment], progress, actor=actor)
     done = all(line.shipped == line.ordered for line in progress.values())
-    order_email_enqueue(order_id=order.pk, kind="fulfilled" if done else "shipped")
-    if done:
-        _move(order, Status.FULFILLED, stamp="fulfilled_at")
-    else:
-        _move(order, Status.PARTIALLY_FULFILLED)
+    order = _move(order, Status.FULFILLED, stamp="fulfilled_at") if done else _move(order, Status.PARTIALLY_FULFILLED)
+    order_event(order, "fulfilled" if done else "shipped")
     shipment.refresh_from_db()
     return shipment
 
@@ -551,9 +554,10 @@ def return_create(
     record = _record_return(order, progress, requests, reason=reason.strip(), actor=actor)
     refunded = F("refunded_amount") + record.refund_amount
     if all(line.returned == line.ordered for line in progress.values()):
-        _move(order, Status.RETURNED, stamp="returned_at", refunded_amount=refunded)
+        order = _move(order, Status.RETURNED, stamp="returned_at", refunded_amount=refunded)
     else:
-        _move(order, Status.PARTIALLY_RETURNED, refunded_amount=refunded)
+        order = _move(order, Status.PARTIALLY_RETURNED, refunded_amount=refunded)
+    order_event(order, "returned")
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=render(record), order_id=order.pk)
     return record

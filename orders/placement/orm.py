@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inventory import services as stock
 from inventory.models import Product
-from orders.emails import order_email_enqueue
+from orders.events import order_event
 from orders.idempotency import claim_idempotency_key, complete_claim, settled_on_failure
 from orders.models import Allocation, Order, OrderLine
 from orders.placement.body import placed_lines
@@ -117,7 +117,6 @@ def _create_order(
             for product, quantity in products
         ]
     )
-    order_email_enqueue(order_id=order.pk, kind="placed")  # outbox row: commits with the order or not at all
     # Stock levels are locked last (the system's lock order) and held for as short as possible.
     allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
     line_for_product = {line.product_id: line for line in order_lines}
@@ -132,6 +131,7 @@ def _create_order(
             for a in allocations
         ]
     )
+    order_event(order, "placed")  # email and webhook: commit with the order or not at all
     body = render(order, placed_lines(order_lines, products, rows, allocations))
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=body, order_id=order.pk)

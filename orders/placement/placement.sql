@@ -391,6 +391,9 @@ BEGIN
         RETURN jsonb_build_object('refusal', 'insufficient_stock', 'items', SQLERRM::jsonb, 'claim_id', v_claim_id);
     END;
 
+    -- The order.placed webhook event (orders/events.sql), in this transaction: a lookup when no
+    -- endpoint wants it.
+    PERFORM orders_webhook_emit('order.placed', ARRAY[v_order_id]);
     RETURN jsonb_build_object('order_id', v_order_id, 'body', v_body);
 END
 $fn$;

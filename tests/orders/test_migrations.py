@@ -14,9 +14,9 @@ import pytest
 from tests.support import ROOT, subprocess_env
 
 SQL_DIR = ROOT / "orders" / "migrations" / "sql"
-LATEST = "0016_place_order_backorders_and_limits"
+LATEST = "0017_order_webhook_events"
 # Our SQL functions: the orders functions, and the one writer of each row SQL and Python share.
-OURS = ("orders\\_%", "outbox\\_%", "inventory\\_%")
+OURS = ("orders\\_%", "outbox\\_%", "inventory\\_%", "webhook\\_%")
 # Reversed in this order: each app before the apps it depends on.
 APPS_TO_ZERO = [
     "admin", "orders", "inventory", "django_celery_beat", "users", "project", "sessions", "auth", "contenttypes",
@@ -28,11 +28,12 @@ def sql_of(migration: str) -> str:
 
 
 def test_the_current_sql_files_are_what_the_latest_migrations_install():
-    # A change to orders/placement/placement.sql or orders/expiry.sql needs a new migration carrying the new
-    # text in orders/migrations/sql/ (and restoring this one on its way back).
+    # A change to orders/placement/placement.sql, orders/expiry.sql or orders/events.sql needs a new
+    # migration carrying the new text in orders/migrations/sql/ (and restoring this one on its way back).
     placement = (ROOT / "orders" / "placement" / "placement.sql").read_text()
     expiry = (ROOT / "orders" / "expiry.sql").read_text()
-    assert placement + expiry == sql_of(LATEST)
+    events = (ROOT / "orders" / "events.sql").read_text()
+    assert placement + expiry + events == sql_of(LATEST)
 
 
 @pytest.fixture
@@ -95,7 +96,8 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     assert set(functions(url)) == {
         "orders_place_order(15)", "orders_expire_chunk(7)", "orders_iso_time(1)", "outbox_write(5)",
         "inventory_ledger_write(10)", "inventory_stockmovement_append_only(0)", "inventory_hot_take(6)",
-        "inventory_buckets_reclaim(4)",
+        "inventory_buckets_reclaim(4)", "orders_webhook_payload(1)", "orders_webhook_emit(2)",
+        "webhook_wanted(1)", "webhook_write(4)",
     }  # fmt: skip
     assert installed_by(url, "orders_place_order(15)") == LATEST
     assert installed_by(url, "orders_expire_chunk(7)") == LATEST
@@ -103,6 +105,12 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     assert installed_by(url, "inventory_ledger_write(10)") == "0011_ledger_write_backordered"
     assert installed_by(url, "inventory_hot_take(6)") == "0009_bucket_slots"
 
+    assert installed_by(url, "orders_webhook_emit(2)") == LATEST
+    assert installed_by(url, "webhook_write(4)") == "0005_webhook_write"
+
+    migrate(url, "orders", "0016")
+    assert installed_by(url, "orders_place_order(15)") == "0016_place_order_backorders_and_limits"
+    assert {"orders_webhook_emit(2)", "orders_webhook_payload(1)"}.isdisjoint(functions(url))
     migrate(url, "orders", "0014")
     assert installed_by(url, "orders_place_order(15)") == "0014_place_order_draws_one_bucket"
     migrate(url, "inventory", "0010")
@@ -124,6 +132,8 @@ def test_a_database_migrates_from_zero_to_latest_back_to_zero_and_forward_again(
     migrate(url, "orders", "0010")
     assert installed_by(url, "orders_place_order(15)") == "0009_place_order_reserves_last"
     assert installed_by(url, "orders_expire_chunk(7)") == "0005_expire_chunk_function"
+    migrate(url, "project", "0004")
+    assert "webhook_write(4)" not in functions(url)
     migrate(url, "project", "0002")
     assert "outbox_write(5)" not in functions(url)
     migrate(url, "inventory", "0005")
