@@ -13,7 +13,9 @@ Guarantees:
 - Each subscription is emailed once: the sweep claims waiting rows with FOR UPDATE SKIP LOCKED,
   sets `notified_at` and writes their outbox rows in one transaction, so a second sweep (or two
   at once) finds nothing left to take. The email itself is delivered at least once, with a
-  Message-ID that is the same at every delivery (inventory.emails, project.outbox).
+  Message-ID that is the same at every delivery (inventory.emails, project.outbox). The same
+  transaction emits a `product.back_in_stock` webhook event for each product whose subscriptions
+  it took (inventory.events).
 - Nothing here locks a stock level or a product: the sweep locks subscription rows only, and no
   other code locks them while holding other locks, so the system's lock order is untouched.
 """
@@ -24,11 +26,13 @@ from django.utils import timezone
 
 from inventory.emails import back_in_stock_enqueue
 from inventory.errors import InStockNow, InvalidInput
+from inventory.events import BACK_IN_STOCK, back_in_stock_emit
 from inventory.models import BackInStockSubscription, Product, is_sku
 from inventory.selectors import products_with_availability
 from project.db.transactions import Retry, atomic_with_retry
 from project.errors import NotFound
 from project.values import is_whole_number
+from project.webhooks.services import webhook_wanted
 
 NOTIFY_LIMIT = 500
 NOTIFY_MAX_LIMIT = 10_000
@@ -142,6 +146,9 @@ def back_in_stock_notify(*, limit: int = NOTIFY_LIMIT) -> int:
             return 0
         _waiting().filter(pk__in=claimed).update(notified_at=timezone.now())
         back_in_stock_enqueue(subscription_ids=claimed)
+        if webhook_wanted(BACK_IN_STOCK):
+            served = BackInStockSubscription.objects.filter(pk__in=claimed).values("product_id")
+            back_in_stock_emit(products_with_availability().filter(pk__in=served).order_by("pk"))
     return len(claimed)
 
 

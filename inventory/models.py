@@ -458,3 +458,16 @@ class BulkStockRequest(models.Model):
 
     def __str__(self) -> str:
         return f"bulk {self.key} by {self.user_id}: {self.status_code}"
+
+
+class LedgerFollower(models.Model):
+    """Where a job that follows the stock ledger has read up to (inventory.feeds' position: the
+    (txid, id) of the last row it handled). One row per follower, locked by the follower's run."""
+
+    name = models.CharField(max_length=64, unique=True)
+    txid = models.PositiveBigIntegerField(default=0)
+    last_id = models.PositiveBigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} at ({self.txid}, {self.last_id})"

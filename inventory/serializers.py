@@ -189,3 +189,33 @@ class TransferSerializer(serializers.Serializer):
 class TransferResultSerializer(serializers.Serializer):
     def get_fields(self):
         return {"from": StockLevelSerializer(), "to": StockLevelSerializer()}
+
+
+# --- webhook payloads (inventory.events builds them; these document them in the schema) --------------
+
+
+class StockChangedDataSerializer(serializers.Serializer):
+    level = StockLevelSerializer(help_text="The level as it stood when the event was emitted (after the change).")
+
+
+class StockLowProductSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    on_hand = serializers.IntegerField(help_text="Over active warehouses.")
+    available = serializers.IntegerField()
+    incoming = serializers.IntegerField(help_text="Units open purchase orders still expect.")
+    threshold = serializers.IntegerField(help_text="The low-stock threshold that available + incoming fell to.")
+
+
+class StockLowDataSerializer(serializers.Serializer):
+    product = StockLowProductSerializer()
+
+
+class BackInStockProductSerializer(serializers.Serializer):
+    sku = serializers.CharField()
+    name = serializers.CharField()
+    available = serializers.IntegerField()
+
+
+class BackInStockDataSerializer(serializers.Serializer):
+    product = BackInStockProductSerializer()

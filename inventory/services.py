@@ -33,6 +33,7 @@ from inventory.errors import (
     VersionConflict,
     WarehouseBusy,
 )
+from inventory.events import STOCK_LOW, stock_low_emit
 from inventory.lines import MAX_LINES, sku_quantity_lines
 from inventory.metrics import STOCK_CHANGES
 from inventory.models import (
@@ -54,6 +55,7 @@ from inventory.selectors import products_with_availability
 from project.db.transactions import atomic_with_retry, require_transaction, try_advisory_xact_lock
 from project.errors import NotFound
 from project.values import is_whole_number
+from project.webhooks.services import webhook_wanted
 
 Reason = StockMovement.Reason
 MAX_QUANTITY = 1_000_000_000
@@ -946,8 +948,10 @@ def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
     warehouses where a level is below its reorder point, for which the reorder job drafts a
     purchase order (inventory.reorder).
 
-    One transaction flags the products and queues one alert email through the outbox
-    (inventory.emails); the email is sent after commit, by a task holding no transaction or lock.
+    One transaction flags the products, queues one alert email through the outbox
+    (inventory.emails) and emits a `stock.low` webhook event per product (inventory.events); the
+    email is sent after commit, by a task holding no transaction or lock. With neither staff
+    recipients nor an endpoint wanting the event, nothing is flagged: the crossing waits for one.
     Singleton (a transaction-scoped advisory lock): a second run at the same time does nothing.
     No stock rows are locked.
     """
@@ -958,8 +962,14 @@ def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
         products = products.alias(cover=F("available") + F("incoming"))
         products.filter(low_stock_alerted=True, cover__gt=F("low_stock_threshold")).update(low_stock_alerted=False)
         crossing = list(products.filter(low_stock_alerted=False, cover__lte=F("low_stock_threshold")).order_by("sku"))
-        if not crossing or not recipients:
+        webhooks = webhook_wanted(STOCK_LOW)
+        if not crossing or not (recipients or webhooks):
             return []
+        if webhooks:
+            stock_low_emit(crossing)
+        if not recipients:
+            Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
+            return [p.sku for p in crossing]
         reordering = defaultdict(list)
         below_point = stock_levels_below_reorder_point(count_drafts=False).filter(product__in=[p.pk for p in crossing])
         for product_id, code in below_point.order_by("warehouse__code").values_list("product_id", "warehouse__code"):

@@ -17,6 +17,7 @@ from inventory.emails import (
     low_stock_alert_send,
 )
 from inventory.errors import InvalidInput
+from inventory.events import stock_changed_emit
 from inventory.reorder import reorder_proposals_draft
 from inventory.services import import_files_prune, low_stock_alerts_queue
 from project.errors import LockTimeout, NotFound
@@ -121,6 +122,19 @@ def prune_import_files(older_than_days: int | None = None) -> int:
     keys = bulk_stock_requests_prune(older_than_hours=settings.IDEMPOTENCY_KEEP_HOURS)
     logger.info("pruned %d bulk stock request keys", keys, extra={"pruned": keys})
     return pruned
+
+
+# --- webhooks --------------------------------------------------------------------------------------
+
+
+@shared_task(name="inventory.stock_changed_events")
+def stock_changed_events() -> int:
+    """Every few seconds: one `stock.changed` webhook event per level the ledger shows changed since
+    the last run (inventory.events.stock_changed_emit). Singleton; nothing to do costs two queries."""
+    emitted = stock_changed_emit()
+    if emitted:
+        logger.info("stock.changed events emitted for %d levels", emitted, extra={"levels": emitted})
+    return emitted
 
 
 # --- back in stock (shoppers) ---------------------------------------------------------------------

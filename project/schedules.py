@@ -28,6 +28,13 @@ SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
         {"every": settings.WEBHOOK_DISPATCH_SECONDS, "period": "seconds"},
         "{}",
     ),
+    # stock.changed: one event per level changed in each window (inventory.events).
+    "stock changed events": (
+        "inventory.stock_changed_events",
+        "interval",
+        {"every": settings.WEBHOOK_STOCK_CHANGED_SECONDS, "period": "seconds"},
+        "{}",
+    ),
     "prune webhooks": ("webhooks.prune", "crontab", {"minute": "55", "hour": "3"}, "{}"),
 }
 
