@@ -7,6 +7,7 @@ reference library (standardwebhooks, an implementation independent of ours) agai
 the test registered for the path.
 """
 
+import contextlib
 import json
 import threading
 import time
@@ -14,11 +15,14 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
 from standardwebhooks import Webhook, WebhookVerificationError
 
+from project.celery import app
 from project.webhooks.events import register_event_types, unregister_event_types
 from project.webhooks.models import WebhookEndpoint
 from project.webhooks.signing import new_secret
+from tests.reliability.support import celery_worker
 
 
 @dataclass
@@ -213,3 +217,25 @@ def make_endpoint(event_types):
         return WebhookEndpoint.objects.create(url=url, **fields)
 
     return make
+
+
+# What the tests' webhook workers are told through their environment: loopback allowed (for these
+# tests only), short retries, short hand-out marks.
+WORKER = {
+    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "1",
+    "WEBHOOK_RETRY_SCHEDULE_SECONDS": ",".join(["0.3"] * 30),
+    "WEBHOOK_DISPATCH_LEASE_SECONDS": "3",
+    "LOG_LEVEL": "INFO",
+}
+
+
+@contextlib.contextmanager
+def webhooks_worker(tmp_path, name="worker", **env):
+    """A real Celery worker process on the webhooks queue (threads pool, 8 threads, as bin/webhooks
+    runs it) and a thread publishing `webhooks.dispatch` every half second, as beat would."""
+    log = tmp_path / f"{name}.log"
+    with (
+        celery_worker(log, queues=settings.WEBHOOK_QUEUE, pool="threads", concurrency=8, **{**WORKER, **env}) as proc,
+        Beat(app),
+    ):
+        yield proc

@@ -21,18 +21,11 @@ from project.celery import app
 from project.outbox.models import OutboxMessage
 from project.webhooks import services
 from project.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
-from tests.project.webhooks.support import Beat, Receiver
+from tests.project.webhooks.support import Receiver, webhooks_worker
 from tests.reliability.support import celery_worker, kill_whole_worker
 from tests.support import ROOT, closed_port, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(180)]
-
-WORKER = {
-    "WEBHOOK_ALLOW_PRIVATE_ADDRESSES": "1",
-    "WEBHOOK_RETRY_SCHEDULE_SECONDS": ",".join(["0.3"] * 30),
-    "WEBHOOK_DISPATCH_LEASE_SECONDS": "3",
-    "LOG_LEVEL": "INFO",
-}
 
 
 @pytest.fixture(autouse=True)
@@ -40,16 +33,6 @@ def empty_webhooks_queue():
     """This run's webhooks queue starts empty (TEST_RUN_ID keeps other runs' apart)."""
     with app.connection_for_write() as connection, contextlib.suppress(Exception):  # a queue never declared yet
         connection.default_channel.queue_purge(settings.WEBHOOK_QUEUE)
-
-
-@contextlib.contextmanager
-def webhooks_worker(tmp_path, name="worker", **env):
-    log = tmp_path / f"{name}.log"
-    with (
-        celery_worker(log, queues=settings.WEBHOOK_QUEUE, pool="threads", concurrency=8, **{**WORKER, **env}) as proc,
-        Beat(app),
-    ):
-        yield proc
 
 
 @pytest.fixture
