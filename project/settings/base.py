@@ -253,6 +253,8 @@ WEBHOOK_CLAIM_MARGIN_SECONDS = env_float("WEBHOOK_CLAIM_MARGIN_SECONDS", 30.0)
 WEBHOOK_DISPATCH_LEASE_SECONDS = env_float("WEBHOOK_DISPATCH_LEASE_SECONDS", 60.0)
 # Beat runs the dispatcher this often (project.schedules); emits and finished attempts kick it too.
 WEBHOOK_DISPATCH_SECONDS = env_int("WEBHOOK_DISPATCH_SECONDS", 5)
+# A worker that finished a delivery takes its endpoint's next due one, up to this many in a row.
+WEBHOOK_DELIVER_CHAIN = env_int("WEBHOOK_DELIVER_CHAIN", 100)
 # Deliveries one dispatcher round hands out, at most.
 WEBHOOK_DISPATCH_BATCH = env_int("WEBHOOK_DISPATCH_BATCH", 200)
 # The answer's body is read up to this many bytes (an excerpt is kept with a failure), then closed.

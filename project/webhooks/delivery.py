@@ -42,6 +42,34 @@ def deliver(delivery_id: int) -> Outcome:
     if claimed is None:
         logger.info("webhook delivery %s skipped (not due, claimed, waiting its turn or gone)", delivery_id)
         return "skipped"
+    return _deliver_claimed(claimed)
+
+
+def deliver_chain(delivery_id: int, *, limit: int) -> tuple[list[Outcome], bool]:
+    """Deliver this delivery, then keep its endpoint's slot: claim the endpoint's next due delivery
+    (services.delivery_next: the next of the same ordering key once this one is done, or another
+    key's) and deliver it, up to `limit` deliveries in all. A backlog to one endpoint then flows
+    without a Celery message and a dispatcher round per delivery. Every claim checks the cap and
+    the head of line again, as a claim of the dispatcher's hand-out does. Returns the outcomes and
+    whether the chain stopped at `limit` with more due (then the dispatcher should run)."""
+    outcomes: list[Outcome] = []
+    while True:
+        claimed = services.delivery_claim(delivery_id=delivery_id, lease_seconds=claim_seconds())
+        if claimed is None:
+            if not outcomes:
+                logger.info("webhook delivery %s skipped (not due, claimed, waiting its turn or gone)", delivery_id)
+            outcomes.append("skipped")
+            return outcomes, False
+        outcomes.append(_deliver_claimed(claimed))
+        following = services.delivery_next(endpoint_id=claimed.endpoint_id)
+        if following is None:
+            return outcomes, False
+        if len(outcomes) >= limit:
+            return outcomes, True
+        delivery_id = following
+
+
+def _deliver_claimed(claimed: services.ClaimedDelivery) -> Outcome:
     status, error, duration_ms = _attempt(claimed)
     outcome = services.delivery_record(claimed=claimed, status=status, error=error, duration_ms=duration_ms)
     result: Outcome = {"succeeded": "succeeded", "pending": "retry", "failed": "failed"}.get(outcome.state, "lost")

@@ -216,6 +216,25 @@ def deliveries_dispatch(*, limit: int) -> list[int]:
     return [delivery_id for delivery_id, _ in sorted(rows, key=lambda row: (row[1], row[0]))]
 
 
+NEXT_SQL = f"""
+SELECT d.id FROM project_webhookdelivery d
+ WHERE d.endpoint_id = %(endpoint)s AND d.state IN ('pending', 'delivering') AND {DUE_SQL}
+ ORDER BY d.next_attempt_at, d.id
+ LIMIT 1
+"""  # noqa: S608 - built from constants only
+
+
+def delivery_next(*, endpoint_id: int) -> int | None:
+    """The endpoint's oldest due delivery not handed out to a queued message, or None: what a worker
+    that has just finished one of the endpoint's deliveries takes next (delivery.deliver_chain).
+    A read, no lock: the claim checks everything again under the endpoint's row lock, and of two
+    workers that read the same id one claims it."""
+    with connection.cursor() as cursor:
+        cursor.execute(NEXT_SQL, {"endpoint": endpoint_id})
+        row = cursor.fetchone()
+    return None if row is None else row[0]
+
+
 def delivery_release(*, delivery_id: int) -> None:
     """Take back the hand-out mark of a delivery that will not be claimed by this message (the
     publish failed, or the claim was refused): the next round may hand it out again at once."""

@@ -39,15 +39,16 @@ def dispatch() -> int:
 
 @shared_task(name=services.DELIVER_TASK, ignore_result=True)
 def deliver(delivery_id: int) -> str:
-    """Make one attempt of a delivery (project.webhooks.delivery.deliver); a finished attempt kicks
-    the dispatcher, so the next delivery of its ordering key (or its endpoint's next) goes out now."""
+    """Make one attempt of a delivery, then of its endpoint's next due ones, up to
+    WEBHOOK_DELIVER_CHAIN (project.webhooks.delivery.deliver_chain): a backlog to one endpoint flows
+    without a message per delivery. A chain that stopped at its limit kicks the dispatcher."""
     if not is_whole_number(delivery_id, minimum=1):
         logger.error("webhooks.deliver refused: delivery_id=%.100r is not an id", delivery_id)
         return "refused"
-    outcome = delivery.deliver(delivery_id)
-    if outcome != "skipped":
+    outcomes, more = delivery.deliver_chain(delivery_id, limit=settings.WEBHOOK_DELIVER_CHAIN)
+    if more:
         services.kick()
-    return outcome
+    return outcomes[0]
 
 
 @shared_task(name=services.ENDPOINT_DISABLED_EMAIL_TASK, base=OutboxTask)

@@ -209,3 +209,16 @@ def test_only_the_webhooks_worker_consumes_the_webhooks_queue(tmp_path):
     assert '--queues "${CELERY_QUEUE_PREFIX:-stockroom}.webhooks"' in script and "--pool threads" in script
     assert "webhooks: bin/webhooks" in (ROOT / "Procfile").read_text().splitlines()
     assert "--queues" not in (ROOT / "bin" / "worker").read_text()
+
+
+def test_a_backlog_to_one_endpoint_flows_without_a_message_per_delivery(tmp_path, receiver, make_endpoint):
+    """A thread that finished a delivery claims the endpoint's next due one itself (deliver_chain):
+    thirty deliveries to an endpoint with one slot take far fewer `webhooks.deliver` messages."""
+    endpoint_at(receiver, "/backlog", make_endpoint, max_concurrency=1)
+    with webhooks_worker(tmp_path, "chain", WEBHOOK_DELIVER_CHAIN="100"):
+        emit([(f"k{n}", "") for n in range(30)])
+        wait_for(lambda: len(receiver.accepted("/backlog")) == 30, timeout=60, what="thirty events")
+    assert sorted(keys(receiver.accepted("/backlog"))) == sorted(f"k{n}" for n in range(30))  # each once
+    assert receiver.routes["/backlog"].most_in_flight == 1  # the cap holds along a chain
+    messages = (tmp_path / "chain.log").read_text().count("Task webhooks.deliver[")
+    assert 0 < messages < 15, messages  # "received" and "succeeded" lines: a few messages, not thirty
