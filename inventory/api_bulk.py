@@ -2,8 +2,6 @@
 compare-and-set on the on_hand it was counted against, idempotent by its Idempotency-Key.
 Parse, call inventory.bulk.stock_levels_set_bulk, shape the output."""
 
-import hashlib
-import json
 import re
 
 from drf_spectacular.types import OpenApiTypes
@@ -16,12 +14,12 @@ from inventory import bulk
 from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR
 from inventory.services import MAX_QUANTITY
 from project.api.bounded_lists import BoundedListSerializer
+from project.api.idempotency import idempotency_key, request_fingerprint
 from project.api.schema import ErrorEnvelope, errors
-from project.errors import IdempotencyKeyRequired, InvalidInput
+from project.errors import IdempotencyKeyRequired
 from users.permissions import IsStaff
 
 # As the orders' keys: printable ASCII without spaces, no longer than the key row stores.
-IDEMPOTENCY_KEY = re.compile(rf"[\x21-\x7e]{{1,{bulk.KEY_MAX_LENGTH}}}")
 
 
 class BulkKeyRequired(IdempotencyKeyRequired):
@@ -179,24 +177,6 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
 )
 
 
-def _idempotency_key(request) -> str:
-    """The request's Idempotency-Key: missing is 400 `idempotency_key_required`, malformed 400."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise BulkKeyRequired()
-    if not IDEMPOTENCY_KEY.fullmatch(key):
-        raise InvalidInput(
-            fields={"Idempotency-Key": [f"1 to {bulk.KEY_MAX_LENGTH} printable ASCII characters, no spaces."]}
-        )
-    return key
-
-
-def request_fingerprint(method: str, path: str, body) -> str:
-    """method + path + canonical JSON body (key order and white space do not matter), as orders do."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
-
-
 class StockLevelsBulkView(APIView):
     permission_classes = [IsStaff]
 
@@ -229,7 +209,7 @@ class StockLevelsBulkView(APIView):
         ),
     )
     def post(self, request):
-        key = _idempotency_key(request)
+        key = idempotency_key(request, max_length=bulk.KEY_MAX_LENGTH, missing=BulkKeyRequired)
         data = bulk_request_data(request.data)
         result = bulk.stock_levels_set_bulk(
             user=request.user,

@@ -2,8 +2,6 @@
 delivery by delivery, cancel what will not come; edit and confirm (or cancel: discard) the drafts
 the reorder job proposes (inventory.reorder). Parse, call one service or selector, shape the output."""
 
-import re
-
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -16,14 +14,13 @@ from inventory.errors import DeliveryKeyRequired
 from inventory.models import CODE_VALIDATOR, SKU_VALIDATOR, PurchaseOrder
 from inventory.serializers import MAX_QUANTITY
 from project.api.bounded_lists import BoundedListSerializer
+from project.api.idempotency import idempotency_key
 from project.api.pagination import Cursor
 from project.api.schema import errors, paginated
-from project.errors import InvalidInput
 from users.permissions import IsStaff
 
 # A delivery's Idempotency-Key as the header may carry it: printable ASCII without spaces, as the
 # orders' keys, and no longer than a receipt row stores.
-DELIVERY_KEY = re.compile(rf"[\x21-\x7e]{{1,{services.DELIVERY_KEY_MAX_LENGTH}}}")
 
 
 class PurchaseOrderPagination(Cursor):
@@ -120,17 +117,7 @@ def _payload(purchase_order_id: int) -> dict:
 
 
 def _delivery_key(request) -> str:
-    """The request's Idempotency-Key: missing is 400 `idempotency_key_required`, malformed 400."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise DeliveryKeyRequired()
-    if not DELIVERY_KEY.fullmatch(key):
-        raise InvalidInput(
-            fields={
-                "Idempotency-Key": [f"1 to {services.DELIVERY_KEY_MAX_LENGTH} printable ASCII characters, no spaces."]
-            }
-        )
-    return key
+    return idempotency_key(request, max_length=services.DELIVERY_KEY_MAX_LENGTH, missing=DeliveryKeyRequired)
 
 
 def _pairs(lines: list[dict]) -> list[tuple[str, int]]:

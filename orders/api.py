@@ -25,17 +25,16 @@ from orders.serializers import (
     ShipmentShipSerializer,
     order_payload,
     order_request_data,
-    request_fingerprint,
     return_payload,
     shipment_payload,
 )
+from project.api.idempotency import idempotency_key, request_fingerprint
 from project.api.pagination import Cursor
 from project.api.schema import errors, paginated
 from project.errors import InvalidInput, NotFound
 from project.http.conditional import etag, if_match_version
 from users.permissions import IsStaff, ReadScope, WriteScope, acts_as_staff
 
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")  # printable ASCII, no spaces
 # What an order number can look like (SR-XXXX-XXXX today): anything else is no order, and odd
 # text (a NUL byte, which PostgreSQL refuses) never reaches the database.
 ORDER_NUMBER = re.compile(r"[A-Za-z0-9-]{1,20}")
@@ -51,13 +50,7 @@ class OrderPagination(Cursor):
 
 
 def _idempotency_key(request) -> str:
-    """The request's Idempotency-Key: missing is 400 `idempotency_key_required`, malformed 400."""
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        raise IdempotencyKeyRequired()
-    if not IDEMPOTENCY_KEY.match(key):
-        raise InvalidInput(fields={"Idempotency-Key": ["1 to 255 printable ASCII characters, no spaces."]})
-    return key
+    return idempotency_key(request, missing=IdempotencyKeyRequired)
 
 
 def render_order(order, lines=None) -> dict:

@@ -1,5 +1,3 @@
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 
@@ -183,12 +181,6 @@ class OrderQuerySerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=Order.Status.choices, required=False)
     updated_since = serializers.DateTimeField(required=False)
     user = serializers.EmailField(required=False, help_text="Staff only: orders of this customer.")
-
-
-def request_fingerprint(method: str, path: str, body) -> str:
-    """method + path + canonical JSON body: key order and white space do not matter."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(f"{method}\n{path}\n{canonical}".encode()).hexdigest()
 
 
 def _decimal(value) -> str | None:

@@ -22,7 +22,7 @@ from orders.cart import Cart
 from orders.errors import IdempotencyKeyReused, InvalidTransition, RequestInFlight, ReservationExpired
 from orders.forms import CartAddForm, CartRemoveForm, CartSetForm, CheckoutForm, TransitionForm, sign_basket
 from orders.models import Order, Shipment
-from orders.serializers import request_fingerprint
+from project.api.idempotency import request_fingerprint
 from project.errors import DomainError, InvalidInput, LockTimeout, PreconditionFailed
 
 ORDERS_PER_PAGE = 20

@@ -39,8 +39,8 @@ def place(client, *lines, key: str | None = None, **extra):
     )
 
 
-def place_paid(*lines, user=None) -> Order:
-    """A paid order of these (sku, quantity) lines, placed and paid through the services."""
+def place_reserved(*lines, user=None) -> Order:
+    """A reserved order of these (sku, quantity) lines, placed through the services."""
     result = services.order_place(
         user=user or UserFactory(),
         lines=[services.OrderLineRequest(sku, quantity) for sku, quantity in lines],
@@ -49,5 +49,9 @@ def place_paid(*lines, user=None) -> Order:
         idempotency_key=uuid.uuid4().hex,
         fingerprint=str(lines),
     )
-    order = Order.objects.get(number=result.body["number"])
-    return services.order_pay(order_id=order.pk)
+    return Order.objects.get(number=result.body["number"])
+
+
+def place_paid(*lines, user=None) -> Order:
+    """A paid order of these (sku, quantity) lines, placed and paid through the services."""
+    return services.order_pay(order_id=place_reserved(*lines, user=user).pk)

@@ -148,7 +148,7 @@ def test_a_key_in_flight_is_409_at_once(customer_client, shop, customer):
         fingerprint="whatever",
         lease_expires_at=timezone.now() + timedelta(seconds=30),
     )
-    from orders.serializers import request_fingerprint
+    from project.api.idempotency import request_fingerprint
 
     body = order_body(("MUG", 1))
     IdempotencyKey.objects.filter(key="busy").update(fingerprint=request_fingerprint("POST", "/api/v1/orders", body))
@@ -160,7 +160,7 @@ def test_a_key_in_flight_is_409_at_once(customer_client, shop, customer):
 
 
 def test_an_abandoned_claim_is_taken_over_after_its_lease(customer_client, shop, customer):
-    from orders.serializers import request_fingerprint
+    from project.api.idempotency import request_fingerprint
 
     body = order_body(("MUG", 1))
     IdempotencyKey.objects.create(

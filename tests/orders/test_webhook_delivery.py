@@ -3,34 +3,19 @@ reach it once it is up, each once, signed, in the order they happened per order 
 Celery worker on the webhooks queue (tests.project.webhooks.support.webhooks_worker) and a real
 HTTP receiver that verifies with the Standard Webhooks reference library."""
 
-import uuid
 from collections import defaultdict
 
 import pytest
 
 from orders import services
-from orders.api import render_order
-from orders.models import Order
 from project.webhooks.models import WebhookDelivery, WebhookEndpoint
 from project.webhooks.signing import new_secret
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
-from tests.orders.conftest import ADDRESS
+from tests.orders.conftest import place_reserved
 from tests.project.webhooks.support import Receiver, webhooks_worker
 from tests.support import wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.timeout(180)]
-
-
-def place(user, sku: str) -> Order:
-    result = services.order_place(
-        user=user,
-        lines=[services.OrderLineRequest(sku, 1)],
-        shipping_address=ADDRESS,
-        render=render_order,
-        idempotency_key=uuid.uuid4().hex,
-        fingerprint=sku,
-    )
-    return Order.objects.get(number=result.body["number"])
 
 
 def test_order_events_sent_while_the_receiver_is_down_arrive_once_it_is_up_in_order_per_order(tmp_path):
@@ -51,7 +36,7 @@ def test_order_events_sent_while_the_receiver_is_down_arrive_once_it_is_up_in_or
         )
         route = receiver.route("/shop", secret, status=503)
         with webhooks_worker(tmp_path):
-            first, second, third = place(user, "MUG"), place(user, "TEA"), place(user, "MUG")
+            first, second, third = (place_reserved((sku, 1), user=user) for sku in ("MUG", "TEA", "MUG"))
             services.order_pay(order_id=first.pk)
             services.order_cancel(order_id=second.pk)
             services.order_pay(order_id=third.pk)

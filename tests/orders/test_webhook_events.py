@@ -2,19 +2,15 @@
 SQL placement and expiry paths and the Python services alike, one delivery per endpoint that wants
 the type, the payload the order as the change left it."""
 
-import uuid
-
 import pytest
 from django.db import transaction
 
 from orders import jobs, services
-from orders.api import render_order
 from orders.errors import InvalidTransition
 from orders.models import Order
 from orders.serializers import OrderWebhookLineSerializer, OrderWebhookSerializer, order_payload
 from project.webhooks.models import WebhookDelivery, WebhookEndpoint, WebhookEvent
-from tests.factories import UserFactory
-from tests.orders.conftest import ADDRESS, place_paid
+from tests.orders.conftest import place_paid, place_reserved
 
 ORDER_EVENTS = [
     "order.placed", "order.paid", "order.cancelled", "order.expired", "order.shipped", "order.fulfilled",
@@ -35,18 +31,9 @@ def events_of(order: Order) -> list[tuple[str, str]]:
     )
 
 
-def place(*lines, user=None, in_sql=True, settings=None) -> Order:
-    if settings is not None:
-        settings.ORDER_PLACEMENT_IN_SQL = in_sql
-    result = services.order_place(
-        user=user or UserFactory(),
-        lines=[services.OrderLineRequest(sku, quantity) for sku, quantity in lines],
-        shipping_address=ADDRESS,
-        render=render_order,
-        idempotency_key=uuid.uuid4().hex,
-        fingerprint=str(lines),
-    )
-    return Order.objects.get(number=result.body["number"])
+def place(*lines, settings, in_sql=True) -> Order:
+    settings.ORDER_PLACEMENT_IN_SQL = in_sql
+    return place_reserved(*lines)
 
 
 @pytest.mark.parametrize("in_sql", [True, False], ids=["sql", "orm"])
