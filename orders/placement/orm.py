@@ -117,6 +117,7 @@ def _create_order(
             for product, quantity in products
         ]
     )
+    order_event(order, "placed")  # email and webhook: commit with the order or not at all
     # Stock levels are locked last (the system's lock order) and held for as short as possible.
     allocations = stock.reserve_stock(lines=products, reference=order.number, actor=user)
     line_for_product = {line.product_id: line for line in order_lines}
@@ -131,7 +132,6 @@ def _create_order(
             for a in allocations
         ]
     )
-    order_event(order, "placed")  # email and webhook: commit with the order or not at all
     body = render(order, placed_lines(order_lines, products, rows, allocations))
     if claim_id is not None:
         complete_claim(claim_id=claim_id, body=body, order_id=order.pk)

@@ -3,10 +3,11 @@
 -- It writes exactly the rows orders.placement.orm._create_order writes through the ORM, with the
 -- same lock order (the new order row, its lines, then stock levels by id ascending): resolve the
 -- SKUs, insert the order and its lines, write the confirmation email to the outbox (outbox_write,
--- the outbox's one writer), plan each line over active warehouses by priority (a line may split),
--- write the ledger rows (inventory_ledger_write, the ledger's one writer) and allocations and
--- complete the idempotency key with the response body, then, last, reserve each level: a hot
--- level (one with stock buckets) through inventory_hot_take, any other with a
+-- the outbox's one writer) and the order.placed webhook event (orders_webhook_emit), plan each
+-- line over active warehouses by priority (a line may split), write the ledger rows
+-- (inventory_ledger_write, the ledger's one writer) and allocations and complete the idempotency
+-- key with the response body, then, last, reserve each level: a hot level (one with stock
+-- buckets) through inventory_hot_take, any other with a
 -- conditional UPDATE (PostgreSQL re-checks `on_hand - reserved >= n` on the newest row version
 -- after any lock wait) and re-read the warehouses used in a new statement (a concurrent
 -- deactivation makes the attempt start over), all in one transaction.
@@ -209,6 +210,10 @@ BEGIN
         -- PostgreSQL, so they are throttled.
         PERFORM outbox_write(p_email_task, NULL, ARRAY[jsonb_build_object('order_id', v_order_id, 'kind', 'placed')],
                              p_request_id, p_notify_channel);
+        -- The order.placed webhook event (orders/events.sql): a lookup when no endpoint wants it.
+        -- Written with the email, before any stock level is locked, and rolled back with the
+        -- order on a refusal.
+        PERFORM orders_webhook_emit('order.placed', ARRAY[v_order_id]);
 
         FOR v_attempt IN 1 .. p_attempts LOOP
             -- Plan from a plain read (a new snapshot each attempt).
@@ -391,9 +396,6 @@ BEGIN
         RETURN jsonb_build_object('refusal', 'insufficient_stock', 'items', SQLERRM::jsonb, 'claim_id', v_claim_id);
     END;
 
-    -- The order.placed webhook event (orders/events.sql), in this transaction: a lookup when no
-    -- endpoint wants it.
-    PERFORM orders_webhook_emit('order.placed', ARRAY[v_order_id]);
     RETURN jsonb_build_object('order_id', v_order_id, 'body', v_body);
 END
 $fn$;

@@ -5,6 +5,7 @@ the type, the payload the order as the change left it."""
 import pytest
 from django.db import transaction
 
+from inventory.errors import InsufficientStock
 from orders import jobs, services
 from orders.errors import InvalidTransition
 from orders.models import Order
@@ -139,3 +140,12 @@ def test_expiry_emits_order_expired_from_the_sql_sweep_and_the_service(shop, set
     # Expiring again (a second sweep) emits nothing more.
     jobs.expire_reservations()
     assert WebhookEvent.objects.count() == 2
+
+
+@pytest.mark.parametrize("in_sql", [True, False], ids=["sql", "orm"])
+def test_a_refused_placement_emits_nothing(shop, settings, in_sql):
+    endpoint()
+    with pytest.raises(InsufficientStock):
+        place(("MUG", 11), settings=settings, in_sql=in_sql)  # 10 in stock
+    assert not WebhookEvent.objects.exists()
+    assert not WebhookDelivery.objects.exists()
