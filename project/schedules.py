@@ -21,9 +21,9 @@ SCHEDULES: dict[str, tuple[str, str, dict, str]] = {
     "prune import files": ("inventory.prune_import_files", "crontab", {"minute": "35", "hour": "4"}, "{}"),
     "back in stock emails": ("inventory.back_in_stock_sweep", "interval", {"every": 30, "period": "seconds"}, "{}"),
     "reorder proposals": ("inventory.draft_reorder_purchase_orders", "crontab", {"minute": "25"}, "{}"),
-    # Emits and finished attempts kick the dispatcher; this round picks up retries as they fall due.
+    # Emits kick the dispatcher; this tick (default queue) kicks it when retries fall due.
     "webhook dispatcher": (
-        "webhooks.dispatch",
+        "webhooks.tick",
         "interval",
         {"every": settings.WEBHOOK_DISPATCH_SECONDS, "period": "seconds"},
         "{}",

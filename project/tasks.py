@@ -7,9 +7,9 @@ from celery import shared_task
 from django.conf import settings
 
 from project.outbox.tasks import prune_outbox
-from project.webhooks.tasks import deliver, dispatch, prune, send_endpoint_disabled_email
+from project.webhooks.tasks import deliver, dispatch, prune, send_endpoint_disabled_email, tick
 
-__all__ = ["clear_sessions", "deliver", "dispatch", "prune", "prune_outbox", "send_endpoint_disabled_email"]
+__all__ = ["clear_sessions", "deliver", "dispatch", "prune", "prune_outbox", "send_endpoint_disabled_email", "tick"]
 
 
 @shared_task(name="project.clear_sessions")

@@ -251,7 +251,8 @@ WEBHOOK_TIMEOUT_SECONDS = env_float("WEBHOOK_TIMEOUT_SECONDS", 10.0)
 WEBHOOK_CLAIM_MARGIN_SECONDS = env_float("WEBHOOK_CLAIM_MARGIN_SECONDS", 30.0)
 # A delivery handed to the queue is not handed out again for this long (a lost Celery message is).
 WEBHOOK_DISPATCH_LEASE_SECONDS = env_float("WEBHOOK_DISPATCH_LEASE_SECONDS", 60.0)
-# Beat runs the dispatcher this often (project.schedules); emits and finished attempts kick it too.
+# Beat asks this often whether a delivery is due, and runs the dispatcher if so (webhooks.tick, on
+# the default queue); emits kick it too.
 WEBHOOK_DISPATCH_SECONDS = env_int("WEBHOOK_DISPATCH_SECONDS", 5)
 # A worker that finished a delivery takes its endpoint's next due one, up to this many in a row.
 WEBHOOK_DELIVER_CHAIN = env_int("WEBHOOK_DELIVER_CHAIN", 100)

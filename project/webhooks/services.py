@@ -235,6 +235,27 @@ def delivery_next(*, endpoint_id: int) -> int | None:
     return None if row is None else row[0]
 
 
+DUE_EXISTS_SQL = f"""
+SELECT EXISTS (
+    SELECT 1 FROM project_webhookendpoint e
+     CROSS JOIN LATERAL (
+         SELECT 1 FROM project_webhookdelivery d
+          WHERE d.endpoint_id = e.id AND d.state IN ('pending', 'delivering') AND {DUE_SQL}
+          LIMIT 1
+     ) due
+     WHERE e.active
+)
+"""  # noqa: S608 - built from constants only
+
+
+def deliveries_due() -> bool:
+    """Whether any active endpoint has a delivery due now (the periodic tick's question: one probe
+    of the due index per active endpoint, none at all without endpoints)."""
+    with connection.cursor() as cursor:
+        cursor.execute(DUE_EXISTS_SQL)
+        return cursor.fetchone()[0]
+
+
 def delivery_release(*, delivery_id: int) -> None:
     """Take back the hand-out mark of a delivery that will not be claimed by this message (the
     publish failed, or the claim was refused): the next round may hand it out again at once."""

@@ -37,6 +37,18 @@ def dispatch() -> int:
     return len(handed_out)
 
 
+@shared_task(name="webhooks.tick", ignore_result=True)
+def tick() -> bool:
+    """Beat, every WEBHOOK_DISPATCH_SECONDS, on the default queue (bin/worker): publish the
+    dispatcher only when a delivery is due (retries falling due, claims of a dead worker run out).
+    So a shop without endpoints, or one not running bin/webhooks, never fills the webhooks queue
+    with dispatcher messages no one takes."""
+    if not services.deliveries_due():
+        return False
+    services.kick()
+    return True
+
+
 @shared_task(name=services.DELIVER_TASK, ignore_result=True)
 def deliver(delivery_id: int) -> str:
     """Make one attempt of a delivery, then of its endpoint's next due ones, up to
