@@ -119,9 +119,11 @@ def order_cancel(*, order_id: int, actor=None, expected_version: int | None = No
     # fulfilled); what pending shipments promised is released with the rest.
     _cancel_pending(Shipment.objects.filter(order=order))
     allocations, backordered = _allocations_of(order)
-    stock.release_stock(allocations=allocations, backordered=backordered, reference=order.number, actor=actor)
+    # The order moves and its event is written before its levels are locked (the lock order is
+    # the same: the order row is held already), so the levels are held for the release alone.
     order = _move(order, Status.CANCELLED, stamp="cancelled_at")
     order_event(order, "cancelled")
+    stock.release_stock(allocations=allocations, backordered=backordered, reference=order.number, actor=actor)
     return order
 
 
@@ -187,11 +189,11 @@ def order_expire(*, order_id: int) -> Order | None:
     if order is None or order.status != Status.RESERVED or order.expires_at > timezone.now():
         return None
     allocations, backordered = _allocations_of(order)
+    order = _move(order, Status.EXPIRED, stamp="expired_at")
+    order_event(order, "expired")  # before the levels are locked, as in order_cancel
     stock.release_stock(
         allocations=allocations, backordered=backordered, reference=order.number, reason=StockMovement.Reason.EXPIRY
     )
-    order = _move(order, Status.EXPIRED, stamp="expired_at")
-    order_event(order, "expired")
     return order
 
 
