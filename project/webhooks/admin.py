@@ -26,6 +26,17 @@ ACTION_MAX_DELIVERIES = 1_000
 ACTION_MAX_ENDPOINTS = 100
 LOST_VERSION = "This form lost the version it was loaded with; reload the page and try again."
 EDIT_FIELDS = ["url", "description", "events", "active", "max_concurrency"]
+# Shown on an endpoint's page, read-only: what the engine and the services keep.
+SIGNING_AND_HEALTH = [
+    "secret",
+    "consecutive_failures",
+    "failing_since",
+    "disabled_reason",
+    "delivery_log",
+    "current_version",
+    "created_at",
+    "updated_at",
+]
 
 
 def _event_choices() -> list[tuple[str, str]]:
@@ -131,16 +142,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
             (
                 "Signing and health",
                 {
-                    "fields": [
-                        "secret",
-                        "consecutive_failures",
-                        "failing_since",
-                        "disabled_reason",
-                        "delivery_log",
-                        "current_version",
-                        "created_at",
-                        "updated_at",
-                    ],
+                    "fields": SIGNING_AND_HEALTH,
                     "description": "Receivers verify the webhook-signature header with this secret. Ticking "
                     "Active on an endpoint that was switched off clears its failures and sends what waits.",
                 },
@@ -150,16 +152,7 @@ class WebhookEndpointAdmin(admin.ModelAdmin):
     def get_readonly_fields(self, request, obj=None):
         if obj is None:
             return []
-        return [
-            "secret",
-            "consecutive_failures",
-            "failing_since",
-            "disabled_reason",
-            "delivery_log",
-            "current_version",
-            "created_at",
-            "updated_at",
-        ]
+        return SIGNING_AND_HEALTH
 
     @admin.display(description="Events")
     def event_list(self, endpoint: WebhookEndpoint) -> str:
@@ -218,7 +211,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     ]
     list_filter = ["state", "endpoint"]
     search_fields = ["=event__webhook_id"]
-    list_select_related = ["endpoint", "event"]
     readonly_fields = [
         "endpoint",
         "event_type",

@@ -35,14 +35,11 @@ def claim_seconds() -> float:
 
 
 def deliver(delivery_id: int) -> Outcome:
-    """Make one attempt of a delivery if it can be claimed; returns what became of it: skipped (not
-    claimed), succeeded, retry (scheduled), failed (no retry left), lost (attempted, but its claim
-    had been taken over when the attempt was recorded)."""
-    claimed = services.delivery_claim(delivery_id=delivery_id, lease_seconds=claim_seconds())
-    if claimed is None:
-        logger.info("webhook delivery %s skipped (not due, claimed, waiting its turn or gone)", delivery_id)
-        return "skipped"
-    return _deliver_claimed(claimed)
+    """Make one attempt of a delivery if it can be claimed (a chain of one); returns what became of
+    it: skipped (not claimed), succeeded, retry (scheduled), failed (no retry left), lost
+    (attempted, but its claim had been taken over when the attempt was recorded)."""
+    outcomes, _ = deliver_chain(delivery_id, limit=1)
+    return outcomes[0]
 
 
 def deliver_chain(delivery_id: int, *, limit: int) -> tuple[list[Outcome], bool]:
@@ -62,10 +59,8 @@ def deliver_chain(delivery_id: int, *, limit: int) -> tuple[list[Outcome], bool]
             return outcomes, False
         outcomes.append(_deliver_claimed(claimed))
         following = services.delivery_next(endpoint_id=claimed.endpoint_id)
-        if following is None:
-            return outcomes, False
-        if len(outcomes) >= limit:
-            return outcomes, True
+        if following is None or len(outcomes) >= limit:
+            return outcomes, following is not None
         delivery_id = following
 
 

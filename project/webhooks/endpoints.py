@@ -23,8 +23,10 @@ from django.utils import timezone
 
 from project.db.transactions import Retry, atomic_with_retry
 from project.errors import InvalidInput, NotFound, VersionConflict
+from project.values import is_whole_number
 from project.webhooks import events as event_catalogue
 from project.webhooks import services, signing
+from project.webhooks.http import address_refusal
 from project.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 URL_MAX_LENGTH = 2000
@@ -36,31 +38,17 @@ EDITABLE = frozenset({"url", "events", "description", "active", "max_concurrency
 _URL_SHAPE = URLValidator(schemes=["http", "https"])
 
 
-def _allow_http() -> bool:
-    return getattr(settings, "WEBHOOK_ALLOW_HTTP", True)
-
-
-def _allow_private() -> bool:
-    return getattr(settings, "WEBHOOK_ALLOW_PRIVATE_ADDRESSES", False)
-
-
-def _literal_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address a host names literally ("10.0.0.1", "[::1]"). Other spellings a resolver would
-    read as an address ("127.1", "0x7f.0.0.1", "2130706433") never get here: the URL's shape check
-    refuses them (a host name needs a top-level domain)."""
+def _literal_address_refusal(host: str) -> str | None:
+    """Why the address a host names literally ("10.0.0.1", "[::1]") may not be reached, by the
+    rule the delivery applies to every address it connects to (http.address_refusal); None for a
+    public address or a name. Other spellings a resolver would read as an address ("127.1",
+    "0x7f.0.0.1", "2130706433") never get here: the URL's shape check refuses them (a host name
+    needs a top-level domain)."""
     try:
-        address = ipaddress.ip_address(host)
+        ipaddress.ip_address(host)
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def _is_internal(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """Not a public unicast address: loopback, private, link-local, shared (CGNAT), reserved,
-    documentation, unspecified or multicast."""
-    return not address.is_global or address.is_multicast
+    return address_refusal(host)
 
 
 def check_url(url: object) -> str:
@@ -85,12 +73,11 @@ def check_url(url: object) -> str:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except (ValidationError, ValueError):
         refuse("Enter a valid URL.")
-    if parts.scheme.lower() == "http" and not _allow_http():
+    if parts.scheme.lower() == "http" and not settings.WEBHOOK_ALLOW_HTTP:
         refuse("Only https URLs are accepted.")
     host = (parts.hostname or "").rstrip(".")
-    if not _allow_private():
-        address = _literal_address(host)
-        if address is not None and _is_internal(address):
+    if not settings.WEBHOOK_ALLOW_PRIVATE_ADDRESSES:
+        if _literal_address_refusal(host) is not None:
             refuse("This is a private, loopback or link-local address; webhooks go to public receivers.")
         if host == "localhost" or host.endswith(".localhost"):
             refuse("localhost is a loopback address; webhooks go to public receivers.")
@@ -121,7 +108,7 @@ def _check_fields(fields: dict) -> dict:
         raise InvalidInput(fields={"active": ["true or false."]})
     if "max_concurrency" in fields:
         limit = fields["max_concurrency"]
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_CONCURRENCY:
+        if not is_whole_number(limit, minimum=1, maximum=MAX_CONCURRENCY):
             raise InvalidInput(fields={"max_concurrency": [f"A whole number from 1 to {MAX_CONCURRENCY}."]})
     return checked
 

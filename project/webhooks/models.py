@@ -1,11 +1,11 @@
 """Webhook endpoints, the events written for them, and one delivery per (endpoint, event).
 
-An app emits an event inside the transaction of the change that caused it (or inside the
-transaction of the outbox task that carries it: project.webhooks.services.webhook_emit); the
-event's deliveries are written in that same transaction for every active endpoint that wants its
-type. Deliveries keep their own schedule (attempts, next attempt, last status and error), so a
-retry does not depend on outbox leases or broker countdowns (DESIGN.md §9), and run on their own
-Celery queue (project.webhooks.delivery).
+An app emits an event inside the transaction of the change that caused it (from Python through
+project.webhooks.services.webhook_emit_many, from SQL functions directly; both call the SQL
+function webhook_write); the event's deliveries are written in that same transaction for every
+active endpoint that wants its type. Deliveries keep their own schedule (attempts, next attempt,
+last status and error), so a retry does not depend on outbox leases or broker countdowns
+(DESIGN.md §9), and run on their own Celery queue (project.webhooks.delivery).
 """
 
 from django.conf import settings

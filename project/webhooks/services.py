@@ -150,16 +150,20 @@ def _publish_dispatch() -> None:
 
 # --- the dispatcher -------------------------------------------------------------------------------
 
+# Head of line: no older open delivery of the same endpoint and non-empty ordering key exists.
+HEAD_OF_LINE_SQL = """
+    NOT EXISTS (SELECT 1 FROM project_webhookdelivery o
+                 WHERE o.endpoint_id = d.endpoint_id AND d.ordering_key <> '' AND o.ordering_key = d.ordering_key
+                   AND o.id < d.id AND o.state IN ('pending', 'delivering'))
+"""
+
 # Due: pending and its time has come, not handed out already (or the mark ran out); or delivering
-# with a claim that ran out (its worker died mid-attempt). Not due while an older open delivery of the
-# same endpoint and non-empty ordering key exists (head of line).
-DUE_SQL = """
+# with a claim that ran out (its worker died mid-attempt); and at the head of its line.
+DUE_SQL = f"""
     d.next_attempt_at <= statement_timestamp()
     AND ((d.state = 'pending' AND (d.claimed_until IS NULL OR d.claimed_until <= statement_timestamp()))
          OR (d.state = 'delivering' AND d.claimed_until <= statement_timestamp()))
-    AND NOT EXISTS (SELECT 1 FROM project_webhookdelivery o
-                     WHERE o.endpoint_id = d.endpoint_id AND d.ordering_key <> '' AND o.ordering_key = d.ordering_key
-                       AND o.id < d.id AND o.state IN ('pending', 'delivering'))
+    AND {HEAD_OF_LINE_SQL}
 """
 
 # One round: for each active endpoint, the oldest due deliveries (its `webhook_delivery_due` index
@@ -256,15 +260,18 @@ def deliveries_due() -> bool:
         return cursor.fetchone()[0]
 
 
+# A hand-out mark taken back (delivery_release, and a claim that was refused).
+RELEASE_SQL = (
+    "UPDATE project_webhookdelivery SET claimed_until = NULL"
+    " WHERE id = %s AND state = 'pending' AND claimed_until IS NOT NULL"
+)
+
+
 def delivery_release(*, delivery_id: int) -> None:
     """Take back the hand-out mark of a delivery that will not be claimed by this message (the
     publish failed, or the claim was refused): the next round may hand it out again at once."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE project_webhookdelivery SET claimed_until = NULL"
-            " WHERE id = %s AND state = 'pending' AND claimed_until IS NOT NULL",
-            [delivery_id],
-        )
+        cursor.execute(RELEASE_SQL, [delivery_id])
 
 
 # --- claiming and recording an attempt -------------------------------------------------------------
@@ -291,7 +298,7 @@ SELECT e.id, e.url, e.secret, e.max_concurrency FROM project_webhookendpoint e
    FOR UPDATE OF e
 """
 
-CLAIM_SQL = """
+CLAIM_SQL = f"""
 UPDATE project_webhookdelivery AS d
    SET state = 'delivering', attempts = d.attempts + 1, last_attempt_at = statement_timestamp(),
        claimed_until = statement_timestamp() + make_interval(secs => %(lease)s)
@@ -299,14 +306,12 @@ UPDATE project_webhookdelivery AS d
  WHERE d.id = %(id)s AND d.endpoint_id = %(endpoint)s AND ev.id = d.event_id
    AND (d.state = 'pending' AND d.next_attempt_at <= statement_timestamp()
         OR d.state = 'delivering' AND d.claimed_until <= statement_timestamp())
-   AND NOT EXISTS (SELECT 1 FROM project_webhookdelivery o
-                    WHERE o.endpoint_id = d.endpoint_id AND d.ordering_key <> '' AND o.ordering_key = d.ordering_key
-                      AND o.id < d.id AND o.state IN ('pending', 'delivering'))
+   AND {HEAD_OF_LINE_SQL}
    AND (SELECT count(*) FROM project_webhookdelivery f
          WHERE f.endpoint_id = d.endpoint_id AND f.state = 'delivering'
            AND f.claimed_until > statement_timestamp()) < %(cap)s
 RETURNING d.attempts, ev.webhook_id, ev.type, ev.payload::text, ev.created_at
-"""
+"""  # noqa: S608 - built from constants only
 
 
 def delivery_claim(*, delivery_id: int, lease_seconds: float) -> ClaimedDelivery | None:
@@ -325,11 +330,7 @@ def delivery_claim(*, delivery_id: int, lease_seconds: float) -> ClaimedDelivery
             cursor.execute(CLAIM_SQL, {"id": delivery_id, "endpoint": endpoint_id, "lease": lease_seconds, "cap": cap})
             row = cursor.fetchone()
         if row is None:
-            cursor.execute(
-                "UPDATE project_webhookdelivery SET claimed_until = NULL"
-                " WHERE id = %s AND state = 'pending' AND claimed_until IS NOT NULL",
-                [delivery_id],
-            )
+            cursor.execute(RELEASE_SQL, [delivery_id])
             return None
     attempt, webhook_id, event_type, payload, created_at = row
     return ClaimedDelivery(
