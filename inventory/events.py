@@ -18,9 +18,9 @@ transactions.
 
 from uuid import uuid4
 
-from django.db import connection, transaction
+from django.db import transaction
 
-from inventory.feeds import MAX_LIMIT, movements_after
+from inventory.feeds import MAX_LIMIT, FeedPosition, movements_page, present_position
 from inventory.models import LedgerFollower, Product, StockLevel
 from inventory.selectors import with_stock_figures
 from inventory.serializers import StockLevelSerializer
@@ -44,13 +44,11 @@ PAGE_ROWS = MAX_LIMIT  # ledger rows read per page
 PAGES_PER_RUN = 50  # a run reads at most this many pages, each in its own transaction
 
 
-def _skip_to_present(follower: LedgerFollower) -> None:
-    """Every row whose transaction id is below the snapshot's xmin is final: start after them."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
-        xmin = int(cursor.fetchone()[0])
-    if (follower.txid, follower.last_id) != (xmin, 0):
-        follower.txid, follower.last_id = xmin, 0
+def _move_to(follower: LedgerFollower, position: FeedPosition) -> None:
+    """Keep the follower's new position (never behind the old one); no write if it did not move."""
+    position = max(position, (follower.txid, follower.last_id))
+    if (follower.txid, follower.last_id) != position:
+        follower.txid, follower.last_id = position
         follower.save(update_fields=["txid", "last_id", "updated_at"])
 
 
@@ -61,14 +59,12 @@ def _stock_changed_page() -> tuple[int, bool]:
             return 0, False  # another run is at it
         follower, created = LedgerFollower.objects.select_for_update().get_or_create(name=FOLLOWER)
         if created or not webhook_wanted(STOCK_CHANGED):
-            _skip_to_present(follower)
+            _move_to(follower, present_position())
             return 0, False
-        rows = movements_after((follower.txid, follower.last_id), PAGE_ROWS)
+        rows, position = movements_page(after=(follower.txid, follower.last_id), limit=PAGE_ROWS)
         if not rows:
             return 0, False
-        last_row_of_level = {}
-        for row in rows:
-            last_row_of_level[row.level_id] = row.id
+        last_row_of_level = {row.level_id: row.id for row in rows}
         levels = with_stock_figures(
             StockLevel.objects.filter(pk__in=last_row_of_level).select_related("product", "warehouse")
         ).order_by("pk")
@@ -83,8 +79,7 @@ def _stock_changed_page() -> tuple[int, bool]:
                 for level in levels
             ],
         )
-        follower.txid, follower.last_id = rows[-1].position
-        follower.save(update_fields=["txid", "last_id", "updated_at"])
+        _move_to(follower, position)
         return emitted, len(rows) == PAGE_ROWS
 
 

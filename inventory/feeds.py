@@ -155,6 +155,14 @@ _FILTERS = {
 }
 
 
+def present_position() -> FeedPosition:
+    """The position past every row that exists now, `(horizon, 0)`: a follower that starts or skips
+    here reads only what is written from now on (and the rows of transactions still open)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text")
+        return int(cursor.fetchone()[0]), 0
+
+
 def _level_ids(*, sku: str | None, warehouse: str | None) -> list[int]:
     levels = StockLevel.objects.order_by("id")
     if sku is not None:
