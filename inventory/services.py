@@ -936,6 +936,26 @@ def _receive_returned_units(ids: dict, per_pair: dict, *, reference: str, actor)
 LOW_STOCK_LOCK = "inventory:low_stock_alerts"
 
 
+def _low_stock_alert_lines(crossing: Sequence[Product]) -> list[str]:
+    """One line per product of the staff alert: on hand, available and incoming, and the
+    warehouses where a level is below its reorder point."""
+    reordering = defaultdict(list)
+    below_point = stock_levels_below_reorder_point(count_drafts=False).filter(product__in=[p.pk for p in crossing])
+    for product_id, code in below_point.order_by("warehouse__code").values_list("product_id", "warehouse__code"):
+        reordering[product_id].append(code)
+    lines = []
+    for p in crossing:
+        line = (
+            f"{p.sku}  {p.name}: {int(p.on_hand)} on hand, {max(int(p.available), 0)} available, "
+            f"{int(p.incoming)} incoming (threshold {p.low_stock_threshold})"
+        )
+        if reordering[p.pk]:
+            where = ", ".join(reordering[p.pk])
+            line += f"; below the reorder point in {where}: a draft purchase order will be proposed"
+        lines.append(line)
+    return lines
+
+
 def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
     """Alert staff once per product per crossing below its threshold; returns the SKUs alerted.
 
@@ -962,29 +982,15 @@ def low_stock_alerts_queue(*, recipients: Sequence[str]) -> list[str]:
         products = products.alias(cover=F("available") + F("incoming"))
         products.filter(low_stock_alerted=True, cover__gt=F("low_stock_threshold")).update(low_stock_alerted=False)
         crossing = list(products.filter(low_stock_alerted=False, cover__lte=F("low_stock_threshold")).order_by("sku"))
+        if not crossing:
+            return []
         webhooks = webhook_wanted(STOCK_LOW)
-        if not crossing or not (recipients or webhooks):
+        if not (recipients or webhooks):
             return []
         if webhooks:
             stock_low_emit(crossing)
-        if not recipients:
-            Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
-            return [p.sku for p in crossing]
-        reordering = defaultdict(list)
-        below_point = stock_levels_below_reorder_point(count_drafts=False).filter(product__in=[p.pk for p in crossing])
-        for product_id, code in below_point.order_by("warehouse__code").values_list("product_id", "warehouse__code"):
-            reordering[product_id].append(code)
-        lines = []
-        for p in crossing:
-            line = (
-                f"{p.sku}  {p.name}: {int(p.on_hand)} on hand, {max(int(p.available), 0)} available, "
-                f"{int(p.incoming)} incoming (threshold {p.low_stock_threshold})"
-            )
-            if reordering[p.pk]:
-                where = ", ".join(reordering[p.pk])
-                line += f"; below the reorder point in {where}: a draft purchase order will be proposed"
-            lines.append(line)
-        low_stock_alert_enqueue(recipients=recipients, lines=lines)
+        if recipients:
+            low_stock_alert_enqueue(recipients=recipients, lines=_low_stock_alert_lines(crossing))
         Product.objects.filter(pk__in=[p.pk for p in crossing]).update(low_stock_alerted=True)
     return [p.sku for p in crossing]
 
