@@ -7,7 +7,7 @@ ENV_FILE := var/services.env
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 PORT ?= 8000
 
-.PHONY: run test setup services browser loadgen bench lint format check stop-embedded
+.PHONY: run test setup services browser loadgen proxies bench lint format check stop-embedded
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -43,7 +43,12 @@ browser:
 loadgen:
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 
-test: setup browser loadgen lint
+# Past one machine (tests/scale, docs/scaling.md): Debian's HAProxy in front of two web nodes,
+# Debian's PgBouncer in front of PostgreSQL. Installed, never started as services.
+proxies:
+	@test -x /usr/sbin/haproxy -a -x /usr/sbin/pgbouncer || (apt-get update -qq && apt-get install -y -qq haproxy pgbouncer)
+
+test: setup browser loadgen proxies lint
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(WITH_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 

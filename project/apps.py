@@ -3,6 +3,7 @@ from django.core.checks import Tags, register
 
 # Every Django process creates the Celery app, so shared tasks bind to it (project.celery).
 import project.celery  # noqa: F401
+from project.db.pooler import check_pooler_limits
 from project.observability import metrics, pool, queries
 from project.observability.checks import metrics_access
 from project.ratelimit import limiter
@@ -26,3 +27,4 @@ class ProjectConfig(AppConfig):
         queries.install()
         pool.install()
         register(metrics_access, Tags.security)
+        register(check_pooler_limits, Tags.database)  # `check --database default`, and migrate

@@ -189,14 +189,15 @@ def gunicorn_server(tmp_path: Path, **env: str):
 
 def other_connection(**options):
     """A psycopg connection of its own to the test database, beside Django's (a second session
-    that holds locks, listens or waits while the code under test runs)."""
+    that holds locks, listens or waits while the code under test runs). Behind a transaction-mode
+    pooler it goes to PostgreSQL itself: a session advisory lock taken through PgBouncer would
+    outlive this client on the server connection lent to the next one."""
     import psycopg
     from django.db import connection
 
-    params = connection.get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold"):
-        params.pop(key, None)
-    return psycopg.connect(**params, **options)
+    from project.db.pooler import session_connection_params
+
+    return psycopg.connect(**session_connection_params(connection), **options)
 
 
 def read_csv(response, *, filename_prefix: str = "") -> list[list[str]]:

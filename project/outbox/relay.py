@@ -34,6 +34,7 @@ from django.utils.module_loading import import_string
 from kombu.exceptions import OperationalError as KombuOperationalError
 from prometheus_client import Counter
 
+from project.db.pooler import session_connection_params
 from project.observability.logs import REQUEST_ID_HEADER
 from project.outbox import locks
 from project.outbox.models import OutboxMessage
@@ -259,10 +260,9 @@ class OutboxRelay:
     def _listen(self) -> None:
         if self._listener is not None:
             return
-        params = connection.get_connection_params()
-        for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
-            params.pop(key, None)
-        listener = psycopg.connect(**params, autocommit=True)
+        # A session of its own: behind PgBouncer (transaction mode) a LISTEN would stay on a server
+        # connection lent to others, and the notifications with it; so PostgreSQL itself.
+        listener = psycopg.connect(**session_connection_params(connection), autocommit=True)
         listener.execute(f"LISTEN {psycopg.sql.Identifier(settings.OUTBOX_NOTIFY_CHANNEL).as_string(listener)}")
         self._listener = listener
 

@@ -6,6 +6,8 @@ Every variable is listed in the README's configuration table.
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from project.settings.dburl import parse_database_url, redis_url_with_db
 from project.settings.env import env_bool, env_float, env_int, env_list, env_str
 
@@ -94,22 +96,60 @@ DB_STATEMENT_TIMEOUT_MS = env_int("DB_STATEMENT_TIMEOUT_MS", 15_000)
 DB_LOCK_TIMEOUT_MS = env_int("DB_LOCK_TIMEOUT_MS", 3_000)
 DB_IDLE_IN_TRANSACTION_TIMEOUT_MS = env_int("DB_IDLE_IN_TRANSACTION_TIMEOUT_MS", 30_000)
 DB_CONN_MAX_AGE = env_int("DB_CONN_MAX_AGE", 600)
+# Behind PgBouncer in transaction mode (DATABASE_POOLER=pgbouncer) each transaction may run on
+# another server connection, so nothing may live in a session (README, "Behind PgBouncer"): no
+# `options` startup parameter (PgBouncer 1.18 refuses it, and ignoring it would drop the timeouts):
+# the timeouts are the database's own defaults (`manage.py set_database_timeouts`), checked on
+# every new connection (project.db.pooler); no prepared statements; no server-side cursors. What
+# needs a session (the relay's LISTEN; migrate with DB_DIRECT=1) connects to PostgreSQL itself at
+# DATABASE_DIRECT_URL. Empty: DATABASE_URL is PostgreSQL itself.
+DATABASE_POOLER = env_str("DATABASE_POOLER", "")
+DATABASE_DIRECT_URL = env_str("DATABASE_DIRECT_URL", "")
+# DB_DIRECT=1: this process (migrate, a shell that needs a session) uses DATABASE_DIRECT_URL, not the pooler.
+DB_DIRECT = env_bool("DB_DIRECT", False)
+if DATABASE_POOLER not in {"", "pgbouncer"}:
+    raise ImproperlyConfigured(f"DATABASE_POOLER={DATABASE_POOLER!r}: expected 'pgbouncer' or nothing")
+if DATABASE_POOLER and not DATABASE_DIRECT_URL:
+    raise ImproperlyConfigured(
+        "DATABASE_POOLER=pgbouncer needs DATABASE_DIRECT_URL: PostgreSQL itself, for the relay's LISTEN and migrate"
+    )
 
 
-def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
+def session_options() -> dict:
+    """The connection options of a session of its own (no pooler, or DATABASE_DIRECT_URL)."""
+    return {
+        "connect_timeout": DB_CONNECT_TIMEOUT,
+        # psycopg prepares a statement after its fifth run on a connection. Only the cursors of
+        # project.db.backend's prepared_cursor can be prepared (Django's bind on the client); Django
+        # passes None, which turns preparing off altogether.
+        "prepare_threshold": 5,
+        # Per-connection limits, set at connect time so pooled connections carry them.
+        "options": (
+            f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+            f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
+            f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+        ),
+    }
+
+
+def database_settings(url: str, *, name: str = "DATABASE_URL", pooler: str = "", direct_url: str = "") -> dict:
     config = parse_database_url(name, url)
     options = config.setdefault("OPTIONS", {})
-    options["connect_timeout"] = DB_CONNECT_TIMEOUT
-    # psycopg prepares a statement after its fifth run on a connection. Only the cursors of
-    # project.db.backend's prepared_cursor can be prepared (Django's bind on the client); Django
-    # passes None, which turns preparing off altogether.
-    options["prepare_threshold"] = 5
-    # Per-connection limits, set at connect time so pooled connections carry them.
-    options["options"] = (
-        f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
-        f" -c lock_timeout={DB_LOCK_TIMEOUT_MS}"
-        f" -c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-    )
+    if pooler:
+        # A transaction-mode pooler: no startup `options` (the database's own defaults, checked by
+        # project.db.pooler at connect), nothing prepared (PgBouncer 1.18 keeps no prepared statement
+        # across transactions; prepared_cursor falls back to a plain cursor), and no server-side
+        # cursors (Django's, outside a transaction, are WITH HOLD: they outlive the transaction).
+        options["connect_timeout"] = DB_CONNECT_TIMEOUT
+        options["prepare_threshold"] = None
+        config["DISABLE_SERVER_SIDE_CURSORS"] = True
+        config["POOLER"] = pooler
+        # Where a session of its own connects (the relay's LISTEN, the test database's creation).
+        direct = parse_database_url("DATABASE_DIRECT_URL", direct_url)
+        config["DIRECT"] = {key: direct[key] for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT")}
+        config["DIRECT"]["OPTIONS"] = session_options()
+    else:
+        options.update(session_options())
     config["ENGINE"] = "project.db.backend"  # django-prometheus's backend plus a circuit breaker
     # With the pool, each connection is checked before it is lent, so connections killed while
     # the database was away are dropped, not used (project.db.backend.health: a healthy one costs
@@ -129,7 +169,13 @@ def database_settings(url: str, *, name: str = "DATABASE_URL") -> dict:
     return config
 
 
-DATABASES = {"default": database_settings(DATABASE_URL)}
+DATABASES = {
+    "default": (
+        database_settings(DATABASE_DIRECT_URL or DATABASE_URL)
+        if DB_DIRECT
+        else database_settings(DATABASE_URL, pooler=DATABASE_POOLER, direct_url=DATABASE_DIRECT_URL)
+    )
+}
 # An optional read replica for catalogue reads (project.db.routers.ReplicaRouter).
 REPLICA_DATABASE_URL = env_str("REPLICA_DATABASE_URL", "")
 if REPLICA_DATABASE_URL:

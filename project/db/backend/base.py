@@ -9,17 +9,22 @@ from django.db.backends.postgresql.psycopg_any import register_tzloader
 from django.utils.asyncio import async_unsafe
 from django_prometheus.db.backends.postgresql import base
 from django_prometheus.db.common import ExportingCursorWrapper
+from psycopg import pq
 from psycopg.pq import Format
 
+from project.db.backend.creation import DatabaseCreation
 from project.db.backend.health import check_pooled_connection
 from project.db.backend.pool import ReconnectingPool
 from project.db.circuit import CircuitOpen, breaker_for
+from project.db.pooler import verify_session_limits
 
 # django-prometheus's instrumented cursor class, one per (cursor class, alias, vendor).
 _cursor_classes: dict[tuple, type] = {}
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
+    creation_class = DatabaseCreation  # behind a pooler: the test database over the direct connection
+
     def get_connection_params(self):
         """django-prometheus's parameters, without building a new cursor class on every call:
         Django asks for them on every connect, which with the pool is every request."""
@@ -60,13 +65,29 @@ class DatabaseWrapper(base.DatabaseWrapper):
             pool = ReconnectingPool(
                 kwargs=connect_kwargs,
                 open=False,  # opened on first use, as Django does
-                configure=self._configure_connection,
+                configure=self._configure_pooled_connection,
                 check=check_pooled_connection if self.settings_dict["CONN_HEALTH_CHECKS"] else None,
                 **pool_options,
             )
             # Threads racing here each build a pool; the first one stored wins, as in Django.
             self._connection_pools.setdefault(self.alias, pool)
         return self._connection_pools[self.alias]
+
+    def _configure_pooled_connection(self, connection) -> None:
+        """Django's configuration of a new pool connection, then (behind a pooler) the check of its
+        limits: a connection without them is discarded by the pool, never lent."""
+        self._configure_connection(connection)
+        self._verify_behind_pooler(connection)
+
+    def _verify_behind_pooler(self, connection) -> None:
+        """Behind a transaction-mode pooler the limits are the database's defaults, not startup
+        options: refuse a connection that does not carry them (project.db.pooler)."""
+        if pooler := self.settings_dict.get("POOLER"):
+            try:
+                verify_session_limits(connection, alias=self.alias, pooler=pooler)
+            finally:
+                if connection.info.transaction_status != pq.TransactionStatus.IDLE:
+                    connection.rollback()  # the check's own transaction (not in autocommit yet)
 
     @async_unsafe
     def prepared_cursor(self):
@@ -76,7 +97,13 @@ class DatabaseWrapper(base.DatabaseWrapper):
         prepared. For the fixed statements of every request (psycopg keeps 100 per connection,
         dropping the least recently used): the bearer key lookup's PostgreSQL CPU went from about
         200 to 90-130 µs. Execute wrappers (the slow-query log) and query metrics see its
-        statements like any other."""
+        statements like any other.
+
+        Behind a transaction-mode pooler (PgBouncer 1.18 keeps no prepared statement across
+        transactions, and two clients' statements of one name would meet on one server) it is a
+        plain cursor."""
+        if self.settings_dict.get("POOLER"):
+            return self.cursor()
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
@@ -99,4 +126,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
             breaker.failed()
             raise
         breaker.succeeded()
+        if not self.settings_dict["OPTIONS"].get("pool"):  # the pool checked it when it connected
+            try:
+                self._verify_behind_pooler(connection)
+            except BaseException:
+                connection.close()
+                raise
         return connection
