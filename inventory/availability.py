@@ -9,7 +9,9 @@ cached page away and costs the cache nothing.
 Current means at most CATALOGUE_AVAILABILITY_MAX_AGE_MS old: each process keeps the values it
 read from PostgreSQL (one indexed statement for all the SKUs of a page) and reads a SKU again once
 its value is that old, the age counted from before the statement started. So a change committed
-at time t shows everywhere by t + the bound, a sold-out product included; 0 reads every time.
+at time t shows everywhere by t + the bound, a sold-out product included; 0 reads every time. The
+client that made the change sees it at once: with a replica, values older than its last write are
+not reused for it (project.db.own_writes).
 Values come from the primary (never a replica, whose lag would add to the bound) and from
 PostgreSQL only, so Redis being down changes nothing here. When PostgreSQL cannot be read, values
 still fresh are used and the rest stay as the cached entry has them, the response marked
@@ -24,9 +26,9 @@ from collections.abc import Sequence
 
 import orjson
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, OperationalError, connection, router
+from django.db import OperationalError, connection
 
-from inventory.models import Product
+from project.db import own_writes, replica
 from project.db.transactions import is_lock_error
 from project.http.degraded import mark_stale
 
@@ -65,6 +67,10 @@ def availability(skus: Sequence[str]) -> dict[str, int]:
     now = time.monotonic()
     found: dict[str, int] = {}
     wanted: list[str] = []
+    if any((known := _known.get(sku)) is not None and now - known[1] < max_age for sku in skus):
+        # A client reads its own writes: it reuses only values read since its last write (kept with
+        # a replica, project.db.own_writes: one Redis round trip, and only when a value would be reused).
+        max_age = min(max_age, own_writes.since())
     for sku in skus:
         known = _known.get(sku)
         if known is not None and now - known[1] < max_age:
@@ -89,8 +95,8 @@ def availability(skus: Sequence[str]) -> dict[str, int]:
 def remember(units: dict[str, int], read_at: float) -> None:
     """Keep values read from PostgreSQL by a statement that started at `read_at` (time.monotonic()):
     a catalogue entry just built carries its products' availability, so its first read needs no
-    second statement. Not when catalogue reads go to a replica: its lag is not in `read_at`."""
-    if router.db_for_read(Product) != DEFAULT_DB_ALIAS:
+    second statement. Not when the request read from a replica: its lag is not in `read_at`."""
+    if replica.served_by_replica():
         return
     with _lock:
         if len(_known) + len(units) > MAX_KNOWN:

@@ -18,6 +18,10 @@ catalogue, not searches or later pages, which anyone can vary without end). When
 cannot be reached, a read that misses is answered from there and the response is marked
 `X-Stale: true` (project.http.degraded); with nothing kept, the outage surfaces as a 503.
 
+With a read replica, a change's tokens carry the primary's WAL position after it, and an entry
+rebuilt under them reads the replica only once it has replayed that far: a replica still behind
+the change never puts the value it replaced back into the cache (project.db.replica).
+
 What a read may leave behind is bounded: list keys are built by their callers from validated
 parameters only, and a product that does not exist leaves nothing (its token, created before the
 build as every token is, is deleted again), so well-formed unknown SKUs cannot fill Redis.
@@ -36,6 +40,7 @@ from django.dispatch import receiver
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 from redis.exceptions import RedisError
 
+from project.db import replica
 from project.db.redis import PerProcess, RedisConnections
 from project.db.transactions import is_lock_error
 from project.http.degraded import mark_stale
@@ -102,12 +107,31 @@ def _tokens(keys: list[str], found: dict) -> str:
     return ":".join(found.get(key, "no-cache") for key in keys)
 
 
+def _change_position() -> str:
+    """What the tokens of a change just committed carry: with a replica, the primary's WAL position
+    after the change ("@<position>"). An entry rebuilt under such a token is read from the replica
+    only once the replica has replayed that far (project.db.replica.at_least), so the value the
+    change replaced is never stored under the new token, nor as the last good copy."""
+    if not replica.configured():
+        return ""
+    try:
+        return f"@{replica.primary_lsn()}"
+    except OperationalError:  # the primary is gone: nothing is rebuilt from anywhere until it is back
+        return f"@{2**63}"
+
+
+def _required_position(token: str) -> int:
+    """The newest change among an entry's tokens (joined by ":"): 0 for tokens without one."""
+    return max((int(part.rpartition("@")[2]) for part in token.split(":") if "@" in part), default=0)
+
+
 def _new_tokens(skus: list[str]) -> None:
+    position = _change_position()
     if len(skus) > MANY_PRODUCTS:
-        tokens = {GENERATION_KEY: uuid.uuid4().hex}
+        tokens = {GENERATION_KEY: uuid.uuid4().hex + position}
     else:
-        tokens = {_product_token_key(sku): uuid.uuid4().hex for sku in skus}
-    tokens[LIST_TOKEN_KEY] = uuid.uuid4().hex
+        tokens = {_product_token_key(sku): uuid.uuid4().hex + position for sku in skus}
+    tokens[LIST_TOKEN_KEY] = uuid.uuid4().hex + position
     # One MSET (tokens never expire), in django-redis's key and value format. Its set_many sends
     # a MULTI/EXEC pipeline of SETs instead, which cost every order twice as much.
     client = cache.client
@@ -139,7 +163,8 @@ def _cached(key: str, token_keys: list[str], last_good_key: str | None, build: C
         return entry[1]
     _MISSES.inc()
     try:
-        value = build()
+        with replica.at_least(_required_position(token)):
+            value = build()
     except OperationalError as exc:
         if is_lock_error(exc):
             raise

@@ -182,6 +182,11 @@ if REPLICA_DATABASE_URL:
     DATABASES["replica"] = database_settings(REPLICA_DATABASE_URL, name="REPLICA_DATABASE_URL")
 # The models whose reads may go to the replica (app_label, model_name): the catalogue.
 REPLICA_READ_MODELS = [("inventory", "product"), ("inventory", "warehouse"), ("inventory", "stocklevel")]
+# Anonymous catalogue reads are at most this stale: a replica further behind (measured, project.db.replica)
+# is skipped for the primary. Signed-in clients always read their own writes (project.db.own_writes).
+REPLICA_MAX_LAG_SECONDS = env_float("REPLICA_MAX_LAG_SECONDS", 2.0)
+# Each web process probes the replica's replay position at most this often (in a thread of its own).
+REPLICA_CHECK_INTERVAL_MS = env_int("REPLICA_CHECK_INTERVAL_MS", 100)
 DATABASE_ROUTERS = ["project.db.routers.ReplicaRouter"]
 # The breaker in front of new connections: this many failures in a row open it for the cooldown.
 CIRCUIT_FAILURE_THRESHOLD = env_int("CIRCUIT_FAILURE_THRESHOLD", 3)
