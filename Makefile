@@ -55,10 +55,12 @@ test: setup browser loadgen proxies lint
 bench: setup loadgen
 	@$(WITH_ENV) $(PY) -m tests.bench $(BENCH_ARGS)
 
-lint: $(STAMP)
+# The migration linter runs sqlmigrate, so it needs the database: `services` finds or starts it.
+lint: services
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	@$(WITH_ENV) $(PY) manage.py lint_migrations
 
 format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .

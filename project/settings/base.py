@@ -498,6 +498,42 @@ PROFILING_ALLOWED = "users.permissions.may_profile"
 # Who may manage webhook endpoints and their deliveries (project.webhooks.api): a DRF permission class.
 WEBHOOKS_STAFF_PERMISSION = "users.permissions.IsStaff"
 
+# --- Schema changes without downtime (manage.py migrate, project.db.migrations, docs/operating.md) -----
+# `manage.py migrate` waits at most this long for a lock, then gives the table back to the traffic
+# queued behind its request and tries the migration again. Below DB_LOCK_TIMEOUT_MS, so a request
+# queued behind a migration is slowed by at most this much, never failed. Its session has no
+# statement_timeout (an index build or a data step may take minutes).
+MIGRATION_LOCK_TIMEOUT_MS = env_int("MIGRATION_LOCK_TIMEOUT_MS", 1000)
+# Retries of a migration that met a lock, after jittered pauses doubling from 0.25 s up to this cap.
+MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 30)
+MIGRATION_RETRY_MAX_PAUSE_SECONDS = env_float("MIGRATION_RETRY_MAX_PAUSE_SECONDS", 10.0)
+# `make lint` runs django-migration-linter (manage.py lint_migrations) on these apps' migrations. It
+# refuses what would break the release still running while a migration is applied: dropping or
+# renaming a column or table, NOT NULL without a default, changing a column's type, a unique
+# constraint on an existing table; its warnings (an index built without CONCURRENTLY, RunSQL or
+# RunPython without a reverse) are refused too. It needs a live database (it runs sqlmigrate).
+MIGRATION_LINTER_APPS = ["project", "users", "inventory", "orders"]
+# The only way past the linter: "app_label.migration_name" -> why it cannot break the running release
+# (never IgnoreMigration inside a migration: lint_migrations refuses it). The ones below ran in every
+# database before the linter came; they stay as they ran.
+MIGRATION_LINTER_EXEMPT = {
+    "inventory.0003_importjob": "New tables only: NOT NULL is in the staging table's CREATE TABLE (RunSQL) and"
+    " DROP TABLE in its reverse; no running release read them.",
+    "inventory.0005_index_only_what_is_looked_up": "Plain CREATE INDEX on the ledger, from before the linter:"
+    " writers queued while it built (today: AddIndexConcurrentlyRetrying in a non-atomic migration).",
+    "inventory.0009_bucket_slots": "The bucket table came in 0008 of the same release; slot is backfilled and"
+    " set NOT NULL with the SQL functions that write it, in one transaction; the unique index replaces one.",
+    "inventory.0012_movement_txid": "Expand only: the DROP COLUMN is the reverse SQL (a rollback), the DROP"
+    " INDEX drops only an INVALID leftover of a failed CONCURRENTLY build.",
+    "orders.0004_expiry_index_with_id": "Plain DROP and CREATE INDEX on orders_order, from before the linter:"
+    " writers queued while it built.",
+    "orders.0012_shipments_and_returns": "Widens order.status to varchar(20) (no rewrite, old values fit);"
+    " NOT NULL columns come with a default (no rewrite) or on new tables.",
+    "orders.0015_allocation_backordered": "NOT NULL with DEFAULT 0 (no rewrite); the allocation index was built"
+    " without CONCURRENTLY, from before the linter.",
+    "project.0001_outbox": "New table: the linter misreads its partial indexes as indexes on an existing table.",
+}
+
 # --- Rate limits and other request guards (project.ratelimit.limiter, project.http.middleware) ----
 # Rates are "requests/seconds" per caller (API key, else signed-in user, else client address).
 RATELIMIT_ENABLED = env_bool("RATELIMIT_ENABLED", True)
