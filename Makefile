@@ -7,7 +7,7 @@ ENV_FILE := var/services.env
 WITH_ENV := set -a && . $(ENV_FILE) && set +a &&
 PORT ?= 8000
 
-.PHONY: run test setup services browser loadgen proxies bench lint format check stop-embedded
+.PHONY: prepare run two-nodes test setup services browser loadgen proxies bench lint format check stop-embedded
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -21,11 +21,14 @@ setup: $(STAMP) services
 services: $(STAMP)
 	@$(PY) bin/services.py --write $(ENV_FILE)
 
-run: setup
+# What the shop needs before it starts (each step idempotent): schema, static files, schedules, demo data.
+prepare: setup
 	@$(WITH_ENV) $(PY) manage.py migrate --noinput
 	@$(WITH_ENV) $(PY) manage.py collectstatic --noinput --verbosity 0
 	@$(WITH_ENV) $(PY) manage.py setup_schedules
 	@$(WITH_ENV) $(PY) manage.py load_demo_data
+
+run: prepare
 	@echo ""
 	@echo "  shop      http://127.0.0.1:$(PORT)/"
 	@echo "  admin     http://127.0.0.1:$(PORT)/admin/   (staff@example.com / stockroom-demo)"
@@ -34,6 +37,19 @@ run: setup
 	@echo "  Ctrl-C stops every process."
 	@echo ""
 	@$(WITH_ENV) PORT=$(PORT) exec $(VENV)/bin/honcho start --no-prefix -f Procfile
+
+# The shop on two web nodes behind Debian's HAProxy (docs/scaling.md): HAProxy on PORT, gunicorn
+# nodes on PORT+1 and PORT+2 (each its own control socket var/run/web<n>.ctl and metrics folder),
+# two Celery workers, beat, the relay and the webhooks worker; pool sizes and the connection
+# arithmetic in bin/two-nodes. Same setup as `make run`; Ctrl-C stops every process.
+two-nodes: prepare proxies
+	@echo ""
+	@echo "  shop      http://127.0.0.1:$(PORT)/   (HAProxy; X-Stockroom-Node names the node that answered)"
+	@echo "  nodes     http://127.0.0.1:$$(($(PORT) + 1))/  http://127.0.0.1:$$(($(PORT) + 2))/   (metrics: each node's /metrics)"
+	@echo "  admin     http://127.0.0.1:$(PORT)/admin/   (staff@example.com / stockroom-demo)"
+	@echo "  Ctrl-C stops every process."
+	@echo ""
+	@$(WITH_ENV) PORT=$(PORT) exec bin/two-nodes
 
 # The browser tests (tests/e2e) drive Debian's chromium; Playwright's own download is not used.
 # The benchmark (and its one-second smoke in the tests) drives gunicorn with Debian's wrk.

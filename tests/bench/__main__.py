@@ -30,7 +30,7 @@ import psutil
 import psycopg
 from psycopg import sql
 
-from tests.bench import bulk_set, mixed, placement_db, whole_shop
+from tests.bench import bulk_set, mixed, placement_db, two_nodes, whole_shop
 
 ROOT = Path(__file__).resolve().parents[2]
 LUA_DIR = Path(__file__).resolve().parent / "lua"
@@ -578,6 +578,17 @@ def run_whole_shop(args, database_url: str, redis_url: str, tmp: Path, extra: di
             return rounds
 
 
+def run_two_nodes(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -> list[two_nodes.Round]:
+    """tests/bench/two_nodes.py: two nodes of two workers behind HAProxy, one of four behind it, and direct."""
+    by_name = {scenario.name: scenario for scenario in scenarios(args.products)}
+    return two_nodes.run(
+        env=bench_env(database_url, redis_url), tmp=tmp, runs=args.runs, free_port=free_port, gunicorn=Gunicorn,
+        scenarios=[by_name["orders_uniform"], by_name["product_detail"]],
+        warmup=lambda port, scenario: args.warmup and wrk(port, scenario, args.warmup, args.connections, extra),
+        measure=lambda port, scenario: run_once(port, scenario, args, extra),
+    )  # fmt: skip
+
+
 def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -> dict[str, list[mixed.MixedRound]]:
     """tests/bench/mixed.py: readers and orderers alone, then together, on one production server."""
     import httpx
@@ -678,6 +689,7 @@ def main() -> int:
             peak_rss = max(peak_rss, server_proc.worker_peak_rss_mb())
 
     every_job = {"import", "expiry", "bulk_set", "whole_shop", "placement_db", *(m.name for m in mixed.MIXED)}
+    every_job.add("two_nodes")
     wanted = set(args.only.split(",")) if args.only else every_job
     mixed_results: dict[str, list[mixed.MixedRound]] = {}
     if any(m.name in wanted for m in mixed.MIXED):
@@ -699,6 +711,16 @@ def main() -> int:
         if not whole_shop.delivered_exactly(shop_rounds):
             log("whole_shop: emails received differ from orders placed, or a Message-ID came twice")
             broken += 1
+
+    node_rounds: list[two_nodes.Round] = []
+    if "two_nodes" in wanted:
+        log(f"two_nodes: orders and product reads through HAProxy to 2 nodes, to 1 node, and to that node directly;"
+            f" {args.runs} interleaved rounds")  # fmt: skip
+        node_rounds = run_two_nodes(args, database_url, redis_url, tmp, extra)
+        count = invariant_breaches(database_url)
+        broken += count
+        if count:
+            log(f"two_nodes: invariants BROKEN ({count})")
 
     batch_results: list[BatchResult] = []
     if (args.import_rows and "import" in wanted) or (args.expiry_orders and "expiry" in wanted):
@@ -775,6 +797,8 @@ def main() -> int:
         text += "\n\n" + mixed.report(mixed_results)
     if shop_rounds:
         text += "\n\n" + whole_shop.report(shop_rounds)
+    if node_rounds:
+        text += "\n\n" + two_nodes.report(node_rounds)
     if batch_results:
         text += "\n\n" + batch_table(batch_results)
     if bulk_run:
@@ -807,6 +831,7 @@ def main() -> int:
                 "whole_shop": [
                     dict(asdict(r), web_rps=r.web_rps, shop_rps=r.shop_rps, ratio=r.ratio) for r in shop_rounds
                 ],
+                "two_nodes": two_nodes.as_json(node_rounds),
                 "placement_db": [dict(asdict(r), ratios={n: r.ratio(n) for n in r.hot}) for r in placement_rounds],
                 "bulk_set": bulk_run.as_json() if bulk_run else None,
             },
