@@ -15,3 +15,28 @@ def assert_stock_invariants() -> None:
     allocations, line coverage, keys, shipments, buckets."""
     breaches = {"ledger": stock_ledger_breaches(), **order_stock_breaches(), "purchases": purchase_order_breaches()}
     assert all(not rows for rows in breaches.values()), f"invariant breaches: {breaches}"
+
+
+def breaches_in(database_url: str) -> int:
+    """Rows breaching invariants 1-6 in another database (a live server's: the benchmark's, an
+    older release's), read in one snapshot over a connection of its own."""
+    import psycopg
+
+    from inventory.selectors import LEDGER_BREACHES_SQL
+    from orders.selectors import (
+        KEYS_WITH_SEVERAL_ORDERS_SQL,
+        LINES_VS_ALLOCATIONS_SQL,
+        RESERVED_VS_ALLOCATIONS_SQL,
+        SHIPMENTS_VS_LINES_SQL,
+    )
+
+    queries = (
+        LEDGER_BREACHES_SQL,
+        RESERVED_VS_ALLOCATIONS_SQL,
+        LINES_VS_ALLOCATIONS_SQL,
+        KEYS_WITH_SEVERAL_ORDERS_SQL,
+        SHIPMENTS_VS_LINES_SQL,
+    )
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        return sum(len(conn.execute(query).fetchall()) for query in queries)

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.bench.whole_shop import median_spread
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY = "/usr/sbin/haproxy"
@@ -118,13 +119,6 @@ def run(
         return rounds
 
 
-def _median_spread(values: list[float], fmt: str) -> str:
-    middle = statistics.median(values)
-    if len(values) == 1:
-        return format(middle, fmt)
-    return f"{format(middle, fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
-
-
 def report(rounds: list[Round]) -> str:
     """One row per scenario and layout (median over rounds, min-max), then the ratios per round."""
     lines = [
@@ -135,16 +129,16 @@ def report(rounds: list[Round]) -> str:
         for layout in LAYOUTS:
             results = [r.runs[scenario][layout] for r in rounds]
             lines.append(
-                f"| {scenario}: {layout} | {_median_spread([x['rps'] for x in results], ',.0f')}"
-                f" | {_median_spread([x['p50_ms'] for x in results], '.1f')}"
-                f" | {_median_spread([x['p99_ms'] for x in results], '.1f')}"
+                f"| {scenario}: {layout} | {median_spread([x['rps'] for x in results], ',.0f')}"
+                f" | {median_spread([x['p50_ms'] for x in results], '.1f')}"
+                f" | {median_spread([x['p99_ms'] for x in results], '.1f')}"
                 f" | {sum(x['errors'] for x in results)} |"
             )
     lines += ["", "| ratio within each round (median, min-max) | value |", "|---|---:|"]
     for scenario in rounds[0].runs:
         for top, bottom in (("two_nodes", "one_node"), ("one_node", "one_node_direct")):
             ratios = [r.ratio(scenario, top, bottom) for r in rounds]
-            lines.append(f"| {scenario}: {top} / {bottom} | {_median_spread(ratios, '.2f')} |")
+            lines.append(f"| {scenario}: {top} / {bottom} | {median_spread(ratios, '.2f')} |")
     return "\n".join(lines)
 
 

@@ -384,7 +384,7 @@ def run_round(
 # --- the report ---------------------------------------------------------------------------------------
 
 
-def _median_spread(values: list[float], fmt: str) -> str:
+def median_spread(values: list[float], fmt: str) -> str:
     middle = statistics.median(values)
     if len(values) == 1:
         return format(middle, fmt)
@@ -395,7 +395,7 @@ def report(rounds: list[Round]) -> str:
     """Medians over the rounds, with their spread (min-max) in brackets."""
 
     def row(name: str, values: list[float], fmt: str) -> str:
-        return f"| {name} | {_median_spread(values, fmt)} |"
+        return f"| {name} | {median_spread(values, fmt)} |"
 
     lines = [
         "| whole shop (median, min-max over rounds) | value |",
