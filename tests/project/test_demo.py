@@ -83,6 +83,7 @@ def test_demo_data_creates_no_schedules_they_are_setup_schedules_work():
 
 def test_make_run_creates_the_schedules_before_the_demo_data():
     makefile = (ROOT / "Makefile").read_text()
-    run_target = makefile[makefile.index("\nrun:") : makefile.index("\nbrowser:")]
+    prepare = makefile[makefile.index("\nprepare:") : makefile.index("\nrun:")]
 
-    assert run_target.index("manage.py setup_schedules") < run_target.index("manage.py load_demo_data")
+    assert "\nrun: prepare\n" in makefile and "\ntwo-nodes: prepare " in makefile
+    assert prepare.index("manage.py setup_schedules") < prepare.index("manage.py load_demo_data")

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 from django.conf import settings
 
 from tests.reliability.support import database_url
@@ -200,3 +201,17 @@ def two_nodes(django_db_setup, django_db_blocker, tmp_path_factory):
         a.stop()
         b.stop()
         db_cut.close()
+        forget_rate_limits()
+
+
+def forget_rate_limits() -> None:
+    """Drop the rate-limit buckets the nodes charged. They share the suite's key prefix (its cache
+    is emptied between tests), but not its rates: a bucket filled at the nodes' strict `auth` rate
+    would still refuse this address's logins and resets in later modules, at any rate."""
+    connection = redis.Redis.from_url(settings.RATELIMIT_REDIS_URL)
+    try:
+        keys = list(connection.scan_iter(f"{settings.CACHE_KEY_PREFIX}:rl:*", count=1000))
+        if keys:
+            connection.delete(*keys)
+    finally:
+        connection.close()
