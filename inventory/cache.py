@@ -40,7 +40,7 @@ from django.dispatch import receiver
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 from redis.exceptions import RedisError
 
-from project.db import replica
+from project.db import replica, wal
 from project.db.redis import PerProcess, RedisConnections
 from project.db.transactions import is_lock_error
 from project.http.degraded import mark_stale
@@ -115,7 +115,7 @@ def _change_position() -> str:
     if not replica.configured():
         return ""
     try:
-        return f"@{replica.primary_lsn()}"
+        return f"@{wal.primary_lsn()}"
     except OperationalError:  # the primary is gone: nothing is rebuilt from anywhere until it is back
         return f"@{2**63}"
 

@@ -25,11 +25,12 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.signals import setting_changed
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DatabaseError
 from django.dispatch import receiver
 from redis.exceptions import RedisError
 
 from project.db.redis import PerProcess, RedisConnections
+from project.db.wal import primary_lsn
 
 logger = logging.getLogger("stockroom.replica")
 
@@ -122,9 +123,7 @@ def remember(request) -> None:
     if principal is None:
         return
     try:
-        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-            cursor.execute("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
-            lsn = int(cursor.fetchone()[0])
+        lsn = primary_lsn()
     except DatabaseError as exc:  # the primary is gone: the write most likely failed with it
         logger.warning("could not read the primary's position after a write: %s", exc)
         return

@@ -38,7 +38,9 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 from prometheus_client import Counter
 
 from project.db import own_writes
+from project.db.pooler import session_connection_params
 from project.db.redis import PerProcess
+from project.db.wal import PRIMARY_LSN_SQL, REPLAY_LSN_SQL
 
 logger = logging.getLogger("stockroom.replica")
 
@@ -54,11 +56,6 @@ SKIPPED = Counter(
 )
 for _reason in SKIP_REASONS:  # every series from the first scrape, at 0
     SKIPPED.labels(reason=_reason)
-
-# Positions as bytes since 0/0, so Python compares them as numbers. A server not in recovery (a
-# promoted replica) has replayed everything it has.
-PRIMARY_LSN_SQL = "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint"
-REPLAY_LSN_SQL = "SELECT (COALESCE(pg_last_wal_replay_lsn(), pg_current_wal_lsn()) - '0/0'::pg_lsn)::bigint"
 
 # The longest a request waits for a probe after a quiet spell (then it reads the primary).
 PROBE_WAIT_SECONDS = 0.5
@@ -80,14 +77,6 @@ _seen: ContextVar[_RequestSeen | None] = ContextVar("replica_seen", default=None
 
 def configured() -> bool:
     return REPLICA in settings.DATABASES
-
-
-def primary_lsn() -> int:
-    """The primary's WAL position now: every commit that finished before this call is at or below
-    it. One statement on the request's own connection (it raises as any statement would)."""
-    with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
-        cursor.execute(PRIMARY_LSN_SQL)
-        return int(cursor.fetchone()[0])
 
 
 @contextlib.contextmanager
@@ -124,14 +113,6 @@ class ReplicaState:
 UNKNOWN = ReplicaState(checked_at=-math.inf, reachable=False, replay_lsn=0, fresh_as_of=-math.inf)
 
 
-def _connection_params(alias: str) -> dict:
-    """psycopg parameters of a Django alias, for a plain connection beside Django's."""
-    params = connections[alias].get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold", "pool"):
-        params.pop(key, None)
-    return params
-
-
 class ReplicaMonitor:
     """What the replica has replayed and how far behind it is, as seen by this process's probe."""
 
@@ -147,7 +128,7 @@ class ReplicaMonitor:
         self._thread: threading.Thread | None = None
         self._thread_lock = threading.Lock()
         self._connections: dict[str, psycopg.Connection] = {}
-        self._params = {alias: _connection_params(alias) for alias in (DEFAULT_DB_ALIAS, REPLICA)}
+        self._params = {alias: session_connection_params(connections[alias]) for alias in (DEFAULT_DB_ALIAS, REPLICA)}
 
     def state(self) -> ReplicaState:
         """The last probe's answer, asking for a new probe if it is older than the interval. After
