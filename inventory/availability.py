@@ -67,12 +67,14 @@ def availability(skus: Sequence[str]) -> dict[str, int]:
     now = time.monotonic()
     found: dict[str, int] = {}
     wanted: list[str] = []
-    if any((known := _known.get(sku)) is not None and now - known[1] < max_age for sku in skus):
-        # A client reads its own writes: it reuses only values read since its last write (kept with
-        # a replica, project.db.own_writes: one Redis round trip, and only when a value would be reused).
-        max_age = min(max_age, own_writes.since())
+    own_write_looked_up = False
     for sku in skus:
         known = _known.get(sku)
+        if known is not None and now - known[1] < max_age and not own_write_looked_up:
+            # A client reads its own writes: it reuses only values read since its last write (kept with
+            # a replica, project.db.own_writes: one Redis round trip, and only when a value would be reused).
+            max_age = min(max_age, own_writes.since())
+            own_write_looked_up = True
         if known is not None and now - known[1] < max_age:
             found[sku] = known[0]
         else:
