@@ -119,23 +119,15 @@ class Pair:
         return self.url(self.standby_port)
 
     def primary(self, database: str = "postgres") -> psycopg.Connection:
-        return psycopg.connect(
-            host="127.0.0.1",
-            port=self.primary_port,
-            user="postgres",
-            dbname=database,
-            autocommit=True,
-            connect_timeout=5,
-        )
+        return self._connect(self.primary_port, database)
 
     def standby(self, database: str = "postgres") -> psycopg.Connection:
+        return self._connect(self.standby_port, database)
+
+    @staticmethod
+    def _connect(port: int, database: str) -> psycopg.Connection:
         return psycopg.connect(
-            host="127.0.0.1",
-            port=self.standby_port,
-            user="postgres",
-            dbname=database,
-            autocommit=True,
-            connect_timeout=5,
+            host="127.0.0.1", port=port, user="postgres", dbname=database, autocommit=True, connect_timeout=5
         )
 
     # --- replay -----------------------------------------------------------------------------------

@@ -44,6 +44,17 @@ def on_hand(base: str, shop, who: str, sku: str) -> int:
     return response.json()["results"][0]["on_hand"]
 
 
+def adjust(base: str, shop, who: str, sku: str, delta: int, reason: str) -> None:
+    """Adjust `sku`'s MAIN level by `delta` as `who`, through the API; the answer is the commit's."""
+    adjusted = httpx.post(
+        f"{base}/api/v1/stock/adjustments",
+        json={"sku": sku, "warehouse": "MAIN", "delta": delta, "reason": reason},
+        headers=bearer(shop, who),
+        timeout=10,
+    )
+    assert adjusted.status_code == 201, adjusted.text
+
+
 def test_a_shopper_sees_their_own_order_and_cancel_at_once(node, shop, replica_paused):
     base, pair = node, replica_paused
     before = available(base, "MUG")  # anonymous: this process now keeps the value (for a minute)
@@ -78,13 +89,7 @@ def test_staff_see_their_own_stock_adjustment_and_product_edit(node, shop, repli
     start = on_hand(base, shop, "staff", "PEN")
     counted = skipped(base)
 
-    adjusted = httpx.post(
-        f"{base}/api/v1/stock/adjustments",
-        json={"sku": "PEN", "warehouse": "MAIN", "delta": 7, "reason": "found a box"},
-        headers=bearer(shop, "staff"),
-        timeout=10,
-    )
-    assert adjusted.status_code == 201, adjusted.text
+    adjust(base, shop, "staff", "PEN", 7, "found a box")
     assert on_hand(base, shop, "staff", "PEN") == start + 7
     assert standby_value(pair, ON_HAND_SQL, ["PEN"]) == start  # so that read came from the primary
     assert skipped(base)["behind_client"] > counted["behind_client"]
@@ -147,13 +152,7 @@ def test_other_clients_read_the_replica_within_the_bound_then_the_primary(node, 
     try:
         assert on_hand(base, shop, "other_staff", "PEN") == start  # the node sees the replica caught up
         counted = skipped(base)
-        adjusted = httpx.post(
-            f"{base}/api/v1/stock/adjustments",
-            json={"sku": "PEN", "warehouse": "MAIN", "delta": 3, "reason": "recount"},
-            headers=bearer(shop, "staff"),
-            timeout=10,
-        )
-        assert adjusted.status_code == 201, adjusted.text
+        adjust(base, shop, "staff", "PEN", 3, "recount")
         committed_by = time.monotonic()  # the commit finished before the answer came
         reads = []
 
