@@ -11,12 +11,14 @@ header Django would refuse (a line break), is left to Django, which sends or ref
 import contextlib
 import re
 import smtplib
+from collections.abc import Iterable, Iterator
 from email.utils import formatdate, make_msgid
 from functools import lru_cache
 
 from django.conf import settings
 from django.core.mail import EmailMessage
 from django.core.mail.backends import smtp
+from django.core.mail.backends.base import BaseEmailBackend
 from django.core.mail.message import sanitize_address
 from django.core.mail.utils import DNS_NAME
 
@@ -100,7 +102,8 @@ def compose_plain(message: EmailMessage) -> tuple[str, list[str], bytes] | None:
 
 class EmailBackend(smtp.EmailBackend):
     """Django's SMTP backend; plain messages are composed by `compose_plain` and, when the server
-    offers PIPELINING (RFC 2920), sent in two round trips instead of four."""
+    offers PIPELINING (RFC 2920), sent in two round trips instead of four, or in one each when a
+    group goes through `send_each`."""
 
     def _send(self, email_message):
         composed = compose_plain(email_message)
@@ -114,6 +117,83 @@ class EmailBackend(smtp.EmailBackend):
             return False
         return True
 
+    def send_each(self, email_messages: Iterable[EmailMessage]) -> Iterator[bool]:
+        """Send messages in order over one conversation, yielding for each, once the server has
+        accepted it, True (or False: nothing to send, as `send_messages` counts it). A message's
+        error is raised at its own turn, and nothing after it is sent.
+
+        Plain messages to a server with PIPELINING take one round trip each: a message's content
+        goes out in one write with the next message's MAIL, RCPT and DATA, so its 250 comes back
+        with their replies (RFC 2920 3.1 allows message content first in a group). The next
+        message's envelope is therefore on the server before this message's result is yielded;
+        if the consumer stops there (an error, or it closes the generator), the connection is
+        closed inside that DATA, and a server discards a transaction cut short (RFC 5321
+        4.1.1.4): it is never delivered. Holds no lock between messages: one consumer per
+        backend at a time. With fail_silently, each message goes through `send_messages`.
+        """
+        if self.fail_silently:
+            for message in email_messages:
+                yield bool(self.send_messages([message]))
+            return
+        self.open()
+        waiting = None  # the content of a message whose envelope the server took (it is in DATA)
+        try:
+            for message in email_messages:
+                composed = compose_plain(message)
+                if composed is None or not _offers_pipelining(self.connection):
+                    if waiting is not None:
+                        content, waiting = waiting, None
+                        _end_data(self.connection, content)
+                        yield True
+                    yield self._send(message)
+                    continue
+                sender, recipients, data = composed
+                head, previous = (b"", None) if waiting is None else (_content(waiting), waiting)
+                waiting = None
+                try:
+                    self.connection.send(head + _envelope(sender, recipients))
+                    if previous is not None:
+                        _raise_unless_accepted(self.connection.getreply())  # the previous message's turn
+                except BaseException:
+                    self._abandon()  # this message's envelope may have put the server in DATA
+                    raise
+                try:
+                    error = _envelope_error(self.connection, sender, recipients)
+                except (smtplib.SMTPException, OSError) as exc:  # this message's, not the previous one's
+                    self._abandon()
+                    error = exc
+                if error is None:
+                    waiting = data
+                if previous is not None:
+                    yield True
+                if error is not None:
+                    raise error
+            if waiting is not None:
+                content, waiting = waiting, None
+                _end_data(self.connection, content)
+                yield True
+        finally:
+            if waiting is not None:
+                self._abandon()
+
+    def _abandon(self) -> None:
+        """Drop the connection without QUIT: a message cut short in DATA is discarded."""
+        if self.connection is not None:
+            with contextlib.suppress(OSError):
+                self.connection.close()
+            self.connection = None
+
+
+def send_each(backend: BaseEmailBackend, email_messages: Iterable[EmailMessage]) -> Iterator[bool]:
+    """`EmailBackend.send_each` where the backend has it (pipelined SMTP); any other backend
+    sends each message as the consumer reaches it."""
+    each = getattr(backend, "send_each", None)
+    if each is not None:
+        yield from each(email_messages)
+        return
+    for message in email_messages:
+        yield bool(backend.send_messages([message]))
+
 
 @lru_cache(maxsize=64)
 def _quoted(address: str) -> str:
@@ -126,18 +206,22 @@ def _reset(connection: smtplib.SMTP) -> None:
         connection.rset()
 
 
-def send_pipelined(connection: smtplib.SMTP, sender: str, recipients: list[str], data: bytes) -> None:
-    """`connection.sendmail(sender, recipients, data)` (recipients: simple addresses, as
-    compose_plain gives them) with MAIL, RCPT and DATA in one write when
-    the server offers PIPELINING, raising what sendmail raises (SMTPSenderRefused,
-    SMTPRecipientsRefused, SMTPDataError) and leaving the session ready for the next message."""
+def _offers_pipelining(connection: smtplib.SMTP) -> bool:
     connection.ehlo_or_helo_if_needed()
-    if not connection.does_esmtp or not connection.has_extn("pipelining"):
-        connection.sendmail(sender, recipients, data)
-        return
+    return bool(connection.does_esmtp and connection.has_extn("pipelining"))
+
+
+def _envelope(sender: str, recipients: list[str]) -> bytes:
+    """MAIL, RCPT (simple addresses, as compose_plain gives them) and DATA, as one write."""
     commands = [f"MAIL FROM:{_quoted(sender)}"]
-    commands += [f"RCPT TO:<{recipient}>" for recipient in recipients]  # simple addresses (compose_plain)
-    connection.send("\r\n".join([*commands, "DATA", ""]))
+    commands += [f"RCPT TO:<{recipient}>" for recipient in recipients]
+    return "\r\n".join([*commands, "DATA", ""]).encode("ascii")
+
+
+def _envelope_error(connection: smtplib.SMTP, sender: str, recipients: list[str]) -> smtplib.SMTPException | None:
+    """Read the replies to `_envelope`: None once the server waits for the content (354), else
+    what sendmail would raise (SMTPSenderRefused, SMTPRecipientsRefused, SMTPDataError), with the
+    session reset and ready for the next message."""
     mail = connection.getreply()
     refused = {}
     for recipient in recipients:
@@ -150,18 +234,51 @@ def send_pipelined(connection: smtplib.SMTP, sender: str, recipients: list[str],
         connection.getreply()
     if mail[0] != 250:
         _reset(connection)
-        raise smtplib.SMTPSenderRefused(*mail, sender)
+        return smtplib.SMTPSenderRefused(*mail, sender)
     if len(refused) == len(recipients):
         _reset(connection)
-        raise smtplib.SMTPRecipientsRefused(refused)
+        return smtplib.SMTPRecipientsRefused(refused)
     if data_code != 354:
         _reset(connection)
-        raise smtplib.SMTPDataError(data_code, data_reply)
+        return smtplib.SMTPDataError(data_code, data_reply)
+    return None
+
+
+def _content(data: bytes) -> bytes:
+    """A message's content as it goes after DATA: dot-stuffed, ended by the lone dot."""
     content = LEADING_DOT.sub(b"..", data)
     if not content.endswith(b"\r\n"):
         content += b"\r\n"
-    connection.send(content + b".\r\n")
-    code, reply = connection.getreply()
+    return content + b".\r\n"
+
+
+def _raise_unless_accepted(reply: tuple[int, bytes]) -> None:
+    """SMTPDataError unless the reply to a message's end of data is 250."""
+    code, text = reply
     if code != 250:
+        raise smtplib.SMTPDataError(code, text)
+
+
+def _end_data(connection: smtplib.SMTP, data: bytes) -> None:
+    """Send a message's content and read its reply, resetting the session if it was refused."""
+    connection.send(_content(data))
+    try:
+        _raise_unless_accepted(connection.getreply())
+    except smtplib.SMTPDataError:
         _reset(connection)
-        raise smtplib.SMTPDataError(code, reply)
+        raise
+
+
+def send_pipelined(connection: smtplib.SMTP, sender: str, recipients: list[str], data: bytes) -> None:
+    """`connection.sendmail(sender, recipients, data)` (recipients: simple addresses, as
+    compose_plain gives them) with MAIL, RCPT and DATA in one write when
+    the server offers PIPELINING, raising what sendmail raises (SMTPSenderRefused,
+    SMTPRecipientsRefused, SMTPDataError) and leaving the session ready for the next message."""
+    if not _offers_pipelining(connection):
+        connection.sendmail(sender, recipients, data)
+        return
+    connection.send(_envelope(sender, recipients))
+    error = _envelope_error(connection, sender, recipients)
+    if error is not None:
+        raise error
+    _end_data(connection, data)

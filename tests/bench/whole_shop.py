@@ -68,6 +68,16 @@ class _SmtpSession(socketserver.StreamRequestHandler):
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def handle(self) -> None:
+        self.in_transaction = False  # between MAIL and the transaction's end
+        try:
+            self._converse()
+        except OSError:
+            pass  # the client went away while we answered
+        finally:
+            if self.in_transaction:  # it left mid-transaction: nothing was delivered (RFC 5321 4.1.1.4)
+                self.server.sink.abandon()
+
+    def _converse(self) -> None:
         self.reply("220 stockroom-bench-sink ESMTP")
         recipients = 0  # accepted in the current mail transaction
         while True:
@@ -84,13 +94,22 @@ class _SmtpSession(socketserver.StreamRequestHandler):
             elif verb in (b"MAIL", b"RCPT", b"RSET", b"NOOP"):
                 if verb != b"NOOP":  # MAIL and RSET start a transaction, RCPT adds a recipient
                     recipients = recipients + 1 if verb == b"RCPT" else 0
+                    self.in_transaction = verb != b"RSET"
                 self.reply("250 OK")
             elif verb == b"DATA" and not recipients:
+                self.in_transaction = False
                 self.reply("554 No valid recipients")
             elif verb == b"DATA":
                 recipients = 0
                 self.reply("354 End data with <CR><LF>.<CR><LF>")
-                self.server.sink.accept(self._message())
+                message = self._message()
+                if message is None:
+                    return
+                self.in_transaction = False
+                if self.server.sink.reject_marker and self.server.sink.reject_marker in message:
+                    self.reply("554 Message rejected")
+                    continue
+                self.server.sink.accept(message)
                 self.reply("250 OK")
             elif verb == b"QUIT":
                 self.reply("221 Bye")
@@ -98,11 +117,14 @@ class _SmtpSession(socketserver.StreamRequestHandler):
             else:
                 self.reply("502 Command not implemented")
 
-    def _message(self) -> bytes:
+    def _message(self) -> bytes | None:
+        """The message's content, or None if the connection closed before its end."""
         lines = []
         while True:
             line = self.rfile.readline(65536)
-            if not line or line in (b".\r\n", b".\n"):
+            if not line:
+                return None
+            if line in (b".\r\n", b".\n"):
                 return b"".join(lines)
             lines.append(line[1:] if line.startswith(b"..") else line)  # undo dot-stuffing
 
@@ -115,18 +137,24 @@ class _Server(socketserver.ThreadingTCPServer):
 class SmtpSink:
     """A local SMTP server counting the messages it accepts by Message-ID (thread-safe)."""
 
-    def __init__(self, refuse: frozenset[str] = frozenset()):
+    def __init__(self, refuse: frozenset[str] = frozenset(), reject_marker: bytes = b""):
         self.refuse = refuse  # recipients answered 550 (tests)
+        self.reject_marker = reject_marker  # content holding it is answered 554 after DATA (tests)
         self._server = _Server(("127.0.0.1", 0), _SmtpSession)
         self._server.sink = self
         self.port = self._server.server_address[1]
         self._lock = threading.Lock()
         self.message_ids: Counter[str] = Counter()
+        self.abandoned = 0  # conversations that ended inside a mail transaction (nothing delivered)
 
     def accept(self, message: bytes) -> None:
         message_id = BytesHeaderParser().parsebytes(message).get("Message-ID", "").strip()
         with self._lock:
             self.message_ids[message_id] += 1
+
+    def abandon(self) -> None:
+        with self._lock:
+            self.abandoned += 1
 
     def received(self) -> int:
         with self._lock:

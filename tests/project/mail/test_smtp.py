@@ -1,15 +1,18 @@
 """project.mail.smtp: plain messages composed directly say what Django's own composition says,
 anything else is Django's, and a real SMTP conversation (pipelined) delivers and refuses as
-Django's backend does."""
+Django's backend does; a group sent with `send_each` takes one round trip per message, and a
+message is reported sent only once the server accepted it."""
 
 import smtplib
 from email import message_from_bytes, policy
 
 import pytest
+from django.core import mail
 from django.core.mail import EmailMessage, EmailMultiAlternatives, get_connection
 
-from project.mail.smtp import compose_plain
+from project.mail.smtp import compose_plain, send_each
 from tests.bench.whole_shop import SmtpSink
+from tests.support import wait_for
 
 BACKEND = "project.mail.smtp.EmailBackend"
 FIXED = {"Message-ID": "<outbox.1.2@example.com>", "Date": "Thu, 03 Dec 2026 16:00:00 -0000"}
@@ -86,3 +89,105 @@ def test_a_refusal_is_silent_when_the_backend_is_told_so():
         assert backend.send_messages([EmailMessage("Refused", "x", to=["gone@example.com"])]) == 0
         assert backend.send_messages([EmailMessage("Fine", "x", to=["a@example.com"])]) == 1
     assert sink.received() == 1
+
+
+# --- a group in one conversation: one round trip per message ------------------------------------------
+
+
+def _group(*names: str, second_says: str = "") -> list[EmailMessage]:
+    """One plain message per name, to <name>@example.com with Message-ID <name>@example.com; the
+    second one's body ends with `second_says`."""
+    return [
+        EmailMessage(
+            f"Message {name}",
+            f"body of {name}{second_says if index == 1 else ''}",
+            to=[f"{name}@example.com"],
+            headers={"Message-ID": f"<{name}@example.com>"},
+        )
+        for index, name in enumerate(names)
+    ]
+
+
+@pytest.fixture
+def backend():
+    def connect(sink: SmtpSink):
+        connection = get_connection(BACKEND, host="127.0.0.1", port=sink.port)
+        connection.open()
+        connection.connection.ehlo()
+        return connection
+
+    return connect
+
+
+def test_a_group_takes_one_write_per_message_and_each_is_accepted_before_its_turn_ends(backend, monkeypatch):
+    with SmtpSink() as sink:
+        connection = backend(sink)
+        writes = []
+        send = connection.connection.send
+        monkeypatch.setattr(connection.connection, "send", lambda data: (writes.append(data), send(data))[1])
+
+        received_at_each_turn = [sink.received() for _ in connection.send_each(_group("a", "b", "c", "d", "e"))]
+        assert len(writes) == 6  # MAIL+RCPT+DATA; four times content+MAIL+RCPT+DATA; the last content
+        connection.close()
+
+    assert received_at_each_turn == [1, 2, 3, 4, 5]
+    assert list(sink.message_ids) == [f"<{name}@example.com>" for name in "abcde"]
+
+
+def test_a_refused_recipient_stops_the_group_at_its_own_message_and_leaves_the_conversation_usable(backend):
+    with SmtpSink(refuse=frozenset({"b@example.com"})) as sink:
+        connection = backend(sink)
+        stream = connection.send_each(_group("a", "b", "c"))
+        assert next(stream) is True
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            next(stream)
+        assert connection.send_messages(_group("d")) == 1
+        connection.close()
+
+    assert list(sink.message_ids) == ["<a@example.com>", "<d@example.com>"]
+
+
+def test_content_refused_stops_the_group_at_its_message_and_the_next_one_already_in_data_is_discarded(backend):
+    with SmtpSink(reject_marker=b"REJECT ME") as sink:
+        connection = backend(sink)
+        stream = connection.send_each(_group("a", "b", "c", second_says=" REJECT ME"))
+        assert next(stream) is True
+        with pytest.raises(smtplib.SMTPDataError) as refused:
+            next(stream)
+        assert refused.value.smtp_code == 554
+        assert connection.connection is None  # dropped inside c's DATA
+        wait_for(lambda: sink.abandoned == 1, timeout=5, what="the sink to see the conversation end mid-transaction")
+
+    assert list(sink.message_ids) == ["<a@example.com>"]
+
+
+def test_a_consumer_that_stops_after_a_turn_never_delivers_the_message_whose_envelope_went_ahead(backend):
+    with SmtpSink() as sink:
+        connection = backend(sink)
+        stream = connection.send_each(_group("a", "b", "c"))
+        assert next(stream) is True  # b's MAIL, RCPT and DATA went with a's content
+        stream.close()
+        wait_for(lambda: sink.abandoned == 1, timeout=5, what="the sink to see the conversation end mid-transaction")
+
+    assert list(sink.message_ids) == ["<a@example.com>"]
+
+
+def test_a_message_django_composes_goes_between_pipelined_ones_in_order(backend):
+    a, c = _group("a", "c")
+    bo = EmailMessage("Django's", "body", to=["Bo <bo@example.com>"], headers={"Message-ID": "<bo@example.com>"})
+    with SmtpSink() as sink:
+        connection = backend(sink)
+        assert list(connection.send_each([a, bo, c])) == [True, True, True]
+        connection.close()
+
+    assert list(sink.message_ids) == ["<a@example.com>", "<bo@example.com>", "<c@example.com>"]
+
+
+def test_other_backends_send_each_message_when_the_consumer_reaches_it():
+    mail.outbox = []
+    stream = send_each(get_connection("django.core.mail.backends.locmem.EmailBackend"), _group("a", "b"))
+    assert mail.outbox == []
+    assert next(stream) is True
+    assert [m.to for m in mail.outbox] == [["a@example.com"]]
+    assert list(stream) == [True]
+    assert len(mail.outbox) == 2
