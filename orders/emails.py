@@ -1,16 +1,18 @@
 """Order emails: enqueued through the outbox inside the order's transaction, sent by a task.
 
 `order_email_enqueue` is what the order services call; the `orders.send_order_email` task sends
-through `order_emails_sender`, a batch of emails at a time. Django's email backend sends (console
+a group of them at a time: `order_email_messages` composes the group's emails from one read of
+their orders and project.outbox.services.outbox_send_mails sends them over one connection (one
+alone goes through `order_emails_sender`). Django's email backend sends (console
 in development, SMTP in production), with a Message-ID that is the same at every delivery of the
 outbox message (outbox_send_mail).
 """
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
 from django.conf import settings
-from django.core.mail import get_connection
+from django.core.mail import EmailMessage, get_connection
 from django.utils import timezone
 
 from orders.selectors import OrderEmailFacts, order_email_facts
@@ -67,6 +69,27 @@ def _body(order: OrderEmailFacts, kind: str) -> str:
     return "\n".join(lines)
 
 
+def _email(order: OrderEmailFacts, kind: str) -> tuple[str, str]:
+    """The subject and body of an order's `kind` email."""
+    return SUBJECTS[kind].format(number=order.number), _body(order, kind)
+
+
+def order_email_messages(*, requests: Mapping[int, tuple[int, str] | None]) -> dict[int, EmailMessage | None]:
+    """The email of each request, an (order id, kind) by key (an outbox message id), None where
+    the request is None or its order no longer exists. Reads the orders in one query
+    (order_email_facts); reads only, and composes without sending (outbox_send_mails sends)."""
+    orders = order_email_facts(order_ids=[request[0] for request in requests.values() if request is not None])
+    emails: dict[int, EmailMessage | None] = {}
+    for key, request in requests.items():
+        order = orders.get(request[0]) if request is not None else None
+        if order is None:
+            emails[key] = None
+            continue
+        subject, body = _email(order, request[1])
+        emails[key] = EmailMessage(subject=subject, body=body, to=[order.email])
+    return emails
+
+
 @contextmanager
 def order_emails_sender(*, order_ids: Iterable[int]) -> Iterator[Callable[[int, str], bool]]:
     """Read these orders in one go (order_email_facts) and open one mail connection; yields
@@ -87,12 +110,8 @@ def order_emails_sender(*, order_ids: Iterable[int]) -> Iterator[Callable[[int, 
             order = orders.get(order_id)
             if order is None:
                 return False
-            outbox_send_mail(
-                subject=SUBJECTS[kind].format(number=order.number),
-                body=_body(order, kind),
-                recipients=[order.email],
-                connection=mail,
-            )
+            subject, body = _email(order, kind)
+            outbox_send_mail(subject=subject, body=body, recipients=[order.email], connection=mail)
             return True
 
         yield send

@@ -12,10 +12,9 @@ from django.conf import settings
 
 from orders import jobs
 from orders.backorders import fill_waiting_backorders
-from orders.emails import KINDS, SEND_ORDER_EMAIL, order_emails_sender
+from orders.emails import KINDS, SEND_ORDER_EMAIL, order_email_messages, order_emails_sender
 from project.errors import InvalidInput
-from project.outbox.models import OutboxMessage
-from project.outbox.services import OutboxBatch, OutboxTask
+from project.outbox.services import ClaimedMessage, OutboxBatch, OutboxTask, outbox_send_mails
 from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.orders.tasks")
@@ -36,7 +35,7 @@ def _email_valid(order_id, kind) -> bool:
     return False
 
 
-def _email_request(message: OutboxMessage) -> tuple[int, str] | None:
+def _email_request(message: ClaimedMessage) -> tuple[int, str] | None:
     """The (order id, kind) of an order email message, or None (logged) if its arguments are bad."""
     try:
         order_id, kind = _email_arguments(*message.args, **message.kwargs)
@@ -55,18 +54,17 @@ def _log_email(sent: bool, order_id: int, kind: str) -> None:
 
 class OrderEmailTask(OutboxTask):
     """Order emails go out in groups: the relay hands a worker up to `outbox_batch_size` of them in
-    one Celery message, their orders are read in one go and they share one SMTP connection."""
+    one Celery message, their orders are read in one go and they share one SMTP conversation,
+    pipelined (outbox_send_mails)."""
 
     outbox_batch_size = 50
 
     def run_batch(self, batch: OutboxBatch) -> None:
         requests = {message.pk: _email_request(message) for message in batch.messages}
-        order_ids = [request[0] for request in requests.values() if request is not None]
-        with order_emails_sender(order_ids=order_ids) as send:
-            for message in batch:
-                request = requests[message.pk]
-                if request is not None:
-                    _log_email(send(*request), *request)
+        for message, sent in outbox_send_mails(batch, order_email_messages(requests=requests)):
+            request = requests[message.pk]
+            if request is not None:
+                _log_email(sent, *request)
 
 
 @shared_task(name=SEND_ORDER_EMAIL, base=OrderEmailTask)

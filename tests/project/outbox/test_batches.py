@@ -23,7 +23,8 @@ from orders.tasks import send_order_email
 from project.celery import app
 from project.outbox.models import OutboxMessage
 from project.outbox.relay import BrokerUnavailable, OutboxRelay
-from project.outbox.services import OUTBOX_BATCH_HEADER, outbox_claim_many, outbox_enqueue
+from project.outbox.services import OUTBOX_BATCH_HEADER, outbox_claim_many, outbox_enqueue, outbox_message_id
+from tests.bench.whole_shop import SmtpSink
 from tests.factories import ProductFactory, UserFactory, WarehouseFactory
 from tests.orders.conftest import ADDRESS
 from tests.project.outbox.support import RelayThread, TcpProxy, broker_host_port, broker_url_via, running_worker
@@ -148,6 +149,26 @@ def test_a_failure_in_a_group_keeps_the_emails_before_it_and_retries_it_and_the_
     finally:
         FailingForOneRecipient.refused = "refused@example.com"
     assert [m.to for m in mail.outbox] == [["ada@example.com"], ["refused@example.com"], ["cy@example.com"]]
+    assert {m.state for m in _email_messages()} == {State.DONE}
+
+
+def test_over_smtp_a_group_records_an_email_done_only_once_the_server_accepted_it(settings):
+    settings.EMAIL_BACKEND = "project.mail.smtp.EmailBackend"
+    _orders("ada@example.com", "gone@example.com", "cy@example.com")
+    first, refused, last = _email_messages()
+
+    with SmtpSink(refuse=frozenset({"gone@example.com"})) as sink:
+        settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", sink.port
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            _deliver_batch([first.pk, refused.pk, last.pk], "delivery-1")
+        assert list(sink.message_ids) == [outbox_message_id(first)]  # cy's email never went out
+        states = {m.pk: m.state for m in _email_messages()}
+        assert states == {first.pk: State.DONE, refused.pk: State.PENDING, last.pk: State.PENDING}
+
+        sink.refuse = frozenset()
+        assert _deliver_batch([first.pk, refused.pk, last.pk], "delivery-2") == 2
+
+    assert sink.message_ids == {outbox_message_id(m): 1 for m in (first, refused, last)}
     assert {m.state for m in _email_messages()} == {State.DONE}
 
 
