@@ -57,7 +57,7 @@ class OrderEmailTask(OutboxTask):
     one Celery message, their orders are read in one go and they share one SMTP conversation,
     pipelined (outbox_send_mails)."""
 
-    outbox_batch_size = 50
+    outbox_batch_size = 100
 
     def run_batch(self, batch: OutboxBatch) -> None:
         requests = {message.pk: _email_request(message) for message in batch.messages}

@@ -271,7 +271,7 @@ OUTBOX_LEASE_MARGIN_SECONDS = env_int("OUTBOX_LEASE_MARGIN_SECONDS", 120)
 OUTBOX_LEASE_SECONDS = env_int("OUTBOX_LEASE_SECONDS", 900)
 # Deliveries (or failures) before a message becomes `dead` and waits for staff in the admin.
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
-OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 50)
+OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 200)
 # The relay wakes on NOTIFY at commit; this poll is the fallback (and picks up due retries).
 OUTBOX_POLL_SECONDS = env_float("OUTBOX_POLL_SECONDS", 1.0)
 OUTBOX_RETRY_BACKOFF_SECONDS = env_int("OUTBOX_RETRY_BACKOFF_SECONDS", 10)
