@@ -5,13 +5,14 @@ transaction that flags the products; the `inventory.send_low_stock_alert` task s
 transaction open and a Message-ID that is the same at every delivery (project.outbox.services).
 
 Shoppers' back-in-stock emails travel the same way: the sweep (`back_in_stock.back_in_stock_notify`)
-queues one per subscription it ends, and `inventory.send_back_in_stock` sends them.
+queues one per subscription it ends, and `inventory.send_back_in_stock` sends them, a group at a
+time (`back_in_stock_messages`, then project.outbox.services.outbox_send_mails).
 """
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-from django.core.mail import get_connection
+from django.core.mail import EmailMessage, get_connection
 from django.urls import reverse
 
 from inventory.models import BackInStockSubscription
@@ -66,6 +67,29 @@ def _back_in_stock_body(subscription: BackInStockSubscription) -> str:
     )
 
 
+def _back_in_stock_email(subscription: BackInStockSubscription) -> tuple[str, str]:
+    """The subject and body of a subscription's email."""
+    return f"Back in stock: {subscription.product.name}", _back_in_stock_body(subscription)
+
+
+def back_in_stock_messages(*, requests: Mapping[int, int | None]) -> dict[int, EmailMessage | None]:
+    """The email of each request, a subscription id by key (an outbox message id), None where the
+    request is None or the subscription no longer exists. Reads the subscriptions (with their
+    shopper and product) in one query and composes without sending (outbox_send_mails sends)."""
+    subscriptions = BackInStockSubscription.objects.select_related("user", "product").in_bulk(
+        [subscription_id for subscription_id in requests.values() if subscription_id is not None]
+    )
+    emails: dict[int, EmailMessage | None] = {}
+    for key, subscription_id in requests.items():
+        subscription = subscriptions.get(subscription_id) if subscription_id is not None else None
+        if subscription is None:
+            emails[key] = None
+            continue
+        subject, body = _back_in_stock_email(subscription)
+        emails[key] = EmailMessage(subject=subject, body=body, to=[subscription.user.email])
+    return emails
+
+
 @contextmanager
 def back_in_stock_sender(*, subscription_ids: Sequence[int]) -> Iterator[Callable[[int], bool]]:
     """Read these subscriptions (with their shopper and product) in one query and open one mail
@@ -83,12 +107,8 @@ def back_in_stock_sender(*, subscription_ids: Sequence[int]) -> Iterator[Callabl
             subscription = subscriptions.get(subscription_id)
             if subscription is None:
                 return False
-            outbox_send_mail(
-                subject=f"Back in stock: {subscription.product.name}",
-                body=_back_in_stock_body(subscription),
-                recipients=[subscription.user.email],
-                connection=mail,
-            )
+            subject, body = _back_in_stock_email(subscription)
+            outbox_send_mail(subject=subject, body=body, recipients=[subscription.user.email], connection=mail)
             return True
 
         yield send

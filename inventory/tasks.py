@@ -12,8 +12,8 @@ from inventory.bulk import bulk_stock_requests_prune
 from inventory.emails import (
     SEND_BACK_IN_STOCK,
     SEND_LOW_STOCK_ALERT,
+    back_in_stock_messages,
     back_in_stock_send,
-    back_in_stock_sender,
     low_stock_alert_send,
 )
 from inventory.errors import InvalidInput
@@ -21,7 +21,7 @@ from inventory.events import stock_changed_emit
 from inventory.reorder import reorder_proposals_draft
 from inventory.services import import_files_prune, low_stock_alerts_queue
 from project.errors import LockTimeout, NotFound
-from project.outbox.services import OutboxBatch, OutboxTask
+from project.outbox.services import OutboxBatch, OutboxTask, outbox_send_mails
 from project.values import is_whole_number
 
 logger = logging.getLogger("stockroom.inventory")
@@ -172,24 +172,23 @@ def _log_back_in_stock(sent: bool, subscription_id: int) -> None:
 class BackInStockEmailTask(OutboxTask):
     """A restock can end hundreds of subscriptions in one sweep: the relay hands a worker up to
     `outbox_batch_size` of their emails in one Celery message, read in one query and sent over one
-    SMTP connection (as order emails are)."""
+    SMTP conversation, pipelined (outbox_send_mails, as order emails are)."""
 
     outbox_batch_size = 50
 
     def run_batch(self, batch: OutboxBatch) -> None:
-        ids = {}
+        ids: dict[int, int | None] = {}
         for message in batch.messages:
             try:
                 subscription_id = _back_in_stock_argument(*message.args, **message.kwargs)
             except TypeError:
                 logger.error("send_back_in_stock refused: arguments %.200r %.200r", message.args, message.kwargs)
+                ids[message.pk] = None
                 continue
-            if _back_in_stock_valid(subscription_id):
-                ids[message.pk] = subscription_id
-        with back_in_stock_sender(subscription_ids=list(ids.values())) as send:
-            for message in batch:
-                if message.pk in ids:
-                    _log_back_in_stock(send(ids[message.pk]), ids[message.pk])
+            ids[message.pk] = subscription_id if _back_in_stock_valid(subscription_id) else None
+        for message, sent in outbox_send_mails(batch, back_in_stock_messages(requests=ids)):
+            if ids[message.pk] is not None:
+                _log_back_in_stock(sent, ids[message.pk])
 
 
 @shared_task(name=SEND_BACK_IN_STOCK, base=BackInStockEmailTask)
