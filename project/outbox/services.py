@@ -327,7 +327,7 @@ def outbox_send_mails(
         if email is not None:
             email.extra_headers["Message-ID"] = outbox_message_id(message)
     with get_connection() as mail:
-        accepted = send_each(mail, [email for message in batch.messages if (email := emails.get(message.pk))])
+        accepted = send_each(mail, [emails[m.pk] for m in batch.messages if emails.get(m.pk) is not None])
         try:
             for message in batch:
                 if emails.get(message.pk) is None:
