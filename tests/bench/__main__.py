@@ -193,6 +193,15 @@ def invariant_breaches(database_url: str) -> int:
     return breaches_in(database_url)
 
 
+def logged_breaches(database_url: str, name: str, found: int = 0) -> int:
+    """The invariant breaches after scenario `name` (plus `found`, those it counted itself), logged
+    when there are any."""
+    count = invariant_breaches(database_url) + found
+    if count:
+        log(f"{name}: invariants BROKEN ({count})")
+    return count
+
+
 # --- gunicorn ---------------------------------------------------------------------------------
 
 
@@ -678,19 +687,13 @@ def main() -> int:
     if any(m.name in wanted for m in mixed.MIXED):
         log("mixed: readers and orderers alone, then together, on one server")
         mixed_results = run_mixed(args, database_url, redis_url, tmp, extra)
-        count = invariant_breaches(database_url)
-        broken += count
-        if count:
-            log(f"mixed: invariants BROKEN ({count})")
+        broken += logged_breaches(database_url, "mixed")
     shop_rounds: list[whole_shop.Round] = []
     if "whole_shop" in wanted:
         log(f"whole_shop: web, worker, relay and beat with SMTP; {args.runs} rounds of {args.shop_seconds}s web-only"
             f" then {args.shop_seconds}s whole-shop and its drain")  # fmt: skip
         shop_rounds = run_whole_shop(args, database_url, redis_url, tmp, extra)
-        count = invariant_breaches(database_url)
-        broken += count
-        if count:
-            log(f"whole_shop: invariants BROKEN ({count})")
+        broken += logged_breaches(database_url, "whole_shop")
         if not whole_shop.delivered_exactly(shop_rounds):
             log("whole_shop: emails received differ from orders placed, or a Message-ID came twice")
             broken += 1
@@ -700,10 +703,7 @@ def main() -> int:
         log(f"two_nodes: orders and product reads through HAProxy to 2 nodes, to 1 node, and to that node directly;"
             f" {args.runs} interleaved rounds")  # fmt: skip
         node_rounds = run_two_nodes(args, database_url, redis_url, tmp, extra)
-        count = invariant_breaches(database_url)
-        broken += count
-        if count:
-            log(f"two_nodes: invariants BROKEN ({count})")
+        broken += logged_breaches(database_url, "two_nodes")
 
     batch_results: list[BatchResult] = []
     if (args.import_rows and "import" in wanted) or (args.expiry_orders and "expiry" in wanted):
@@ -727,10 +727,7 @@ def main() -> int:
             floor_url = database_url.rsplit("/", 1)[0] + f"/{FLOOR_DB}"
             bulk_run = bulk_set.run(server_proc.port, api_key, batches=args.bulk_batches, products=args.products,
                                     floor_url=floor_url, tmp=tmp)  # fmt: skip
-        count = invariant_breaches(database_url)
-        broken += count
-        if count:
-            log(f"bulk_set: invariants BROKEN ({count})")
+        broken += logged_breaches(database_url, "bulk_set")
 
     # Last: it adds a few hundred thousand orders, which the scenarios above should not carry.
     placement_rounds: list[placement_db.PlacementRound] = []
@@ -748,10 +745,7 @@ def main() -> int:
         )  # fmt: skip
         for line in (line for r in placement_rounds for line in r.breaches):
             log(f"placement_db: {line}")
-        count = invariant_breaches(database_url) + sum(len(r.breaches) for r in placement_rounds)
-        broken += count
-        if count:
-            log(f"placement_db: invariants BROKEN ({count})")
+        broken += logged_breaches(database_url, "placement_db", found=sum(len(r.breaches) for r in placement_rounds))
         if placement_db.refused(placement_rounds):
             log(f"placement_db: {placement_db.refused(placement_rounds)} calls placed no order")
             broken += 1
