@@ -34,14 +34,12 @@ from typing import Any
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.signals import setting_changed
 from django.db import OperationalError, transaction
-from django.dispatch import receiver
 from django_prometheus.cache.metrics import django_cache_get_total, django_cache_hits_total, django_cache_misses_total
 from redis.exceptions import RedisError
 
 from project.db import replica, wal
-from project.db.redis import PerProcess, RedisConnections
+from project.db.redis import cache_connections
 from project.db.transactions import is_lock_error
 from project.http.degraded import mark_stale
 
@@ -58,26 +56,6 @@ _READS = django_cache_get_total.labels(backend="redis")
 _HITS = django_cache_hits_total.labels(backend="redis")
 _MISSES = django_cache_misses_total.labels(backend="redis")
 TTL_SECONDS = 300
-# Connections per process for the MGET and MSET (a gunicorn worker runs GUNICORN_THREADS threads).
-CONNECTIONS = 16
-
-_connections = PerProcess(
-    lambda: RedisConnections(
-        settings.CACHES["default"]["LOCATION"], size=CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT
-    ),
-    RedisConnections.close,
-)
-
-
-def redis_connections() -> RedisConnections:
-    """This process's connections to the cache's Redis, made on first use."""
-    return _connections.get()
-
-
-@receiver(setting_changed, dispatch_uid="stockroom.cache.reset")
-def _reset_on_setting_change(setting, **kwargs):
-    if setting in {"CACHES", "REDIS_SOCKET_TIMEOUT"}:
-        _connections.reset()
 
 
 def _read(keys: list[str]) -> dict:
@@ -85,7 +63,7 @@ def _read(keys: list[str]) -> dict:
     when Redis cannot answer."""
     client = cache.client
     try:
-        values = redis_connections().execute("MGET", *[client.make_key(key) for key in keys])
+        values = cache_connections().execute("MGET", *[client.make_key(key) for key in keys])
     except RedisError as exc:
         logger.error("catalogue read from Redis failed: %s", exc)
         return {}
@@ -137,7 +115,7 @@ def _new_tokens(skus: list[str]) -> None:
     client = cache.client
     pairs = [part for key, value in tokens.items() for part in (client.make_key(key), client.encode(value))]
     try:
-        redis_connections().execute("MSET", *pairs)
+        cache_connections().execute("MSET", *pairs)
     except RedisError as exc:  # as IGNORE_EXCEPTIONS does: entries then live out their TTL
         logger.error("catalogue invalidation failed: %s", exc)
 

@@ -24,12 +24,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.signals import setting_changed
 from django.db import DatabaseError
-from django.dispatch import receiver
 from redis.exceptions import RedisError
 
-from project.db.redis import PerProcess, RedisConnections
+from project.db.redis import cache_connections
 from project.db.wal import primary_lsn
 
 logger = logging.getLogger("stockroom.replica")
@@ -45,7 +43,6 @@ end
 return 1
 """
 LOOKUP_SCRIPT = "return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}"
-CONNECTIONS = 16  # per process, as inventory.cache's
 
 
 @dataclass(frozen=True)
@@ -67,19 +64,6 @@ class _Client:
 
 
 _client: ContextVar[_Client | None] = ContextVar("own_writes_client", default=None)
-
-_connections = PerProcess(
-    lambda: RedisConnections(
-        settings.CACHES["default"]["LOCATION"], size=CONNECTIONS, timeout=settings.REDIS_SOCKET_TIMEOUT
-    ),
-    RedisConnections.close,
-)
-
-
-@receiver(setting_changed, dispatch_uid="stockroom.own_writes.reset")
-def _reset_on_setting_change(setting, **kwargs):
-    if setting in {"CACHES", "REDIS_SOCKET_TIMEOUT"}:
-        _connections.reset()
 
 
 def tracking() -> bool:
@@ -128,7 +112,7 @@ def remember(request) -> None:
         logger.warning("could not read the primary's position after a write: %s", exc)
         return
     try:
-        _connections.get().execute(
+        cache_connections().execute(
             "EVAL", REMEMBER_SCRIPT, 1, _key(principal), f"{lsn:016x}", int(own_write_seconds() * 1000)
         )
     except RedisError as exc:
@@ -152,7 +136,7 @@ def _look_up(request) -> OwnWrite | None:
     if principal is None:
         return None
     try:
-        kept, remaining_ms = _connections.get().execute("EVAL", LOOKUP_SCRIPT, 1, _key(principal))
+        kept, remaining_ms = cache_connections().execute("EVAL", LOOKUP_SCRIPT, 1, _key(principal))
     except RedisError as exc:
         logger.error("could not read the client's last write from Redis: %s", exc)
         return UNKNOWN

@@ -5,9 +5,10 @@ from prometheus_client import REGISTRY
 
 from inventory import services
 from inventory.availability import ListTemplate
-from inventory.cache import catalogue_changed, redis_connections
+from inventory.cache import catalogue_changed
 from inventory.errors import InsufficientStock
 from inventory.models import Product, StockLevel
+from project.db.redis import cache_connections
 from tests.factories import ProductFactory, WarehouseFactory
 from tests.support import closed_port
 
@@ -62,14 +63,14 @@ def test_a_catalogue_page_is_cached_as_its_json_and_a_hit_answers_the_same_bytes
 
 class CommandCounter:
     """Counts the commands the cache sends (each one a round trip), through django-redis's client
-    and through its own connections (inventory.cache.redis_connections), passing them on."""
+    and through its own connections (project.db.redis.cache_connections), passing them on."""
 
     def __init__(self, monkeypatch):
         self.commands: list[str] = []
         clients = {id(client): client for client in (cache.client.get_client(write=w) for w in (False, True))}
         for client in clients.values():
             monkeypatch.setattr(client, "execute_command", self._counting(client.execute_command))
-        connections = redis_connections()
+        connections = cache_connections()
         monkeypatch.setattr(connections, "execute", self._counting(connections.execute))
 
     def _counting(self, send):
