@@ -23,7 +23,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import psutil
@@ -286,10 +286,20 @@ class Gunicorn:
 # --- wrk --------------------------------------------------------------------------------------
 
 
+WRK_THREADS = 2
+
+
 def wrk(port: int, scenario: Scenario, seconds: float, connections: int, extra_env: dict) -> dict:
-    env = dict(os.environ, BENCH_LUA_DIR=str(LUA_DIR), BENCH_RUN_ID=secrets.token_hex(4), **scenario.env, **extra_env)
+    env = dict(
+        os.environ,
+        BENCH_LUA_DIR=str(LUA_DIR),
+        BENCH_RUN_ID=secrets.token_hex(4),
+        BENCH_WRK_THREADS=str(WRK_THREADS),
+        **scenario.env,
+        **extra_env,
+    )
     command = [
-        "wrk", "-t2", f"-c{connections}", f"-d{max(seconds, 1):.0f}s", "--latency",
+        "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{max(seconds, 1):.0f}s", "--latency",
         "-s", str(LUA_DIR / scenario.script), f"http://127.0.0.1:{port}{scenario.path}",
     ]  # fmt: skip
     out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60)
@@ -589,6 +599,9 @@ def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -
     env = bench_env(database_url, redis_url)
     by_name = {scenario.name: scenario for scenario in scenarios(args.products)}
     by_name["product_hot"] = Scenario("product_hot", "/api/v1/products/HOT")
+    uniform = by_name["orders_uniform"]
+    paced = f"{uniform.name}_{mixed.PACED_ORDERS_PER_SECOND}"
+    by_name[paced] = replace(uniform, name=paced, env={**uniform.env, "BENCH_RATE": str(mixed.PACED_ORDERS_PER_SECOND)})
     chosen = [m for m in mixed.MIXED if not args.only or m.name in args.only.split(",")]
     results: dict[str, list[mixed.MixedRound]] = {}
     with Gunicorn(env, tmp) as server:

@@ -1,6 +1,33 @@
 -- Shared by every scenario: count responses by status per thread, report JSON in done().
 local threads = {}
 
+-- BENCH_RATE: requests per second for the whole run, paced with wrk's delay(). Each of the
+-- BENCH_WRK_THREADS threads spaces its own requests evenly (its share of the rate) and never
+-- bursts to catch up, so the run makes at most that many, fewer when its connections cannot keep
+-- up. Unset: every connection sends its next request as soon as the last one is answered.
+local rate = tonumber(os.getenv("BENCH_RATE") or "")
+if rate then
+   local ffi = require("ffi")
+   ffi.cdef[[
+      typedef struct { long tv_sec; long tv_nsec; } bench_timespec;
+      int clock_gettime(int clock, bench_timespec *now);
+   ]]
+   local now = ffi.new("bench_timespec")
+   local interval_ms = 1000 * tonumber(os.getenv("BENCH_WRK_THREADS")) / rate
+   local next_ms
+
+   local function monotonic_ms()
+      ffi.C.clock_gettime(1, now) -- CLOCK_MONOTONIC
+      return tonumber(now.tv_sec) * 1000 + tonumber(now.tv_nsec) / 1e6
+   end
+
+   function delay()
+      local at = monotonic_ms()
+      next_ms = math.max((next_ms or at) + interval_ms, at)
+      return next_ms - at
+   end
+end
+
 function setup(thread)
    thread:set("id", #threads + 1)
    table.insert(threads, thread)
