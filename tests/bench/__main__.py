@@ -621,7 +621,8 @@ def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -
                 wrk(server.port, by_name[pair.writers], args.warmup, pair.writer_connections, extra)
             results[pair.name] = []
             for number in range(1, args.runs + 1):
-                log(f"{pair.name}: round {number} of {args.runs} (alone, alone, together; {args.duration}s each)")
+                sides = "readers alone, together, orderers alone"
+                log(f"{pair.name}: round {number} of {args.runs} ({sides}; {args.duration}s each)")
                 results[pair.name].append(mixed.run_round(pair, run, metrics))
     return results
 

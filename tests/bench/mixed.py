@@ -3,7 +3,9 @@
 A shop browses and sells at the same time. Each scenario pairs a reader (wrk on a catalogue
 address) with an orderer (wrk placing orders), each with its own connection count, the orderer
 either as fast as its connections go or paced to a rate of orders per second, and each round
-runs the reader alone, the orderer alone, then both at once (two wrk processes started together).
+runs the reader alone, then both at once (two wrk processes started together), then the orderer
+alone: each side's run alone is next to the run together, since this host's speed drifts by 15% or
+more from one 8-second window to another, and a ratio of two windows far apart measures that drift.
 It reports, over the rounds (median, min-max):
 - the reader's req/s while orders flow as a ratio to the reader alone;
 - the orders' req/s while reads flow as a ratio to the orders alone;
@@ -88,9 +90,9 @@ def cache_counters(metrics_text: str) -> tuple[float, float]:
 
 
 def run_round(mixed: Mixed, run: Callable[[str, int], float], metrics: Callable[[], str]) -> MixedRound:
-    """`run(scenario name, connections)` runs wrk once and gives its 2xx req/s."""
+    """`run(scenario name, connections)` runs wrk once and gives its 2xx req/s: the readers alone,
+    both at once, then the orderers alone."""
     readers_alone = run(mixed.readers, mixed.reader_connections)
-    writers_alone = run(mixed.writers, mixed.writer_connections)
     gets_before, hits_before = cache_counters(metrics())
     results: dict[str, float] = {}
 
@@ -106,6 +108,7 @@ def run_round(mixed: Mixed, run: Callable[[str, int], float], metrics: Callable[
     for thread in threads:
         thread.join()
     gets_after, hits_after = cache_counters(metrics())
+    writers_alone = run(mixed.writers, mixed.writer_connections)
     return MixedRound(
         readers_alone=readers_alone,
         writers_alone=writers_alone,
