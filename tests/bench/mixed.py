@@ -35,7 +35,7 @@ class Mixed:
 
 
 # The pace of the paced list scenario: the rate at which the 2 orderers of the list scenario ran
-# when browsing while selling was first measured (a cold list page then cost about 5 ms). Unpaced,
+# when browsing while selling was first measured, every order then emptying the list's cache. Unpaced,
 # the same 2 connections now order more than twice as fast, and what the readers keep then says
 # how the machine splits between the two sides more than what orders do to the catalogue.
 PACED_ORDERS_PER_SECOND = 60

@@ -13,7 +13,9 @@ if rate then
       int clock_gettime(int clock, bench_timespec *now);
    ]]
    local now = ffi.new("bench_timespec")
-   local interval_ms = 1000 * tonumber(os.getenv("BENCH_WRK_THREADS")) / rate
+   local wrk_threads = tonumber(os.getenv("BENCH_WRK_THREADS") or "")
+   assert(wrk_threads, "BENCH_RATE needs BENCH_WRK_THREADS (wrk's -t)")
+   local interval_ms = 1000 * wrk_threads / rate
    local next_ms
 
    local function monotonic_ms()
