@@ -600,8 +600,9 @@ def run_mixed(args, database_url: str, redis_url: str, tmp: Path, extra: dict) -
     by_name = {scenario.name: scenario for scenario in scenarios(args.products)}
     by_name["product_hot"] = Scenario("product_hot", "/api/v1/products/HOT")
     uniform = by_name["orders_uniform"]
-    paced = f"{uniform.name}_{mixed.PACED_ORDERS_PER_SECOND}"
-    by_name[paced] = replace(uniform, name=paced, env={**uniform.env, "BENCH_RATE": str(mixed.PACED_ORDERS_PER_SECOND)})
+    by_name[mixed.PACED_ORDERS] = replace(
+        uniform, name=mixed.PACED_ORDERS, env={**uniform.env, "BENCH_RATE": str(mixed.PACED_ORDERS_PER_SECOND)}
+    )
     chosen = [m for m in mixed.MIXED if not args.only or m.name in args.only.split(",")]
     results: dict[str, list[mixed.MixedRound]] = {}
     with Gunicorn(env, tmp) as server:

@@ -4,11 +4,10 @@ The paced list scenario of `make bench` (catalogue_while_ordering_60) relies on 
 against a local HTTP server that counts what it answers; nothing is timed, only counted.
 """
 
-import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from tests.bench.__main__ import LUA_DIR, WRK_THREADS
+from tests.bench.__main__ import WRK_THREADS, Scenario, wrk
 
 
 class _Counting(BaseHTTPRequestHandler):
@@ -35,25 +34,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 def _answered_during_wrk(port: int, seconds: int, rate: str | None) -> int:
-    env = {"BENCH_LUA_DIR": str(LUA_DIR), "BENCH_WRK_THREADS": str(WRK_THREADS), "PATH": "/usr/bin:/bin"}
-    if rate is not None:
-        env["BENCH_RATE"] = rate
+    """Requests the server answered during one run of the bench's own wrk helper (2 connections)."""
+    scenario = Scenario("paced", "/", env={} if rate is None else {"BENCH_RATE": rate})
     before = _Counting.answered
-    subprocess.run(
-        [
-            "wrk",
-            f"-t{WRK_THREADS}",
-            "-c2",
-            f"-d{seconds}s",
-            "-s",
-            str(LUA_DIR / "get.lua"),
-            f"http://127.0.0.1:{port}/",
-        ],
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=seconds + 30,
-    )
+    wrk(port, scenario, seconds, 2, {})
     return _Counting.answered - before
 
 
